@@ -1,0 +1,1 @@
+//! Shared set-up for xvs's criterion benchmarks (the benchmarks themselves are in `benches/`).

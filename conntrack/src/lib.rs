@@ -1,0 +1,2 @@
+//! Connection tracking and NAT for xvs (to be written).
+#![deny(unsafe_code)]

@@ -1,0 +1,140 @@
+//! Frames and header views over byte slices.
+//!
+//! This module owns the representation of a frame being switched ([`Frame`]: a borrowed buffer
+//! with headroom, so VLAN push and tunnel encapsulation grow it in place), header views with
+//! named byte offsets for reading and rewriting fields in place, and checksum arithmetic.
+//! Parsing into a flow key is [`crate::extract`]; deciding what to rewrite is [`crate::xlate`].
+
+pub mod checksum;
+
+/// A frame being switched: `buf[head..head + len]` is the frame; bytes before `head` are
+/// headroom that pushes (VLAN tags, encapsulation) grow into without moving the payload.
+///
+/// It borrows its buffer, so the same code runs on an AF_XDP UMEM chunk, a test's `Vec<u8>`, or
+/// a reassembled datagram owned by connection tracking.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    buf: &'a mut [u8],
+    head: usize,
+    len: usize,
+}
+
+/// The buffer has no room for the requested growth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoRoom;
+
+impl<'a> Frame<'a> {
+    /// A frame occupying `buf[head..head + len]`. Panics if that range is outside `buf` (a
+    /// caller bug, never a property of traffic).
+    pub fn new(buf: &'a mut [u8], head: usize, len: usize) -> Frame<'a> {
+        assert!(head + len <= buf.len(), "frame range outside its buffer");
+        Frame { buf, head, len }
+    }
+
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.head..self.head + self.len]
+    }
+
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.head..self.head + self.len]
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes available in front of the frame.
+    #[inline]
+    pub fn headroom(&self) -> usize {
+        self.head
+    }
+
+    /// Offset of the frame's first byte in the underlying buffer.
+    #[inline]
+    pub fn head(&self) -> usize {
+        self.head
+    }
+
+    /// Grows the frame by `n` bytes at the front (contents of the new bytes unspecified).
+    #[inline]
+    pub fn push_head(&mut self, n: usize) -> Result<(), NoRoom> {
+        if n > self.head {
+            return Err(NoRoom);
+        }
+        self.head -= n;
+        self.len += n;
+        Ok(())
+    }
+
+    /// Removes `n` bytes from the front (`n` is clamped to the length).
+    #[inline]
+    pub fn pull_head(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.head += n;
+        self.len -= n;
+    }
+
+    /// Inserts `n` bytes at offset `at` of the frame by moving the first `at` bytes forward
+    /// into the headroom (cheap when `at` is small, as for a VLAN tag after the MAC addresses).
+    pub fn insert_gap(&mut self, at: usize, n: usize) -> Result<(), NoRoom> {
+        if at > self.len {
+            return Err(NoRoom);
+        }
+        self.push_head(n)?;
+        let h = self.head;
+        self.buf.copy_within(h + n..h + n + at, h);
+        Ok(())
+    }
+
+    /// Removes `n` bytes at offset `at` by moving the first `at` bytes back.
+    pub fn remove_gap(&mut self, at: usize, n: usize) {
+        if at + n > self.len {
+            return;
+        }
+        let h = self.head;
+        self.buf.copy_within(h..h + at, h + n);
+        self.pull_head(n);
+    }
+
+    /// Shortens the frame to `len` bytes (no effect if already shorter).
+    #[inline]
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Grows the frame by `n` bytes at the back, if the buffer has room.
+    pub fn push_tail(&mut self, n: usize) -> Result<(), NoRoom> {
+        if self.head + self.len + n > self.buf.len() {
+            return Err(NoRoom);
+        }
+        self.len += n;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_insert_and_remove_roundtrip() {
+        let mut buf = vec![0u8; 8 + 6];
+        buf[8..].copy_from_slice(&[1, 2, 3, 4, 5, 6]);
+        let mut f = Frame::new(&mut buf, 8, 6);
+        f.insert_gap(2, 4).unwrap();
+        assert_eq!(f.len(), 10);
+        assert_eq!(&f.data()[..2], &[1, 2]);
+        assert_eq!(&f.data()[6..], &[3, 4, 5, 6]);
+        f.remove_gap(2, 4);
+        assert_eq!(f.data(), &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(f.insert_gap(0, 100), Err(NoRoom));
+    }
+}

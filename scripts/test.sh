@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Sets up the machine (system packages) and runs the whole test suite: formatting, lints, unit,
+# property, differential (against a private Open vSwitch) and namespace integration tests.
+# Needs root for the namespace and AF_XDP tests. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+# Integration tests create their own namespaces and OVS sandboxes; run them one binary at a
+# time but let each binary's tests run in parallel.
+cargo test --workspace --locked --release -- --test-threads=2
+
+echo "== test.sh: all passed"
