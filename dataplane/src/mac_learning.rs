@@ -60,7 +60,13 @@ impl VlanMode {
 
     /// Whether frames of `vlan` may leave this port, and with which TCI (OVS form).
     pub fn output_tci(&self, vlan: u16, pcp_tci: u16) -> Option<u16> {
-        let tagged = |v: u16| if v == 0 { 0 } else { VLAN_CFI | (pcp_tci & 0xe000) | v };
+        let tagged = |v: u16| {
+            if v == 0 {
+                0
+            } else {
+                VLAN_CFI | (pcp_tci & 0xe000) | v
+            }
+        };
         match self {
             VlanMode::TrunkAll => Some(tagged(vlan)),
             VlanMode::Trunk(list) => list.contains(&vlan).then(|| tagged(vlan)),
@@ -160,7 +166,13 @@ impl Fdb {
                     self.stats.full.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                t.insert((vlan, mac), FdbEntry { port, last_seen: now });
+                t.insert(
+                    (vlan, mac),
+                    FdbEntry {
+                        port,
+                        last_seen: now,
+                    },
+                );
                 self.stats.learned.fetch_add(1, Ordering::Relaxed);
                 self.generation.fetch_add(1, Ordering::AcqRel);
             }
@@ -170,7 +182,9 @@ impl Fdb {
     /// The port `mac` on `vlan` was last seen on, if it has not aged out.
     pub fn lookup(&self, vlan: u16, mac: [u8; 6], now: Nanos) -> Option<u32> {
         let t = self.table.read().unwrap_or_else(|e| e.into_inner());
-        t.get(&(vlan, mac)).filter(|e| now.saturating_sub(e.last_seen) < self.aging).map(|e| e.port)
+        t.get(&(vlan, mac))
+            .filter(|e| now.saturating_sub(e.last_seen) < self.aging)
+            .map(|e| e.port)
     }
 
     /// Removes aged-out entries. Returns how many.
@@ -195,7 +209,10 @@ impl Fdb {
     }
 
     pub fn flush(&self) {
-        self.table.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.table
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -205,7 +222,14 @@ impl Fdb {
         let mut v: Vec<_> = t
             .iter()
             .filter(|(_, e)| now.saturating_sub(e.last_seen) < self.aging)
-            .map(|((vlan, mac), e)| (e.port, *vlan, *mac, now.saturating_sub(e.last_seen) / NANOS_PER_SEC))
+            .map(|((vlan, mac), e)| {
+                (
+                    e.port,
+                    *vlan,
+                    *mac,
+                    now.saturating_sub(e.last_seen) / NANOS_PER_SEC,
+                )
+            })
             .collect();
         v.sort();
         v
@@ -248,22 +272,36 @@ fn mac_of(k: &FlowKey, l: pipeline::key::FieldLoc) -> [u8; 6] {
 
 /// The NORMAL action for a frame described by `flow` (its `in_port` is an OpenFlow port of the
 /// bridge whose `ports` are given). Learns the source, then appends the outputs to `out`.
-pub fn normal(fdb: &Fdb, ports: &[NormalPort], flow: &FlowKey, wc: &mut FlowKey, now: Nanos, out: &mut Vec<NormalOutput>) {
+pub fn normal(
+    fdb: &Fdb,
+    ports: &[NormalPort],
+    flow: &FlowKey,
+    wc: &mut FlowKey,
+    now: Nanos,
+    out: &mut Vec<NormalOutput>,
+) {
     // The decision reads these; a cached decision must match them exactly.
     for l in [loc::IN_PORT, loc::DL_SRC, loc::DL_DST, loc::VLAN_TCI] {
         wc.set_all(l);
     }
     let in_port = flow.in_port();
-    let Some(inp) = ports.iter().find(|p| p.ofport == in_port) else { return };
+    let Some(inp) = ports.iter().find(|p| p.ofport == in_port) else {
+        return;
+    };
     let tci = flow.vlan_tci();
-    let Some(vlan) = inp.vlan.input_vlan(tci) else { return };
+    let Some(vlan) = inp.vlan.input_vlan(tci) else {
+        return;
+    };
     let src = mac_of(flow, loc::DL_SRC);
     let dst = mac_of(flow, loc::DL_DST);
     fdb.learn(vlan, src, in_port, now);
 
     let push = |p: &NormalPort, out: &mut Vec<NormalOutput>| {
         if let Some(t) = p.vlan.output_tci(vlan, tci) {
-            out.push(NormalOutput { ofport: p.ofport, vlan_tci: t });
+            out.push(NormalOutput {
+                ofport: p.ofport,
+                vlan_tci: t,
+            });
         }
     };
     if dst[0] & 1 == 0 {
@@ -307,10 +345,26 @@ mod tests {
 
     fn ports() -> Vec<NormalPort> {
         vec![
-            NormalPort { ofport: 1, vlan: VlanMode::TrunkAll, no_flood: false },
-            NormalPort { ofport: 2, vlan: VlanMode::Access(2207), no_flood: false },
-            NormalPort { ofport: 3, vlan: VlanMode::Access(10), no_flood: false },
-            NormalPort { ofport: 4, vlan: VlanMode::Trunk(vec![10, 2207]), no_flood: false },
+            NormalPort {
+                ofport: 1,
+                vlan: VlanMode::TrunkAll,
+                no_flood: false,
+            },
+            NormalPort {
+                ofport: 2,
+                vlan: VlanMode::Access(2207),
+                no_flood: false,
+            },
+            NormalPort {
+                ofport: 3,
+                vlan: VlanMode::Access(10),
+                no_flood: false,
+            },
+            NormalPort {
+                ofport: 4,
+                vlan: VlanMode::Trunk(vec![10, 2207]),
+                no_flood: false,
+            },
         ]
     }
 
@@ -332,13 +386,19 @@ mod tests {
         let out = run(&fdb, &flow(4, B, A, VLAN_CFI | 2207), SEC);
         assert_eq!(out, vec![(2, 0)]);
         // Now A to B is unicast to port 4, tagged.
-        assert_eq!(run(&fdb, &flow(2, A, B, 0), 2 * SEC), vec![(4, VLAN_CFI | 2207)]);
+        assert_eq!(
+            run(&fdb, &flow(2, A, B, 0), 2 * SEC),
+            vec![(4, VLAN_CFI | 2207)]
+        );
     }
 
     #[test]
     fn broadcast_floods_and_access_port_drops_tagged_input() {
         let fdb = Fdb::default();
-        assert_eq!(run(&fdb, &flow(3, A, BCAST, 0), 0), vec![(1, VLAN_CFI | 10), (4, VLAN_CFI | 10)]);
+        assert_eq!(
+            run(&fdb, &flow(3, A, BCAST, 0), 0),
+            vec![(1, VLAN_CFI | 10), (4, VLAN_CFI | 10)]
+        );
         assert!(run(&fdb, &flow(2, A, BCAST, VLAN_CFI | 2207), 0).is_empty());
         // Trunk 4 does not carry VLAN 5.
         assert!(run(&fdb, &flow(4, A, BCAST, VLAN_CFI | 5), 0).is_empty());
@@ -373,6 +433,9 @@ mod tests {
         let fdb = Fdb::default();
         fdb.learn(2207, [0xe0, 0x19, 0x95, 0xad, 0x56, 0xd0], 14, 0);
         let s = fdb.format_show(5 * SEC, &|p| p.to_string());
-        assert_eq!(s, " port  VLAN  MAC                Age\n   14  2207  e0:19:95:ad:56:d0    5\n");
+        assert_eq!(
+            s,
+            " port  VLAN  MAC                Age\n   14  2207  e0:19:95:ad:56:d0    5\n"
+        );
     }
 }
