@@ -6,3 +6,5 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod pcap;
+pub mod port;
