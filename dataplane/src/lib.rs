@@ -6,5 +6,6 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod nullfwd;
 pub mod pcap;
 pub mod port;
