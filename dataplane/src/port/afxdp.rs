@@ -695,7 +695,12 @@ impl Port for AfXdpPort {
     fn stats(&self) -> PortStats {
         let mut s = self.stats;
         for st in self.queues.iter().filter_map(Queue::xdp_stats) {
-            s.rx_dropped += st.rx_dropped + st.rx_ring_full;
+            // Generic mode counts a full rx ring in both counters; native mode only in
+            // `rx_ring_full`.
+            s.rx_dropped += match self.mode {
+                AttachedMode::Generic => st.rx_dropped,
+                AttachedMode::Native => st.rx_dropped + st.rx_ring_full,
+            };
             s.invalid_descs += st.rx_invalid_descs + st.tx_invalid_descs;
         }
         s

@@ -73,8 +73,8 @@ pub struct PortStats {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
-    /// Dropped by the kernel before we saw them: no free buffer on the fill ring, or the
-    /// receive ring was full (AF_XDP `XDP_STATISTICS`).
+    /// Dropped by the kernel before we saw them: no free buffer from the fill ring, or the
+    /// receive ring was full (AF_XDP `XDP_STATISTICS`, each drop counted once).
     pub rx_dropped: u64,
     /// Receive descriptors the port rejected (outside the UMEM or longer than a chunk), plus the
     /// kernel's own invalid-descriptor counts for both rings.
