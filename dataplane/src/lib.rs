@@ -7,3 +7,6 @@
 
 pub mod cli;
 pub mod mac_learning;
+pub mod nullfwd;
+pub mod pcap;
+pub mod port;

@@ -1,0 +1,776 @@
+//! AF_XDP port: one XDP socket per configured queue of a network interface, each with its own
+//! UMEM, driven through libxdp.
+//!
+//! This module owns the UMEM memory, the four rings of every socket, the chunk bookkeeping that
+//! makes handing UMEM memory out as `&mut [u8]` sound, the XDP attach-mode and zero-copy
+//! fallbacks, and removal of XDP programs a killed process left on an interface. It must not
+//! interpret frames. It is the one module of the crate allowed unsafe code (besides the TAP
+//! ioctl); every unsafe block says why it is sound.
+//!
+//! # Why libxdp directly and not xsk-rs
+//!
+//! xsk-rs 0.11 hands out frame descriptors whose address the caller cannot set and exposes a
+//! chunk as two disjoint slices (user headroom, packet data) with the kernel's 256-byte XDP
+//! headroom in between unreachable. The pipeline's [`Frame`] needs one slice spanning headroom
+//! and packet so VLAN pushes and encapsulation grow in place, and a frame whose start moved must
+//! be transmittable from its new start. Driving the rings of the same vendored libxdp ourselves
+//! gives both, with no per-packet copy or memmove on receive.
+//!
+//! # Memory layout
+//!
+//! Each queue's UMEM is `frame_count` chunks of [`FRAME_SIZE`] bytes (aligned mode). The first
+//! half of the chunks receive (they cycle between the fill ring, the kernel and the rx ring),
+//! the second half transmit (free list, tx ring, completion ring). The kernel writes received
+//! packets at chunk offset 256 (`XDP_PACKET_HEADROOM`), which is exactly [`HEADROOM`], so a
+//! received frame is `Frame::new(chunk, 256, len)`. Transmitted frames are copied to offset 0 of
+//! a transmit chunk.
+//!
+//! A bitmap records which receive chunks are currently lent to the kernel. A descriptor coming
+//! back on the rx ring is used only if its chunk's bit is set, and the bit is cleared before the
+//! chunk is borrowed, so no chunk can be borrowed twice even if the kernel misbehaved.
+#![allow(unsafe_code)]
+
+use super::{
+    Port, PortError, PortStats, RxFrames, TxVerdict, FRAME_SIZE, HEADROOM, MAX_FRAME_LEN, RX_BATCH,
+};
+use libxdp_sys as xdp;
+use pipeline::wire::Frame;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr::{self, NonNull};
+
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+const SOL_XDP: libc::c_int = 283;
+const XDP_STATISTICS: libc::c_int = 7;
+
+/// Which XDP attach mode to ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native (driver) mode if the driver supports it, else generic.
+    Auto,
+    /// Native (driver) mode or fail.
+    Native,
+    /// Generic (SKB) mode: works on every interface, always copies.
+    Generic,
+}
+
+impl std::str::FromStr for XdpMode {
+    type Err = PortError;
+    fn from_str(s: &str) -> Result<XdpMode, PortError> {
+        match s {
+            "auto" => Ok(XdpMode::Auto),
+            "native" | "drv" => Ok(XdpMode::Native),
+            "generic" | "skb" => Ok(XdpMode::Generic),
+            _ => Err(PortError::Config(format!(
+                "xdp mode {s:?} (expected auto, native or generic)"
+            ))),
+        }
+    }
+}
+
+/// The mode a socket actually got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Generic,
+}
+
+impl std::fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Generic => "generic",
+        })
+    }
+}
+
+/// Configuration of an AF_XDP port.
+#[derive(Clone, Debug)]
+pub struct AfXdpConfig {
+    pub ifname: String,
+    /// Queue ids to bind, one socket each. Transmission uses the first.
+    pub queues: Vec<u32>,
+    pub xdp_mode: XdpMode,
+    /// UMEM chunks per queue (a power of two, at least 64); half receive, half transmit.
+    pub frame_count: u32,
+    /// Try zero-copy binding in native mode before falling back to copy mode.
+    pub zero_copy: bool,
+}
+
+impl AfXdpConfig {
+    /// Queue 0 of `ifname`, auto mode, 4096 chunks per queue, zero-copy when offered.
+    pub fn new(ifname: &str) -> AfXdpConfig {
+        AfXdpConfig {
+            ifname: ifname.to_string(),
+            queues: vec![0],
+            xdp_mode: XdpMode::Auto,
+            frame_count: 4096,
+            zero_copy: true,
+        }
+    }
+}
+
+/// The four rings of one socket. libxdp keeps pointers to these structures from socket
+/// creation until deletion, so they live at a fixed heap address (see [`Queue::rings`]).
+struct Rings {
+    rx: xdp::xsk_ring_cons,
+    tx: xdp::xsk_ring_prod,
+    fill: xdp::xsk_ring_prod,
+    comp: xdp::xsk_ring_cons,
+}
+
+// Received frames start where the kernel puts them, so the pipeline's headroom is the kernel's.
+const _: () = assert!(xdp::XDP_PACKET_HEADROOM as usize == HEADROOM);
+
+fn empty_prod() -> xdp::xsk_ring_prod {
+    xdp::xsk_ring_prod {
+        cached_prod: 0,
+        cached_cons: 0,
+        mask: 0,
+        size: 0,
+        producer: ptr::null_mut(),
+        consumer: ptr::null_mut(),
+        ring: ptr::null_mut(),
+        flags: ptr::null_mut(),
+    }
+}
+
+fn empty_cons() -> xdp::xsk_ring_cons {
+    xdp::xsk_ring_cons {
+        cached_prod: 0,
+        cached_cons: 0,
+        mask: 0,
+        size: 0,
+        producer: ptr::null_mut(),
+        consumer: ptr::null_mut(),
+        ring: ptr::null_mut(),
+        flags: ptr::null_mut(),
+    }
+}
+
+/// One bound socket with its UMEM.
+struct Queue {
+    queue_id: u32,
+    area: NonNull<u8>,
+    area_len: usize,
+    umem: *mut xdp::xsk_umem,
+    xsk: *mut xdp::xsk_socket,
+    fd: RawFd,
+    /// Owned allocation (from `Box::into_raw`) freed in `Drop` after the socket and UMEM.
+    rings: NonNull<Rings>,
+    /// Chunks (by index) below this receive; the rest transmit.
+    rx_chunks: u32,
+    /// Bit per receive chunk: set while the chunk is on the fill ring or in the kernel.
+    in_kernel: Vec<u64>,
+    /// Receive chunk addresses the fill ring had no room for.
+    fill_backlog: Vec<u64>,
+    /// Free transmit chunk addresses.
+    tx_free: Vec<u64>,
+    /// Descriptors written to the tx ring but not yet submitted.
+    tx_reserved: u32,
+    /// Descriptors submitted and not yet completed.
+    tx_outstanding: u32,
+}
+
+// SAFETY: a Queue exclusively owns its UMEM mapping, socket and rings; nothing else holds the
+// raw pointers, so moving the whole structure to another thread is sound. It is not Sync.
+unsafe impl Send for Queue {}
+
+fn os_err(port: &str, what: &'static str, rc: libc::c_int) -> PortError {
+    PortError::os(port, what, io::Error::from_raw_os_error(rc.abs()))
+}
+
+impl Queue {
+    fn open(
+        cfg: &AfXdpConfig,
+        queue_id: u32,
+        xdp_flags: u32,
+        bind_flags: u16,
+    ) -> Result<Queue, PortError> {
+        let n = cfg.frame_count;
+        if !n.is_power_of_two() || n < 64 {
+            return Err(PortError::Config(format!(
+                "frame_count {n} must be a power of two and at least 64"
+            )));
+        }
+        let ifname = CString::new(cfg.ifname.as_str())
+            .map_err(|_| PortError::Config("interface name contains NUL".into()))?;
+        let area_len = n as usize * FRAME_SIZE;
+        // SAFETY: an anonymous private mapping with no address hint; the result is checked
+        // before use and unmapped exactly once, in Drop (or below on failure).
+        let raw = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                area_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(PortError::os(
+                &cfg.ifname,
+                "mmap UMEM",
+                io::Error::last_os_error(),
+            ));
+        }
+        let Some(area) = NonNull::new(raw.cast::<u8>()) else {
+            return Err(PortError::Config("mmap returned NULL".into()));
+        };
+        let rings = NonNull::from(Box::leak(Box::new(Rings {
+            rx: empty_cons(),
+            tx: empty_prod(),
+            fill: empty_prod(),
+            comp: empty_cons(),
+        })));
+        let half = n / 2;
+        let mut q = Queue {
+            queue_id,
+            area,
+            area_len,
+            umem: ptr::null_mut(),
+            xsk: ptr::null_mut(),
+            fd: -1,
+            rings,
+            rx_chunks: half,
+            in_kernel: vec![0; (half as usize).div_ceil(64)],
+            fill_backlog: Vec::with_capacity(half as usize),
+            tx_free: (half..n).map(|i| i as u64 * FRAME_SIZE as u64).collect(),
+            tx_reserved: 0,
+            tx_outstanding: 0,
+        };
+        // From here on, dropping `q` releases whatever has been created.
+        let umem_cfg = xdp::xsk_umem_config {
+            fill_size: half,
+            comp_size: half,
+            frame_size: FRAME_SIZE as u32,
+            frame_headroom: 0,
+            flags: 0,
+        };
+        // SAFETY: `area` is a live mapping of `area_len` bytes, page aligned; the ring
+        // structures live at a fixed address until after the UMEM is deleted (Drop order).
+        let rc = unsafe {
+            xdp::xsk_umem__create(
+                &mut q.umem,
+                area.as_ptr().cast(),
+                area_len as u64,
+                q.fill(),
+                q.comp(),
+                &umem_cfg,
+            )
+        };
+        if rc != 0 {
+            return Err(os_err(&cfg.ifname, "xsk_umem__create", rc));
+        }
+        let sock_cfg = xdp::xsk_socket_config {
+            rx_size: half,
+            tx_size: half,
+            __bindgen_anon_1: xdp::xsk_socket_config__bindgen_ty_1 { libxdp_flags: 0 },
+            xdp_flags,
+            bind_flags,
+        };
+        // SAFETY: `q.umem` was just created from this area; the name is NUL-terminated; the rx
+        // and tx ring structures outlive the socket (deleted first in Drop).
+        let rc = unsafe {
+            xdp::xsk_socket__create(
+                &mut q.xsk,
+                ifname.as_ptr(),
+                queue_id,
+                q.umem,
+                q.rx(),
+                q.txr(),
+                &sock_cfg,
+            )
+        };
+        if rc != 0 {
+            q.xsk = ptr::null_mut();
+            return Err(os_err(&cfg.ifname, "xsk_socket__create", rc));
+        }
+        // SAFETY: `q.xsk` is a live socket created above.
+        q.fd = unsafe { xdp::xsk_socket__fd(q.xsk) };
+        // Lend every receive chunk to the kernel.
+        q.fill_backlog
+            .extend((0..half).rev().map(|i| i as u64 * FRAME_SIZE as u64));
+        q.refill();
+        Ok(q)
+    }
+
+    // Ring pointers are computed without creating references: libxdp holds raw pointers to
+    // the same structures, and the ring helpers take raw pointers anyway.
+    #[inline]
+    fn fill(&self) -> *mut xdp::xsk_ring_prod {
+        // SAFETY: `rings` points to a live allocation owned by this queue until Drop; taking a
+        // field address does not read or create a reference.
+        unsafe { ptr::addr_of_mut!((*self.rings.as_ptr()).fill) }
+    }
+
+    #[inline]
+    fn comp(&self) -> *mut xdp::xsk_ring_cons {
+        // SAFETY: as for `fill`.
+        unsafe { ptr::addr_of_mut!((*self.rings.as_ptr()).comp) }
+    }
+
+    #[inline]
+    fn rx(&self) -> *mut xdp::xsk_ring_cons {
+        // SAFETY: as for `fill`.
+        unsafe { ptr::addr_of_mut!((*self.rings.as_ptr()).rx) }
+    }
+
+    #[inline]
+    fn txr(&self) -> *mut xdp::xsk_ring_prod {
+        // SAFETY: as for `fill`.
+        unsafe { ptr::addr_of_mut!((*self.rings.as_ptr()).tx) }
+    }
+
+    /// Index of the receive chunk at `addr`, if `addr` is in the receive half.
+    #[inline]
+    fn rx_chunk_index(&self, addr: u64) -> Option<usize> {
+        let i = (addr / FRAME_SIZE as u64) as usize;
+        (i < self.rx_chunks as usize).then_some(i)
+    }
+
+    /// Moves chunks from the backlog onto the fill ring.
+    fn refill(&mut self) {
+        let want = self.fill_backlog.len() as u32;
+        if want == 0 {
+            return;
+        }
+        let mut idx = 0u32;
+        let fill = self.fill();
+        // SAFETY: `fill` is this socket's live fill ring.
+        let got = unsafe { xdp::xsk_ring_prod__reserve(fill, want, &mut idx) };
+        for k in 0..got {
+            let Some(addr) = self.fill_backlog.pop() else {
+                break;
+            };
+            if let Some(i) = self.rx_chunk_index(addr) {
+                if let Some(w) = self.in_kernel.get_mut(i / 64) {
+                    *w |= 1 << (i % 64);
+                }
+            }
+            // SAFETY: slot `idx + k` was reserved above, so it is ours to write until submit.
+            unsafe { *xdp::xsk_ring_prod__fill_addr(fill, idx.wrapping_add(k)) = addr };
+        }
+        if got > 0 {
+            // SAFETY: exactly `got` slots were reserved and written.
+            unsafe { xdp::xsk_ring_prod__submit(fill, got) };
+        }
+        self.wake_rx_if_needed();
+    }
+
+    /// In need-wakeup mode the driver may stop filling the rx ring until kicked.
+    #[inline]
+    fn wake_rx_if_needed(&mut self) {
+        let fill = self.fill();
+        // SAFETY: live fill ring.
+        if unsafe { xdp::xsk_ring_prod__needs_wakeup(fill) } != 0 {
+            // SAFETY: a zero-length, nonblocking recvfrom on our own socket fd, no buffers.
+            unsafe {
+                libc::recvfrom(
+                    self.fd,
+                    ptr::null_mut(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                )
+            };
+        }
+    }
+
+    /// Returns completed transmit chunks to the free list.
+    fn reclaim(&mut self) {
+        if self.tx_outstanding == 0 {
+            return;
+        }
+        let comp = self.comp();
+        let mut idx = 0u32;
+        // SAFETY: live completion ring.
+        let n = unsafe { xdp::xsk_ring_cons__peek(comp, self.tx_outstanding, &mut idx) };
+        for k in 0..n {
+            // SAFETY: slot `idx + k` was returned by peek and not yet released.
+            let addr = unsafe { *xdp::xsk_ring_cons__comp_addr(comp, idx.wrapping_add(k)) };
+            let chunk = addr & !(FRAME_SIZE as u64 - 1);
+            // Only transmit chunks go on the free list; anything else is a kernel bug we must
+            // not turn into aliasing.
+            if chunk >= self.rx_chunks as u64 * FRAME_SIZE as u64
+                && chunk < self.area_len as u64
+                && self.tx_free.len() < self.area_len / FRAME_SIZE - self.rx_chunks as usize
+            {
+                self.tx_free.push(chunk);
+            }
+        }
+        if n > 0 {
+            // SAFETY: releasing exactly what peek returned.
+            unsafe { xdp::xsk_ring_cons__release(comp, n) };
+            self.tx_outstanding -= n;
+        }
+    }
+
+    /// Submits reserved tx descriptors and kicks the kernel if it asked for it.
+    fn flush(&mut self) {
+        let tx = self.txr();
+        if self.tx_reserved > 0 {
+            // SAFETY: `tx_reserved` slots were reserved and written by `tx`.
+            unsafe { xdp::xsk_ring_prod__submit(tx, self.tx_reserved) };
+            self.tx_outstanding += self.tx_reserved;
+            self.tx_reserved = 0;
+        }
+        // SAFETY: live tx ring.
+        if self.tx_outstanding > 0 && unsafe { xdp::xsk_ring_prod__needs_wakeup(tx) } != 0 {
+            // SAFETY: a zero-length, nonblocking sendto on our own socket fd. Copy mode sends a
+            // bounded number of frames per call; the rest go on the next flush. EAGAIN, EBUSY,
+            // ENOBUFS and ENETDOWN all mean "try again later", so the result is not needed.
+            unsafe { libc::sendto(self.fd, ptr::null(), 0, libc::MSG_DONTWAIT, ptr::null(), 0) };
+        }
+        self.reclaim();
+    }
+
+    fn tx(&mut self, frame: &[u8]) -> TxVerdict {
+        if frame.len() > MAX_FRAME_LEN {
+            return TxVerdict::TooBig;
+        }
+        if self.tx_free.is_empty() {
+            self.reclaim();
+        }
+        let Some(addr) = self.tx_free.pop() else {
+            return TxVerdict::RingFull;
+        };
+        let tx = self.txr();
+        let mut idx = 0u32;
+        // SAFETY: live tx ring.
+        if unsafe { xdp::xsk_ring_prod__reserve(tx, 1, &mut idx) } != 1 {
+            self.tx_free.push(addr);
+            return TxVerdict::RingFull;
+        }
+        // SAFETY: `addr` came off the free list, so it is a transmit chunk inside the area that
+        // neither the kernel nor any borrow holds; the copy stays inside it (len <= FRAME_SIZE).
+        unsafe {
+            ptr::copy_nonoverlapping(
+                frame.as_ptr(),
+                self.area.as_ptr().add(addr as usize),
+                frame.len(),
+            );
+            let d = xdp::xsk_ring_prod__tx_desc(tx, idx);
+            (*d).addr = addr;
+            (*d).len = frame.len() as u32;
+            (*d).options = 0;
+        }
+        self.tx_reserved += 1;
+        TxVerdict::Queued
+    }
+
+    /// Receives one burst and hands it to `f`; returns the number of frames delivered and the
+    /// number of descriptors rejected.
+    fn rx_burst(&mut self, f: &mut dyn FnMut(&mut RxFrames<'_>)) -> (usize, usize, u64) {
+        let rx = self.rx();
+        let mut idx = 0u32;
+        // SAFETY: live rx ring.
+        let n = unsafe { xdp::xsk_ring_cons__peek(rx, RX_BATCH as u32, &mut idx) };
+        if n == 0 {
+            self.wake_rx_if_needed();
+            return (0, 0, 0);
+        }
+        let mut chunks = [0u64; RX_BATCH];
+        let mut frames = RxFrames::new();
+        let mut invalid = 0;
+        let mut bytes = 0u64;
+        for k in 0..n {
+            // SAFETY: slot `idx + k` was returned by peek and not yet released.
+            let d = unsafe { *xdp::xsk_ring_cons__rx_desc(rx, idx.wrapping_add(k)) };
+            let chunk = d.addr & !(FRAME_SIZE as u64 - 1);
+            let head = (d.addr - chunk) as usize;
+            let len = d.len as usize;
+            let Some(i) = self.rx_chunk_index(chunk) else {
+                invalid += 1;
+                continue;
+            };
+            let (w, bit) = (i / 64, 1u64 << (i % 64));
+            let lent = self.in_kernel.get(w).is_some_and(|x| x & bit != 0);
+            if !lent {
+                // Not ours to take (duplicate or stray descriptor): never borrow it.
+                invalid += 1;
+                continue;
+            }
+            self.in_kernel[w] &= !bit;
+            if head + len > FRAME_SIZE {
+                invalid += 1;
+                self.fill_backlog.push(chunk);
+                continue;
+            }
+            chunks[frames.len()] = chunk;
+            // SAFETY: `chunk` is a receive chunk inside the mapping (index < rx_chunks) whose
+            // bit we just cleared, so the kernel has handed it back and no other borrow of it
+            // exists (each bit is cleared at most once per lending, and every frame of this
+            // burst is a distinct chunk). The slice covers exactly that chunk and lives no
+            // longer than this call, after which the chunk is lent to the kernel again.
+            let buf = unsafe {
+                std::slice::from_raw_parts_mut(self.area.as_ptr().add(chunk as usize), FRAME_SIZE)
+            };
+            bytes += len as u64;
+            frames.push(Frame::new(buf, head, len));
+        }
+        // SAFETY: releasing exactly what peek returned; the descriptors were copied out.
+        unsafe { xdp::xsk_ring_cons__release(rx, n) };
+        let got = frames.len();
+        if got > 0 {
+            f(&mut frames);
+        }
+        drop(frames);
+        self.fill_backlog.extend_from_slice(&chunks[..got]);
+        self.refill();
+        (got, invalid, bytes)
+    }
+
+    fn xdp_stats(&self) -> Option<xdp::xdp_statistics> {
+        let mut st = xdp::xdp_statistics {
+            rx_dropped: 0,
+            rx_invalid_descs: 0,
+            tx_invalid_descs: 0,
+            rx_ring_full: 0,
+            rx_fill_ring_empty_descs: 0,
+            tx_ring_empty_descs: 0,
+        };
+        let mut len = std::mem::size_of::<xdp::xdp_statistics>() as libc::socklen_t;
+        // SAFETY: `st` is a writable xdp_statistics and `len` its size; the kernel writes at
+        // most `len` bytes.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd,
+                SOL_XDP,
+                XDP_STATISTICS,
+                (&mut st as *mut xdp::xdp_statistics).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then_some(st)
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // SAFETY: each handle is deleted once, socket before UMEM (libxdp requires it), and
+        // the rings and area are released only after libxdp has stopped using them.
+        unsafe {
+            if !self.xsk.is_null() {
+                xdp::xsk_socket__delete(self.xsk);
+            }
+            if !self.umem.is_null() {
+                xdp::xsk_umem__delete(self.umem);
+            }
+            libc::munmap(self.area.as_ptr().cast(), self.area_len);
+            drop(Box::from_raw(self.rings.as_ptr()));
+        }
+    }
+}
+
+/// An AF_XDP port. See the module documentation.
+pub struct AfXdpPort {
+    name: String,
+    queues: Vec<Queue>,
+    next_rx: usize,
+    mode: AttachedMode,
+    zero_copy: bool,
+    stats: PortStats,
+}
+
+impl AfXdpPort {
+    /// Binds one socket per configured queue, choosing the attach mode and zero-copy as
+    /// described by the configuration; [`mode`](Self::mode) and
+    /// [`zero_copy`](Self::zero_copy) report what was obtained.
+    pub fn open(cfg: &AfXdpConfig) -> Result<AfXdpPort, PortError> {
+        if cfg.queues.is_empty() {
+            return Err(PortError::Config("an AF_XDP port needs a queue".into()));
+        }
+        ifindex(&cfg.ifname)?;
+        let nw = xdp::XDP_USE_NEED_WAKEUP as u16;
+        let zc = xdp::XDP_ZEROCOPY as u16;
+        let copy = xdp::XDP_COPY as u16;
+        let mut attempts: Vec<(u32, u16, AttachedMode, bool)> = Vec::new();
+        if cfg.xdp_mode != XdpMode::Generic {
+            if cfg.zero_copy {
+                attempts.push((XDP_FLAGS_DRV_MODE, nw | zc, AttachedMode::Native, true));
+            }
+            attempts.push((XDP_FLAGS_DRV_MODE, nw | copy, AttachedMode::Native, false));
+        }
+        if cfg.xdp_mode != XdpMode::Native {
+            attempts.push((XDP_FLAGS_SKB_MODE, nw | copy, AttachedMode::Generic, false));
+        }
+        let mut last_err = None;
+        for (xdp_flags, bind_flags, mode, zero_copy) in attempts {
+            let mut queues = Vec::with_capacity(cfg.queues.len());
+            let mut failed = None;
+            for &qid in &cfg.queues {
+                match Queue::open(cfg, qid, xdp_flags, bind_flags) {
+                    Ok(q) => queues.push(q),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => {
+                    return Ok(AfXdpPort {
+                        name: cfg.ifname.clone(),
+                        queues,
+                        next_rx: 0,
+                        mode,
+                        zero_copy,
+                        stats: PortStats::default(),
+                    })
+                }
+                Some(e) => {
+                    // Drop the sockets of this attempt (detaching its program) before the next.
+                    drop(queues);
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| PortError::Config("no attach mode to try".into())))
+    }
+
+    /// The XDP attach mode obtained.
+    pub fn mode(&self) -> AttachedMode {
+        self.mode
+    }
+
+    /// Whether the sockets are bound in zero-copy mode.
+    pub fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// Queue ids bound, in order.
+    pub fn queue_ids(&self) -> Vec<u32> {
+        self.queues.iter().map(|q| q.queue_id).collect()
+    }
+}
+
+impl Port for AfXdpPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn rx_burst(&mut self, f: &mut dyn FnMut(&mut RxFrames<'_>)) -> usize {
+        let nq = self.queues.len();
+        for _ in 0..nq {
+            let i = self.next_rx % nq;
+            self.next_rx = self.next_rx.wrapping_add(1);
+            let Some(q) = self.queues.get_mut(i) else {
+                continue;
+            };
+            let (n, invalid, bytes) = q.rx_burst(f);
+            self.stats.invalid_descs += invalid as u64;
+            if n > 0 {
+                self.stats.rx_packets += n as u64;
+                self.stats.rx_bytes += bytes;
+                return n;
+            }
+        }
+        0
+    }
+
+    fn tx(&mut self, frame: &[u8]) -> TxVerdict {
+        let v = match self.queues.first_mut() {
+            Some(q) => q.tx(frame),
+            None => TxVerdict::DeviceError,
+        };
+        self.stats.count_tx(v, frame.len());
+        v
+    }
+
+    fn flush(&mut self) {
+        for q in &mut self.queues {
+            q.flush();
+        }
+    }
+
+    fn poll_fds(&self) -> Vec<RawFd> {
+        self.queues.iter().map(|q| q.fd).collect()
+    }
+
+    fn stats(&self) -> PortStats {
+        let mut s = self.stats;
+        for st in self.queues.iter().filter_map(Queue::xdp_stats) {
+            // Generic mode counts a full rx ring in both counters; native mode only in
+            // `rx_ring_full`.
+            s.rx_dropped += match self.mode {
+                AttachedMode::Generic => st.rx_dropped,
+                AttachedMode::Native => st.rx_dropped + st.rx_ring_full,
+            };
+            s.invalid_descs += st.rx_invalid_descs + st.tx_invalid_descs;
+        }
+        s
+    }
+}
+
+/// The interface index of `ifname` in the calling thread's network namespace.
+pub fn ifindex(ifname: &str) -> Result<u32, PortError> {
+    let c = CString::new(ifname)
+        .map_err(|_| PortError::Config("interface name contains NUL".into()))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(PortError::NoSuchInterface(ifname.to_string()))
+    } else {
+        Ok(i)
+    }
+}
+
+/// Removes every XDP program attached to `ifname` (native, generic or offloaded; libxdp
+/// dispatchers and plain programs alike), as a process killed without cleaning up leaves them.
+/// Returns how many were removed.
+pub fn detach_xdp_programs(ifname: &str) -> Result<usize, PortError> {
+    let index = ifindex(ifname)? as libc::c_int;
+    let mut removed = 0;
+    // An interface holds at most one program per mode (generic, native, offloaded); each pass
+    // removes one.
+    for _ in 0..4 {
+        // SAFETY: a plain query by interface index; the result is checked with
+        // libxdp_get_error before any other use and closed exactly once.
+        let mp = unsafe { xdp::xdp_multiprog__get_from_ifindex(index) };
+        // SAFETY: libxdp_get_error accepts any pointer libxdp returned, error-encoded or not.
+        let err = unsafe { xdp::libxdp_get_error(mp.cast()) };
+        if err != 0 || mp.is_null() {
+            if err == -(libc::ENOENT as libc::c_long) || mp.is_null() {
+                return Ok(removed);
+            }
+            return Err(os_err(
+                ifname,
+                "xdp_multiprog__get_from_ifindex",
+                err as i32,
+            ));
+        }
+        // SAFETY: `mp` is a valid multiprog handle (checked above), closed right after use.
+        let rc = unsafe {
+            let rc = xdp::xdp_multiprog__detach(mp);
+            xdp::xdp_multiprog__close(mp);
+            rc
+        };
+        if rc != 0 {
+            return Err(os_err(ifname, "xdp_multiprog__detach", rc));
+        }
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Turns off libxdp's and libbpf's messages on stderr (object-file notes, the fallback to a
+/// single program when no bpffs is mounted). Errors still reach callers as `PortError`s.
+pub fn silence_libxdp() {
+    // SAFETY: installing a NULL print callback only changes a global function pointer that
+    // libxdp checks before every message.
+    unsafe {
+        xdp::libxdp_set_print(None);
+        libbpf_set_print(ptr::null());
+    }
+}
+
+unsafe extern "C" {
+    /// From the libbpf linked in through libxdp-sys (which does not re-export it). The
+    /// argument and result are nullable function pointers, passed here as plain pointers.
+    fn libbpf_set_print(f: *const libc::c_void) -> *const libc::c_void;
+}
