@@ -42,6 +42,7 @@ use crate::flow::Match;
 use crate::key::{loc, FlowKey, KEY_WORDS};
 use hashbrown::HashTable;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Conjunctive rules that can match one lookup before the lookup spills to the heap.
 pub const SOFT_INLINE: usize = 16;
@@ -81,10 +82,8 @@ struct Bucket<R> {
 #[derive(Clone, Debug)]
 struct Subtable<R> {
     mask: FlowKey,
-    /// Indices of the mask's non-zero words, ascending.
-    words: Box<[u8]>,
-    /// The mask's value at each of `words`.
-    mask_words: Box<[u64]>,
+    /// The mask's non-zero words as (index, mask), ascending by index.
+    words: Box<[(usize, u64)]>,
     table: HashTable<Bucket<R>>,
     /// Number of rules at each priority, to keep `max_priority` exact across removals.
     priorities: BTreeMap<u16, u32>,
@@ -95,15 +94,13 @@ struct Subtable<R> {
 
 impl<R> Subtable<R> {
     fn new(mask: &FlowKey, seq: u64) -> Self {
-        let words: Vec<u8> = (0..KEY_WORDS)
+        let words = (0..KEY_WORDS)
             .filter(|&i| mask.w[i] != 0)
-            .map(|i| i as u8)
+            .map(|i| (i, mask.w[i]))
             .collect();
-        let mask_words = words.iter().map(|&i| mask.w[i as usize]).collect();
         Subtable {
             mask: *mask,
-            words: words.into(),
-            mask_words,
+            words,
             table: HashTable::new(),
             priorities: BTreeMap::new(),
             n_rules: 0,
@@ -117,11 +114,24 @@ impl<R> Subtable<R> {
 
     /// Hash of `key` under this subtable's mask.
     #[inline]
+    #[cfg(test)]
     fn hash_key(&self, key: &FlowKey) -> u64 {
         let mut h = 0u64;
-        for (&i, &m) in self.words.iter().zip(self.mask_words.iter()) {
-            let v = key.w.get(i as usize).copied().unwrap_or(0) & m;
-            h = mix(h, v);
+        for &(i, m) in self.words.iter() {
+            h = mix(h, key.w.get(i).copied().unwrap_or(0) & m);
+        }
+        finish(h)
+    }
+
+    /// [`Self::hash_key`], also ORing the mask into `wc` (one pass over the words).
+    #[inline]
+    fn hash_key_unwildcard(&self, key: &FlowKey, wc: &mut FlowKey) -> u64 {
+        let mut h = 0u64;
+        for &(i, m) in self.words.iter() {
+            if let (Some(k), Some(w)) = (key.w.get(i), wc.w.get_mut(i)) {
+                *w |= m;
+                h = mix(h, k & m);
+            }
         }
         finish(h)
     }
@@ -135,42 +145,32 @@ impl<R> Subtable<R> {
         finish(h)
     }
 
-    /// Bucket whose match `key` satisfies, if any.
+    /// Bucket whose match `key` satisfies, if any; ORs the mask into `wc`.
     #[inline]
-    fn find(&self, key: &FlowKey) -> Option<&Bucket<R>> {
-        let hash = self.hash_key(key);
+    fn find(&self, key: &FlowKey, wc: &mut FlowKey) -> Option<&Bucket<R>> {
+        let hash = self.hash_key_unwildcard(key, wc);
         self.table.find(hash, |b| {
             b.hash == hash
                 && self
                     .words
                     .iter()
-                    .zip(self.mask_words.iter())
                     .zip(b.key.iter())
-                    .all(|((&i, &m), &v)| key.w.get(i as usize).copied().unwrap_or(0) & m == v)
+                    .all(|(&(i, m), &v)| key.w.get(i).copied().unwrap_or(0) & m == v)
         })
     }
 
     fn value_words(&self, value: &FlowKey) -> Box<[u64]> {
-        self.words.iter().map(|&i| value.w[i as usize]).collect()
+        self.words.iter().map(|&(i, _)| value.w[i]).collect()
     }
 
     fn match_of(&self, b: &Bucket<R>) -> Match {
         let mut value = FlowKey::ZERO;
-        for (&i, &v) in self.words.iter().zip(b.key.iter()) {
-            value.w[i as usize] = v;
+        for (&(i, _), &v) in self.words.iter().zip(b.key.iter()) {
+            value.w[i] = v;
         }
         Match {
             value,
             mask: self.mask,
-        }
-    }
-
-    #[inline]
-    fn unwildcard(&self, wc: &mut FlowKey) {
-        for (&i, &m) in self.words.iter().zip(self.mask_words.iter()) {
-            if let Some(w) = wc.w.get_mut(i as usize) {
-                *w |= m;
-            }
         }
     }
 }
@@ -189,6 +189,31 @@ fn finish(mut h: u64) -> u64 {
     h
 }
 
+/// Hasher for whole masks in the insert path: SipHash over 296 bytes per insert costs more than
+/// the rest of an insert, and masks are not attacker-chosen at that rate.
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = mix(self.0, u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            self.0 = mix(self.0, b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = mix(self.0, v);
+    }
+    fn finish(&self) -> u64 {
+        finish(self.0)
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Order {
     max_priority: u16,
@@ -200,7 +225,7 @@ struct Order {
 pub struct Classifier<R> {
     subtables: Vec<Option<Subtable<R>>>,
     free_slots: Vec<usize>,
-    by_mask: HashMap<FlowKey, usize>,
+    by_mask: HashMap<FlowKey, usize, BuildHasherDefault<WordHasher>>,
     /// Live subtables, highest `max_priority` first, then oldest first.
     order: Vec<Order>,
     n_rules: usize,
@@ -306,7 +331,7 @@ impl<R> Classifier<R> {
         Classifier {
             subtables: Vec::new(),
             free_slots: Vec::new(),
-            by_mask: HashMap::new(),
+            by_mask: HashMap::default(),
             order: Vec::new(),
             n_rules: 0,
             n_soft: 0,
@@ -564,8 +589,7 @@ impl<R> Classifier<R> {
             let Some(Some(st)) = self.subtables.get(o.idx as usize) else {
                 continue;
             };
-            st.unwildcard(wc);
-            if let Some(b) = st.find(key) {
+            if let Some(b) = st.find(key, wc) {
                 if let Some(e) = b.entries.first() {
                     if e.priority as i32 > best_pri && !e.is_soft() {
                         best_pri = e.priority as i32;
@@ -593,8 +617,7 @@ impl<R> Classifier<R> {
             let Some(Some(st)) = self.subtables.get(o.idx as usize) else {
                 continue;
             };
-            st.unwildcard(wc);
-            if let Some(b) = st.find(key) {
+            if let Some(b) = st.find(key, wc) {
                 for e in &b.entries {
                     if e.priority as i32 <= best_pri {
                         break;
