@@ -1318,3 +1318,13 @@ mod tests {
         );
     }
 }
+
+impl crate::xlate::RuleHandle for Rule {
+    fn spec(&self) -> &FlowSpec {
+        &self.spec
+    }
+
+    fn add_stats(&self, packets: u64, bytes: u64, now: Nanos) {
+        Rule::add_stats(self, packets, bytes, now)
+    }
+}
