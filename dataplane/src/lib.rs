@@ -6,7 +6,9 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod datapath;
 pub mod mac_learning;
 pub mod nullfwd;
 pub mod pcap;
 pub mod port;
+pub mod switch;

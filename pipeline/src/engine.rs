@@ -79,6 +79,24 @@ impl Engine {
         self.run(&mut pkt, 0, sh, sink, now);
     }
 
+    /// Runs a copy made by a `recirc` that was not its action list's last action.
+    pub fn process_recirculated(
+        &mut self,
+        frame: Frame<'_>,
+        id: u32,
+        key: &FlowKey,
+        sh: &Shared<'_>,
+        sink: &mut dyn DpSink,
+        now: Nanos,
+    ) {
+        self.cache.revalidate(sh.generation);
+        let mut k = *key;
+        prepare_recirc(&mut k, id);
+        let mut pkt = Packet::new(frame, k);
+        self.stats.recirculations += 1;
+        self.run(&mut pkt, 1, sh, sink, now);
+    }
+
     fn run(
         &mut self,
         pkt: &mut Packet<'_>,

@@ -1,0 +1,176 @@
+//! A datapath: a set of ports and the packet engine that switches frames between them, polled
+//! in bursts. A datapath thread owns one; the daemon decides when it polls and sleeps.
+//!
+//! Owns port I/O scheduling and frame accounting per burst. Switching decisions are the
+//! pipeline's; shared switch state is [`crate::switch::Switch`].
+
+use crate::port::{Port, PortStats, RxFrames, TxVerdict};
+use crate::switch::Switch;
+use pipeline::cache::FlowCache;
+use pipeline::ct::Nanos;
+use pipeline::engine::{Engine, Shared};
+use pipeline::key::FlowKey;
+use pipeline::odp::DpSink;
+use std::os::fd::RawFd;
+
+/// Frames a port sent to itself during its own receive burst wait here (the burst holds the
+/// port) and leave right after it.
+struct Sink<'a> {
+    before: &'a mut [Box<dyn Port>],
+    after: &'a mut [Box<dyn Port>],
+    me: usize,
+    deferred: &'a mut Vec<(u32, Vec<u8>)>,
+    recirculated: &'a mut Vec<(u32, u32, Vec<u8>, FlowKey)>,
+    tx_refused: &'a mut u64,
+}
+
+impl DpSink for Sink<'_> {
+    fn output(&mut self, port: u32, frame: &[u8]) {
+        let p = port as usize;
+        let verdict = if p < self.me {
+            self.before[p].tx(frame)
+        } else if p == self.me {
+            self.deferred.push((port, frame.to_vec()));
+            TxVerdict::Queued
+        } else if let Some(port) = self.after.get_mut(p - self.me - 1) {
+            port.tx(frame)
+        } else {
+            TxVerdict::DeviceError
+        };
+        if verdict != TxVerdict::Queued {
+            *self.tx_refused += 1;
+        }
+    }
+
+    fn recirculate(&mut self, id: u32, frame: &[u8], key: &FlowKey) {
+        self.recirculated
+            .push((self.me as u32, id, frame.to_vec(), *key));
+    }
+}
+
+/// Counters of one datapath, in the spirit of `dpif-netdev/pmd-stats-show`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DatapathStats {
+    pub polls: u64,
+    /// Polls that received at least one frame.
+    pub busy_polls: u64,
+    pub frames: u64,
+    /// Outputs a port refused (ring full, too big, no such port).
+    pub tx_refused: u64,
+    /// Nanoseconds spent in polls that found work and in polls that did not.
+    pub busy_ns: u64,
+    pub idle_ns: u64,
+}
+
+pub struct Datapath {
+    /// Index = datapath port number.
+    ports: Vec<Box<dyn Port>>,
+    pub engine: Engine,
+    deferred: Vec<(u32, Vec<u8>)>,
+    recirculated: Vec<(u32, u32, Vec<u8>, FlowKey)>,
+    pub stats: DatapathStats,
+}
+
+impl Datapath {
+    /// `ports[i]` must be the I/O of datapath port `i` of the switch.
+    pub fn new(ports: Vec<Box<dyn Port>>, cache: FlowCache) -> Self {
+        Datapath {
+            ports,
+            engine: Engine::new(cache),
+            deferred: Vec::new(),
+            recirculated: Vec::new(),
+            stats: DatapathStats::default(),
+        }
+    }
+
+    pub fn port_stats(&self) -> Vec<(String, PortStats)> {
+        self.ports
+            .iter()
+            .map(|p| (p.name().to_string(), p.stats()))
+            .collect()
+    }
+
+    pub fn poll_fds(&self) -> Vec<RawFd> {
+        self.ports.iter().flat_map(|p| p.poll_fds()).collect()
+    }
+
+    /// Receives one burst from every port and switches it. Returns the number of frames.
+    pub fn poll_once(&mut self, sw: &Switch, now: Nanos) -> usize {
+        let view = sw.view();
+        let shared = Shared {
+            env: &view,
+            recirc: &sw.recirc,
+            ct: &*sw.ct,
+            generation: view.generation,
+        };
+        let meta = FlowKey::ZERO;
+        let mut total = 0;
+        for i in 0..self.ports.len() {
+            let (before, rest) = self.ports.split_at_mut(i);
+            let Some((me, after)) = rest.split_first_mut() else {
+                break;
+            };
+            let mut sink = Sink {
+                before,
+                after,
+                me: i,
+                deferred: &mut self.deferred,
+                recirculated: &mut self.recirculated,
+                tx_refused: &mut self.stats.tx_refused,
+            };
+            let engine = &mut self.engine;
+            let n = me.rx_burst(&mut |frames: &mut RxFrames<'_>| {
+                for f in frames.drain(..) {
+                    engine.process(f, i as u32, &meta, &shared, &mut sink, now);
+                }
+            });
+            total += n;
+        }
+        self.engine.end_batch();
+        // Copies made for forked recirculations run now, from the port they came in on.
+        while let Some((port, id, mut bytes, key)) = self.recirculated.pop() {
+            let len = bytes.len();
+            let mut buf = vec![0u8; crate::port::HEADROOM + len];
+            buf[crate::port::HEADROOM..].copy_from_slice(&bytes);
+            bytes.clear();
+            let frame = pipeline::wire::Frame::new(&mut buf, crate::port::HEADROOM, len);
+            let (before, rest) = self.ports.split_at_mut(port as usize);
+            let Some((_, after)) = rest.split_first_mut() else {
+                continue;
+            };
+            let mut sink = Sink {
+                before,
+                after,
+                me: port as usize,
+                deferred: &mut self.deferred,
+                recirculated: &mut bytes_sink(),
+                tx_refused: &mut self.stats.tx_refused,
+            };
+            self.engine
+                .process_recirculated(frame, id, &key, &shared, &mut sink, now);
+        }
+        for (port, bytes) in self.deferred.drain(..) {
+            if let Some(p) = self.ports.get_mut(port as usize) {
+                let v = p.tx(&bytes);
+                if v != TxVerdict::Queued {
+                    self.stats.tx_refused += 1;
+                }
+            }
+        }
+        for p in &mut self.ports {
+            p.flush();
+        }
+        self.stats.polls += 1;
+        if total > 0 {
+            self.stats.busy_polls += 1;
+            self.stats.frames += total as u64;
+        }
+        total
+    }
+}
+
+/// Recirculations forked while running a forked recirculation are not followed further (a
+/// bound on work per frame).
+fn bytes_sink() -> Vec<(u32, u32, Vec<u8>, FlowKey)> {
+    Vec::new()
+}
