@@ -90,11 +90,12 @@ fn classifier_with(n: u32) -> Classifier<u32> {
     c
 }
 
-/// A frame that ends on a low-priority /24 route: most subtables get probed.
+/// A frame that ends on a low-priority /24 route (flow 55): every subtable above priority 49
+/// gets probed. With fewer than 56 flows it misses everything.
 fn routed_key() -> FlowKey {
     let mut k = FlowKey::ZERO;
     k.set(loc::IN_PORT, 7_777_777);
-    k.set(loc::METADATA, 6);
+    k.set(loc::METADATA, 56);
     k.set(loc::DL_TYPE, ETH_TYPE_IP as u128);
     k.set(loc::NW_PROTO, 17);
     k.set(loc::NW_DST, 0x0b00_0005 | (5 << 8));
@@ -103,10 +104,10 @@ fn routed_key() -> FlowKey {
     k
 }
 
-/// A frame that hits the highest-priority subtable (ct_state).
+/// A frame that hits the highest-priority subtable (ct_state, flow 77): one probe.
 fn ct_key() -> FlowKey {
     let mut k = routed_key();
-    k.set(loc::METADATA, 8);
+    k.set(loc::METADATA, 14);
     k.set(reg(0), 7);
     k
 }
