@@ -249,12 +249,10 @@ impl BridgeConfig {
         self.ports.iter().find(|p| p.ofport == ofport)
     }
 
-    /// The bridge's LOCAL port.
-    pub fn local_port(&self) -> &PortConfig {
-        self.ports
-            .iter()
-            .find(|p| p.ofport == OFPP_LOCAL)
-            .expect("validated bridges always have a LOCAL port")
+    /// The bridge's LOCAL port; always present in a configuration from [`load`] or [`parse`]
+    /// (`None` only for a hand-built `BridgeConfig` without one).
+    pub fn local_port(&self) -> Option<&PortConfig> {
+        self.ports.iter().find(|p| p.ofport == OFPP_LOCAL)
     }
 
     /// The names flow files may use for this bridge's ports.
@@ -1783,7 +1781,7 @@ csum = true
         );
         assert_eq!(eth1.vlan, PortVlan::Trunk(Trunks::All));
         assert!(!eth1.no_flood && !eth1.implicit);
-        let local = br0.local_port();
+        let local = br0.local_port().unwrap();
         assert!(local.implicit && local.is_local());
         assert_eq!(
             local.kind,
@@ -1907,7 +1905,7 @@ csum = true
         let c = parse_ok(&format!(
             "{BR}[[bridge.port]]\nname = \"br0\"\ntype = \"internal\"\nmtu = 1400\ntag = 7\n"
         ));
-        let local = c.bridges[0].local_port();
+        let local = c.bridges[0].local_port().unwrap();
         assert!(!local.implicit);
         assert_eq!(local.ofport, OFPP_LOCAL);
         assert_eq!(
