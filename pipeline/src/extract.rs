@@ -139,8 +139,8 @@ fn ipv4(rest: &[u8], ofs: usize, lay: &mut Layout) -> (u64, u64, u64) {
     let fo = be16(h, 6);
     // MF or an offset: a fragment; an offset: not the first one.
     let later = fo & ipv4::OFFSET_MASK != 0;
-    let frag = ((fo & (ipv4::FLAG_MF | ipv4::OFFSET_MASK) != 0) as u8) * FRAG_ANY
-        | (later as u8) * FRAG_LATER;
+    let any = fo & (ipv4::FLAG_MF | ipv4::OFFSET_MASK) != 0;
+    let frag = ((any as u8) * FRAG_ANY) | ((later as u8) * FRAG_LATER);
     let proto = h[9];
     let nw = (proto as u64) << 56 | (h[1] as u64) << 48 | (h[8] as u64) << 40 | (frag as u64) << 32;
     lay.l3_ofs = ofs as u16;
