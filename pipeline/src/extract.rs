@@ -2,8 +2,12 @@
 //!
 //! This module owns the mapping from an Ethernet frame's headers to the key's packet fields, with
 //! Open vSwitch's flow-extraction semantics: up to two VLAN tags, 802.3/SNAP, IPv4 (options,
-//! fragments), IPv6 (extension headers, fragments), TCP/UDP/SCTP ports, TCP flags, ICMP type and
-//! code, Neighbor Discovery and Ethernet/IPv4 ARP. It returns where the headers are
+//! fragments), IPv6 (extension headers, fragments), TCP/UDP/SCTP ports, TCP flags, ICMP (and
+//! IGMP) type and code, Neighbor Discovery and Ethernet/IPv4 ARP. Where Open vSwitch has a quirk
+//! flows can observe, this follows it (ARP opcodes above 255 read as 0, a broken IPv6
+//! extension-header chain leaves only the addresses, the transport protocol number is read the
+//! same way under IPv4 and IPv6); the differential test against `ovs-ofctl parse-pcap` holds
+//! this module to it. It returns where the headers are
 //! ([`Layout`]) so rewrites need not parse again. It must not write metadata words, allocate,
 //! or panic on any input: every read is bounds-checked, and a header that does not fit (or whose
 //! own length fields are inconsistent) is treated as absent.
@@ -21,6 +25,8 @@ use crate::key::{
 };
 use crate::wire::ethernet::{is_vlan_tpid, DL_TYPE_NONE, ETHERTYPE_MIN};
 use crate::wire::{ipv4, ipv6, l4};
+
+const IPPROTO_IGMP: u8 = 2;
 
 /// Reverse ARP shares ARP's layout and fields.
 pub const ETH_TYPE_RARP: u16 = 0x8035;
@@ -147,7 +153,7 @@ fn ipv4(rest: &[u8], ofs: usize, lay: &mut Layout) -> (u64, u64, u64) {
     let mut tp = 0;
     if !later {
         let seg = &rest[ihl..tot];
-        if let Some(t) = transport(seg, proto, false) {
+        if let Some(t) = transport(seg, proto) {
             tp = t;
             lay.l4_ofs = (ofs + ihl) as u16;
             lay.l4_len = seg.len() as u16;
@@ -159,7 +165,7 @@ fn ipv4(rest: &[u8], ofs: usize, lay: &mut Layout) -> (u64, u64, u64) {
 /// The `W_TP` word for the transport or ICMP header at the start of `l4`; `None` when that
 /// header is truncated (or malformed), `Some(0)` for protocols flows see no fields of.
 #[inline(always)]
-fn transport(l4: &[u8], proto: u8, v6: bool) -> Option<u64> {
+fn transport(l4: &[u8], proto: u8) -> Option<u64> {
     match proto {
         IPPROTO_UDP => l4.first_chunk::<8>().map(|u| (be32(u, 0) as u64) << 32),
         IPPROTO_TCP => {
@@ -172,8 +178,9 @@ fn transport(l4: &[u8], proto: u8, v6: bool) -> Option<u64> {
             Some((be32(t, 0) as u64) << 32 | (flags as u64) << 16)
         }
         IPPROTO_SCTP => l4.first_chunk::<12>().map(|s| (be32(s, 0) as u64) << 32),
-        IPPROTO_ICMP if !v6 => icmp(l4),
-        IPPROTO_ICMPV6 if v6 => icmp(l4),
+        // As in Open vSwitch, the protocol number alone decides (ICMPv4 in IPv6 still shows its
+        // type and code), and IGMP's type and code show the same way.
+        IPPROTO_ICMP | IPPROTO_ICMPV6 | IPPROTO_IGMP => icmp(l4),
         _ => Some(0),
     }
 }
@@ -202,9 +209,8 @@ fn ipv6(rest: &[u8], ofs: usize, w: &mut [u64; KEY_WORDS], lay: &mut Layout) {
     w[W_IPV6_DST + 1] = dst as u64;
     let word0 = be32(h, 0);
     let label = (word0 & ipv6::LABEL_MASK) as u64;
-    w[W_NW] = label;
     lay.l3_ofs = ofs as u16;
-    // A truncated extension-header chain leaves the addresses and label, as in Open vSwitch.
+    // A truncated extension-header chain leaves only the addresses, as in Open vSwitch.
     let Some(walk) = ipv6::walk_ext(&rest[ipv6::HEADER_LEN..end], h[6]) else {
         return;
     };
@@ -219,7 +225,7 @@ fn ipv6(rest: &[u8], ofs: usize, w: &mut [u64; KEY_WORDS], lay: &mut Layout) {
     }
     let start = ipv6::HEADER_LEN + walk.ofs;
     let seg = &rest[start..end];
-    let Some(tp) = transport(seg, walk.proto, true) else {
+    let Some(tp) = transport(seg, walk.proto) else {
         return;
     };
     w[W_TP] = tp;

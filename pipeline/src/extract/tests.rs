@@ -269,6 +269,30 @@ fn sctp_ports_and_padding_excluded() {
 }
 
 #[test]
+fn igmp_type_and_code_in_transport_ports() {
+    use crate::compose::PacketBuilder;
+    use std::net::Ipv4Addr;
+    let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(224, 0, 0, 1));
+    let f = PacketBuilder::ipv4([2; 6], [4; 6], a, b, 2)
+        .payload_byte(0x11)
+        .payload_len(8)
+        .build();
+    let mut k = FlowKey::ZERO;
+    extract(&f, &mut k);
+    assert_eq!((k.get(loc::TP_SRC), k.get(loc::TP_DST)), (0x11, 0x11));
+    let f = PacketBuilder::ipv4([2; 6], [4; 6], a, b, 2)
+        .payload_byte(0x11)
+        .payload_len(7)
+        .build();
+    let l = extract(&f, &mut k);
+    assert_eq!(
+        (k.nw_proto(), k.w[W_TP], l.l4_ofs),
+        (2, 0, 0),
+        "IGMP needs 8 bytes"
+    );
+}
+
+#[test]
 fn malformed_ipv4_lengths_leave_l3_empty() {
     let f = from_hex(VLAN_UDP);
     let mut k = FlowKey::ZERO;
@@ -295,13 +319,17 @@ fn malformed_ipv4_lengths_leave_l3_empty() {
 }
 
 #[test]
-fn truncated_ipv6_extension_chain_keeps_addresses() {
+fn truncated_ipv6_extension_chain_keeps_only_addresses() {
     let mut f = from_hex(V6_EXT_FRAG);
     f[14 + 40 + 1] = 9; // hop-by-hop claims 80 bytes
     let mut k = FlowKey::ZERO;
     let l = extract(&f, &mut k);
     assert_eq!(k.get(loc::IPV6_SRC), 0x2001_0db8 << 96 | 1);
-    assert_eq!(k.get(loc::IPV6_LABEL), 0xabcde);
+    assert_eq!(
+        k.get(loc::IPV6_LABEL),
+        0,
+        "label only with the rest of the IPv6 fields"
+    );
     assert_eq!((k.nw_proto(), k.get(loc::NW_TTL), k.w[W_TP]), (0, 0, 0));
     assert_eq!((l.l3_ofs, l.l4_ofs), (14, 0));
 }
@@ -405,6 +433,37 @@ fn agrees_with_open_vswitch() {
     .iter()
     .map(|h| from_hex(h))
     .collect();
+    // Protocol numbers read regardless of the IP version, and IGMP.
+    use crate::compose::PacketBuilder as B;
+    let (m1, m2, a4, b4) = (
+        [2; 6],
+        [4; 6],
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+    );
+    let (a6, b6) = (Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED);
+    frames.extend([
+        B::ipv6(m1, m2, a6, b6, 1)
+            .payload_byte(3)
+            .payload_len(8)
+            .build(),
+        B::ipv4(m1, m2, a4, b4, 58)
+            .payload_byte(135)
+            .payload_len(24)
+            .build(),
+        B::ipv4(m1, m2, a4, b4, 2)
+            .payload_byte(0x11)
+            .payload_len(8)
+            .build(),
+        B::ipv4(m1, m2, a4, b4, 2)
+            .payload_byte(0x11)
+            .payload_len(7)
+            .build(),
+        B::ipv6(m1, m2, a6, b6, 2)
+            .payload_byte(0x16)
+            .payload_len(8)
+            .build(),
+    ]);
     let mut runner = TestRunner::new_with_rng(
         Config::default(),
         TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),
