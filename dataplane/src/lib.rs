@@ -6,3 +6,4 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod mac_learning;

@@ -1,1 +1,361 @@
-//! (to be written)
+//! The flow cache: megaflows in front of the tables, one cache per datapath thread.
+//!
+//! After a frame's walk through the tables, its datapath actions are cached under the key bits
+//! the walk looked at (the megaflow mask); later frames that agree on those bits skip the tables.
+//! Lookup is a tuple-space search over the distinct masks, most-hit mask first. Entries carry the
+//! flows they came from and credit them (`n_packets`, `n_bytes`) in batches, so table counters
+//! stay right on cache hits. Any change to the tables, ports or MAC learning bumps a generation
+//! number and empties the cache on the next lookup, so a replaced flow applies to the very next
+//! frame.
+//!
+//! This module owns the cache structure and its statistics; it does not translate or execute.
+
+use crate::ct::Nanos;
+use crate::key::{FlowKey, KEY_WORDS};
+use crate::odp::OdpAction;
+use crate::xlate::RuleRef;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Default upper bound on cached megaflows per thread (Open vSwitch's default flow limit).
+pub const DEFAULT_MAX_ENTRIES: usize = 200_000;
+
+/// One cached megaflow.
+pub struct CacheEntry {
+    /// `key & mask` of the first frame.
+    pub key: FlowKey,
+    pub mask_index: usize,
+    pub actions: Vec<OdpAction>,
+    pub rules: Vec<RuleRef>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub used: Nanos,
+    /// Not yet credited to `rules`.
+    pending_packets: u64,
+    pending_bytes: u64,
+    next: Option<u32>,
+}
+
+struct MaskGroup {
+    mask: FlowKey,
+    /// Indices of the mask's non-zero words: only these are hashed and compared.
+    words: Vec<u8>,
+    entries: usize,
+    hits: u64,
+}
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("IdHasher hashes u64 keys only")
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// Counters of the cache itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub inserts: u64,
+    /// Times the whole cache was emptied because the tables or learning changed.
+    pub flushes: u64,
+    /// Inserts refused because the cache was full (the frame still ran, uncached).
+    pub full: u64,
+}
+
+pub struct FlowCache {
+    masks: Vec<MaskGroup>,
+    index: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
+    entries: Vec<Option<CacheEntry>>,
+    free: Vec<u32>,
+    dirty: Vec<u32>,
+    generation: u64,
+    max_entries: usize,
+    live: usize,
+    pub stats: CacheStats,
+}
+
+#[inline]
+fn hash_masked(key: &FlowKey, mask: &FlowKey, words: &[u8], mask_index: usize) -> u64 {
+    // A multiply-xorshift mix per word: fast, and good enough for a table that verifies keys.
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ mask_index as u64;
+    for &w in words {
+        let v = key.w[w as usize] & mask.w[w as usize];
+        h = (h ^ v).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 32;
+    }
+    h
+}
+
+impl Default for FlowCache {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_ENTRIES)
+    }
+}
+
+impl FlowCache {
+    pub fn new(max_entries: usize) -> Self {
+        FlowCache {
+            masks: Vec::new(),
+            index: HashMap::default(),
+            entries: Vec::new(),
+            free: Vec::new(),
+            dirty: Vec::new(),
+            generation: 0,
+            max_entries,
+            live: 0,
+            stats: CacheStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Empties the cache if `generation` differs from the one its entries were made under.
+    /// Pending statistics are credited first.
+    pub fn revalidate(&mut self, generation: u64) {
+        if generation != self.generation {
+            self.flush_stats();
+            if self.live > 0 {
+                self.stats.flushes += 1;
+            }
+            self.masks.clear();
+            self.index.clear();
+            self.entries.clear();
+            self.free.clear();
+            self.live = 0;
+            self.generation = generation;
+        }
+    }
+
+    /// Finds the megaflow covering `key`.
+    #[inline]
+    pub fn lookup(&mut self, key: &FlowKey) -> Option<u32> {
+        for mi in 0..self.masks.len() {
+            let g = &self.masks[mi];
+            let h = hash_masked(key, &g.mask, &g.words, mi);
+            let mut cur = self.index.get(&h).copied();
+            while let Some(idx) = cur {
+                let e = self.entries[idx as usize]
+                    .as_ref()
+                    .expect("indexed entries are live");
+                if e.mask_index == mi && key.matches(&e.key, &g.mask) {
+                    self.masks[mi].hits += 1;
+                    self.stats.hits += 1;
+                    // Keep the busiest masks first.
+                    if mi > 0 && self.masks[mi].hits > self.masks[mi - 1].hits.saturating_mul(2) {
+                        self.swap_masks(mi, mi - 1);
+                    }
+                    return Some(idx);
+                }
+                cur = e.next;
+            }
+        }
+        self.stats.misses += 1;
+        None
+    }
+
+    fn swap_masks(&mut self, a: usize, b: usize) {
+        // Entries refer to masks by index, and the index hashes include it: rehash both groups.
+        self.masks.swap(a, b);
+        let idxs: Vec<u32> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                e.as_ref()
+                    .filter(|e| e.mask_index == a || e.mask_index == b)
+                    .map(|_| i as u32)
+            })
+            .collect();
+        for &i in &idxs {
+            self.unlink(i);
+        }
+        for &i in &idxs {
+            let e = self.entries[i as usize].as_mut().expect("live");
+            e.mask_index = if e.mask_index == a { b } else { a };
+            self.link(i);
+        }
+    }
+
+    fn link(&mut self, idx: u32) {
+        let e = self.entries[idx as usize].as_ref().expect("live");
+        let g = &self.masks[e.mask_index];
+        let h = hash_masked(&e.key, &g.mask, &g.words, e.mask_index);
+        let prev = self.index.insert(h, idx);
+        self.entries[idx as usize].as_mut().expect("live").next = prev;
+    }
+
+    fn unlink(&mut self, idx: u32) {
+        let e = self.entries[idx as usize].as_ref().expect("live");
+        let g = &self.masks[e.mask_index];
+        let h = hash_masked(&e.key, &g.mask, &g.words, e.mask_index);
+        let next = e.next;
+        let Some(&head) = self.index.get(&h) else {
+            return;
+        };
+        if head == idx {
+            match next {
+                Some(n) => {
+                    self.index.insert(h, n);
+                }
+                None => {
+                    self.index.remove(&h);
+                }
+            }
+            return;
+        }
+        let mut cur = head;
+        loop {
+            let c = self.entries[cur as usize].as_ref().expect("live");
+            match c.next {
+                Some(n) if n == idx => {
+                    self.entries[cur as usize].as_mut().expect("live").next = next;
+                    return;
+                }
+                Some(n) => cur = n,
+                None => return,
+            }
+        }
+    }
+
+    /// Caches `actions` for every key that equals `key` on the bits of `mask`. Returns the
+    /// entry's index, or `None` when the cache is full.
+    pub fn insert(
+        &mut self,
+        key: &FlowKey,
+        mask: &FlowKey,
+        actions: Vec<OdpAction>,
+        rules: Vec<RuleRef>,
+        now: Nanos,
+    ) -> Option<u32> {
+        if self.live >= self.max_entries {
+            self.stats.full += 1;
+            return None;
+        }
+        let mi = match self.masks.iter().position(|g| g.mask == *mask) {
+            Some(i) => i,
+            None => {
+                let words = (0..KEY_WORDS)
+                    .filter(|&w| mask.w[w] != 0)
+                    .map(|w| w as u8)
+                    .collect();
+                self.masks.push(MaskGroup {
+                    mask: *mask,
+                    words,
+                    entries: 0,
+                    hits: 0,
+                });
+                self.masks.len() - 1
+            }
+        };
+        self.masks[mi].entries += 1;
+        let entry = CacheEntry {
+            key: key.and(mask),
+            mask_index: mi,
+            actions,
+            rules,
+            packets: 0,
+            bytes: 0,
+            used: now,
+            pending_packets: 0,
+            pending_bytes: 0,
+            next: None,
+        };
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.entries[i as usize] = Some(entry);
+                i
+            }
+            None => {
+                self.entries.push(Some(entry));
+                (self.entries.len() - 1) as u32
+            }
+        };
+        self.link(idx);
+        self.live += 1;
+        self.stats.inserts += 1;
+        Some(idx)
+    }
+
+    #[inline]
+    pub fn entry(&self, idx: u32) -> &CacheEntry {
+        self.entries[idx as usize]
+            .as_ref()
+            .expect("index from lookup or insert")
+    }
+
+    /// Counts a frame on an entry; the flows are credited by [`FlowCache::flush_stats`].
+    #[inline]
+    pub fn account(&mut self, idx: u32, bytes: u64, now: Nanos) {
+        let e = self.entries[idx as usize]
+            .as_mut()
+            .expect("index from lookup or insert");
+        if e.pending_packets == 0 {
+            self.dirty.push(idx);
+        }
+        e.packets += 1;
+        e.bytes += bytes;
+        e.pending_packets += 1;
+        e.pending_bytes += bytes;
+        e.used = now;
+    }
+
+    /// Credits the counted frames to the flows they went through.
+    pub fn flush_stats(&mut self) {
+        for idx in self.dirty.drain(..) {
+            if let Some(Some(e)) = self.entries.get_mut(idx as usize) {
+                for r in &e.rules {
+                    r.add_stats(e.pending_packets, e.pending_bytes, e.used);
+                }
+                e.pending_packets = 0;
+                e.pending_bytes = 0;
+            }
+        }
+    }
+
+    /// Removes entries not used since `older_than` (idle megaflows). Returns how many.
+    pub fn expire(&mut self, older_than: Nanos) -> usize {
+        self.flush_stats();
+        let stale: Vec<u32> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().filter(|e| e.used < older_than).map(|_| i as u32))
+            .collect();
+        for &i in &stale {
+            self.unlink(i);
+            let e = self.entries[i as usize].take().expect("live");
+            self.masks[e.mask_index].entries -= 1;
+            self.free.push(i);
+            self.live -= 1;
+        }
+        stale.len()
+    }
+
+    /// Every live entry with its mask (for `dump-dp-flows`).
+    pub fn iter(&self) -> impl Iterator<Item = (&CacheEntry, &FlowKey)> {
+        self.entries
+            .iter()
+            .flatten()
+            .map(|e| (e, &self.masks[e.mask_index].mask))
+    }
+
+    /// Number of distinct masks (subtables) searched per lookup.
+    pub fn mask_count(&self) -> usize {
+        self.masks.len()
+    }
+}

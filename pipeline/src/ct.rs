@@ -67,5 +67,12 @@ pub trait ConnTracker: Send + Sync {
     /// Tracks (and, for `commit`, remembers) the frame's connection in `req.zone`, applying NAT
     /// to the frame in place when asked. `l3_ofs` is the offset of the IP header in the frame;
     /// `key` is the frame's flow key as extracted.
-    fn execute(&self, frame: &mut Frame<'_>, l3_ofs: usize, key: &FlowKey, req: &CtRequest<'_>, now: Nanos) -> CtVerdict;
+    fn execute(
+        &self,
+        frame: &mut Frame<'_>,
+        l3_ofs: usize,
+        key: &FlowKey,
+        req: &CtRequest<'_>,
+        now: Nanos,
+    ) -> CtVerdict;
 }

@@ -158,9 +158,15 @@ impl Field {
             DpHash => loc::DP_HASH,
             PktMark => loc::PKT_MARK,
             Metadata => loc::METADATA,
-            Reg(i) => FieldLoc::word(key::W_XREG0 + i as usize / 2, if i % 2 == 0 { 32 } else { 0 }, 32),
+            Reg(i) => FieldLoc::word(
+                key::W_XREG0 + i as usize / 2,
+                if i % 2 == 0 { 32 } else { 0 },
+                32,
+            ),
             Xreg(i) => FieldLoc::word(key::W_XREG0 + i as usize, 0, 64),
-            Xxreg(i) => FieldLoc::Wide { hi: (key::W_XREG0 + 2 * i as usize) as u8 },
+            Xxreg(i) => FieldLoc::Wide {
+                hi: (key::W_XREG0 + 2 * i as usize) as u8,
+            },
             TunId => loc::TUN_ID,
             TunSrc => loc::TUN_SRC,
             TunDst => loc::TUN_DST,
@@ -170,7 +176,11 @@ impl Field {
                     return None;
                 }
                 let byte = 4 * i as usize;
-                FieldLoc::word(key::W_TUN_META + byte / 8, if byte % 8 == 0 { 32 } else { 0 }, 32)
+                FieldLoc::word(
+                    key::W_TUN_META + byte / 8,
+                    if byte.is_multiple_of(8) { 32 } else { 0 },
+                    32,
+                )
             }
             CtState => loc::CT_STATE,
             CtZone => loc::CT_ZONE,
@@ -215,65 +225,85 @@ impl Field {
         use Field::*;
         use Prereq as P;
         use ValueFormat as F;
-        let (name, width, prereq, maskable, writable, format): (&'static str, u32, Prereq, bool, bool, ValueFormat) =
-            match self {
-                InPort => ("in_port", 32, P::None, false, true, F::Port),
-                RecircId => ("recirc_id", 32, P::None, false, false, F::Hex),
-                DpHash => ("dp_hash", 32, P::None, true, false, F::Hex),
-                PktMark => ("pkt_mark", 32, P::None, true, true, F::Hex),
-                Metadata => ("metadata", 64, P::None, true, true, F::Hex),
-                Reg(i) => (REG_NAMES[i as usize], 32, P::None, true, true, F::Hex),
-                Xreg(i) => (XREG_NAMES[i as usize], 64, P::None, true, true, F::Hex),
-                Xxreg(i) => (XXREG_NAMES[i as usize], 128, P::None, true, true, F::Hex),
-                TunId => ("tun_id", 64, P::None, true, true, F::Hex),
-                TunSrc => ("tun_src", 32, P::None, true, true, F::Ipv4),
-                TunDst => ("tun_dst", 32, P::None, true, true, F::Ipv4),
-                TunFlags => ("tun_flags", 16, P::None, true, true, F::Hex),
-                TunMetadata(i) => (TUN_METADATA_NAMES[i as usize], 32, P::None, true, true, F::Hex),
-                CtState => ("ct_state", 32, P::None, true, false, F::CtState),
-                CtZone => ("ct_zone", 16, P::None, false, false, F::Hex),
-                CtMark => ("ct_mark", 32, P::None, true, true, F::Hex),
-                CtLabel => ("ct_label", 128, P::None, true, true, F::Hex),
-                CtNwSrc => ("ct_nw_src", 32, P::Tracked, true, false, F::Ipv4),
-                CtNwDst => ("ct_nw_dst", 32, P::Tracked, true, false, F::Ipv4),
-                CtNwProto => ("ct_nw_proto", 8, P::Tracked, false, false, F::Decimal),
-                CtTpSrc => ("ct_tp_src", 16, P::Tracked, true, false, F::Decimal),
-                CtTpDst => ("ct_tp_dst", 16, P::Tracked, true, false, F::Decimal),
-                ConjId => ("conj_id", 32, P::None, false, false, F::Decimal),
-                DlSrc => ("dl_src", 48, P::None, true, true, F::Mac),
-                DlDst => ("dl_dst", 48, P::None, true, true, F::Mac),
-                DlType => ("dl_type", 16, P::None, false, false, F::Hex),
-                VlanTci => ("vlan_tci", 16, P::None, true, true, F::Hex),
-                DlVlan => ("dl_vlan", 12, P::None, false, true, F::Decimal),
-                DlVlanPcp => ("dl_vlan_pcp", 3, P::None, false, true, F::Decimal),
-                NwSrc => ("nw_src", 32, P::Ipv4, true, true, F::Ipv4),
-                NwDst => ("nw_dst", 32, P::Ipv4, true, true, F::Ipv4),
-                NwProto => ("nw_proto", 8, P::Ip, false, false, F::Decimal),
-                NwTos => ("nw_tos", 8, P::Ip, false, true, F::Decimal),
-                IpDscp => ("ip_dscp", 6, P::Ip, false, true, F::Decimal),
-                NwEcn => ("nw_ecn", 2, P::Ip, false, true, F::Decimal),
-                NwTtl => ("nw_ttl", 8, P::Ip, false, true, F::Decimal),
-                IpFrag => ("ip_frag", 8, P::Ip, true, false, F::Frag),
-                TpSrc => ("tp_src", 16, P::Transport, true, true, F::Decimal),
-                TpDst => ("tp_dst", 16, P::Transport, true, true, F::Decimal),
-                TcpFlags => ("tcp_flags", 12, P::Tcp, true, false, F::TcpFlags),
-                IcmpType => ("icmp_type", 8, P::Icmpv4, false, true, F::Decimal),
-                IcmpCode => ("icmp_code", 8, P::Icmpv4, false, true, F::Decimal),
-                Icmpv6Type => ("icmpv6_type", 8, P::Icmpv6, false, true, F::Decimal),
-                Icmpv6Code => ("icmpv6_code", 8, P::Icmpv6, false, true, F::Decimal),
-                ArpOp => ("arp_op", 16, P::Arp, false, true, F::Decimal),
-                ArpSpa => ("arp_spa", 32, P::Arp, true, true, F::Ipv4),
-                ArpTpa => ("arp_tpa", 32, P::Arp, true, true, F::Ipv4),
-                ArpSha => ("arp_sha", 48, P::Arp, true, true, F::Mac),
-                ArpTha => ("arp_tha", 48, P::Arp, true, true, F::Mac),
-                Ipv6Src => ("ipv6_src", 128, P::Ipv6, true, true, F::Ipv6),
-                Ipv6Dst => ("ipv6_dst", 128, P::Ipv6, true, true, F::Ipv6),
-                Ipv6Label => ("ipv6_label", 20, P::Ipv6, true, true, F::Hex),
-                NdTarget => ("nd_target", 128, P::Nd, true, true, F::Ipv6),
-                NdSll => ("nd_sll", 48, P::NdSolicit, true, true, F::Mac),
-                NdTll => ("nd_tll", 48, P::NdAdvert, true, true, F::Mac),
-            };
-        FieldInfo { name, width, prereq, maskable, writable, format }
+        let (name, width, prereq, maskable, writable, format): (
+            &'static str,
+            u32,
+            Prereq,
+            bool,
+            bool,
+            ValueFormat,
+        ) = match self {
+            InPort => ("in_port", 32, P::None, false, true, F::Port),
+            RecircId => ("recirc_id", 32, P::None, false, false, F::Hex),
+            DpHash => ("dp_hash", 32, P::None, true, false, F::Hex),
+            PktMark => ("pkt_mark", 32, P::None, true, true, F::Hex),
+            Metadata => ("metadata", 64, P::None, true, true, F::Hex),
+            Reg(i) => (REG_NAMES[i as usize], 32, P::None, true, true, F::Hex),
+            Xreg(i) => (XREG_NAMES[i as usize], 64, P::None, true, true, F::Hex),
+            Xxreg(i) => (XXREG_NAMES[i as usize], 128, P::None, true, true, F::Hex),
+            TunId => ("tun_id", 64, P::None, true, true, F::Hex),
+            TunSrc => ("tun_src", 32, P::None, true, true, F::Ipv4),
+            TunDst => ("tun_dst", 32, P::None, true, true, F::Ipv4),
+            TunFlags => ("tun_flags", 16, P::None, true, true, F::Hex),
+            TunMetadata(i) => (
+                TUN_METADATA_NAMES[i as usize],
+                32,
+                P::None,
+                true,
+                true,
+                F::Hex,
+            ),
+            CtState => ("ct_state", 32, P::None, true, false, F::CtState),
+            CtZone => ("ct_zone", 16, P::None, false, false, F::Hex),
+            CtMark => ("ct_mark", 32, P::None, true, true, F::Hex),
+            CtLabel => ("ct_label", 128, P::None, true, true, F::Hex),
+            CtNwSrc => ("ct_nw_src", 32, P::Tracked, true, false, F::Ipv4),
+            CtNwDst => ("ct_nw_dst", 32, P::Tracked, true, false, F::Ipv4),
+            CtNwProto => ("ct_nw_proto", 8, P::Tracked, false, false, F::Decimal),
+            CtTpSrc => ("ct_tp_src", 16, P::Tracked, true, false, F::Decimal),
+            CtTpDst => ("ct_tp_dst", 16, P::Tracked, true, false, F::Decimal),
+            ConjId => ("conj_id", 32, P::None, false, false, F::Decimal),
+            DlSrc => ("dl_src", 48, P::None, true, true, F::Mac),
+            DlDst => ("dl_dst", 48, P::None, true, true, F::Mac),
+            DlType => ("dl_type", 16, P::None, false, false, F::Hex),
+            VlanTci => ("vlan_tci", 16, P::None, true, true, F::Hex),
+            DlVlan => ("dl_vlan", 12, P::None, false, true, F::Decimal),
+            DlVlanPcp => ("dl_vlan_pcp", 3, P::None, false, true, F::Decimal),
+            NwSrc => ("nw_src", 32, P::Ipv4, true, true, F::Ipv4),
+            NwDst => ("nw_dst", 32, P::Ipv4, true, true, F::Ipv4),
+            NwProto => ("nw_proto", 8, P::Ip, false, false, F::Decimal),
+            NwTos => ("nw_tos", 8, P::Ip, false, true, F::Decimal),
+            IpDscp => ("ip_dscp", 6, P::Ip, false, true, F::Decimal),
+            NwEcn => ("nw_ecn", 2, P::Ip, false, true, F::Decimal),
+            NwTtl => ("nw_ttl", 8, P::Ip, false, true, F::Decimal),
+            IpFrag => ("ip_frag", 8, P::Ip, true, false, F::Frag),
+            TpSrc => ("tp_src", 16, P::Transport, true, true, F::Decimal),
+            TpDst => ("tp_dst", 16, P::Transport, true, true, F::Decimal),
+            TcpFlags => ("tcp_flags", 12, P::Tcp, true, false, F::TcpFlags),
+            IcmpType => ("icmp_type", 8, P::Icmpv4, false, true, F::Decimal),
+            IcmpCode => ("icmp_code", 8, P::Icmpv4, false, true, F::Decimal),
+            Icmpv6Type => ("icmpv6_type", 8, P::Icmpv6, false, true, F::Decimal),
+            Icmpv6Code => ("icmpv6_code", 8, P::Icmpv6, false, true, F::Decimal),
+            ArpOp => ("arp_op", 16, P::Arp, false, true, F::Decimal),
+            ArpSpa => ("arp_spa", 32, P::Arp, true, true, F::Ipv4),
+            ArpTpa => ("arp_tpa", 32, P::Arp, true, true, F::Ipv4),
+            ArpSha => ("arp_sha", 48, P::Arp, true, true, F::Mac),
+            ArpTha => ("arp_tha", 48, P::Arp, true, true, F::Mac),
+            Ipv6Src => ("ipv6_src", 128, P::Ipv6, true, true, F::Ipv6),
+            Ipv6Dst => ("ipv6_dst", 128, P::Ipv6, true, true, F::Ipv6),
+            Ipv6Label => ("ipv6_label", 20, P::Ipv6, true, true, F::Hex),
+            NdTarget => ("nd_target", 128, P::Nd, true, true, F::Ipv6),
+            NdSll => ("nd_sll", 48, P::NdSolicit, true, true, F::Mac),
+            NdTll => ("nd_tll", 48, P::NdAdvert, true, true, F::Mac),
+        };
+        FieldInfo {
+            name,
+            width,
+            prereq,
+            maskable,
+            writable,
+            format,
+        }
     }
 
     /// Width in bits.
@@ -323,7 +353,9 @@ pub fn prereq_met(p: Prereq, k: &FlowKey) -> bool {
         Prereq::Transport => ip && matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP),
         Prereq::Icmpv4 => dl == ETH_TYPE_IP && proto == IPPROTO_ICMP,
         Prereq::Icmpv6 => dl == ETH_TYPE_IPV6 && proto == IPPROTO_ICMPV6,
-        Prereq::Nd => dl == ETH_TYPE_IPV6 && proto == IPPROTO_ICMPV6 && matches!(icmp6_type, 135 | 136),
+        Prereq::Nd => {
+            dl == ETH_TYPE_IPV6 && proto == IPPROTO_ICMPV6 && matches!(icmp6_type, 135 | 136)
+        }
         Prereq::NdSolicit => dl == ETH_TYPE_IPV6 && proto == IPPROTO_ICMPV6 && icmp6_type == 135,
         Prereq::NdAdvert => dl == ETH_TYPE_IPV6 && proto == IPPROTO_ICMPV6 && icmp6_type == 136,
         Prereq::Tracked => k.ct_state() & key::CS_TRACKED != 0,
@@ -341,12 +373,20 @@ pub struct SubField {
 
 impl SubField {
     pub fn whole(field: Field) -> SubField {
-        SubField { field, ofs: 0, n_bits: field.width() as u16 }
+        SubField {
+            field,
+            ofs: 0,
+            n_bits: field.width() as u16,
+        }
     }
 
     /// Mask of the selected bits, in field coordinates.
     pub fn mask(self) -> u128 {
-        let ones = if self.n_bits >= 128 { u128::MAX } else { (1u128 << self.n_bits) - 1 };
+        let ones = if self.n_bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << self.n_bits) - 1
+        };
         ones << self.ofs
     }
 
@@ -391,15 +431,26 @@ mod tests {
         SubField::whole(Field::Reg(1)).write(&mut k, 0x5555_5555);
         assert_eq!(Field::Xreg(0).get(&k), 0xaaaa_aaaa_5555_5555);
         SubField::whole(Field::Reg(3)).write(&mut k, 7);
-        assert_eq!(Field::Xxreg(0).get(&k), (0xaaaa_aaaa_5555_5555u128 << 64) | 7);
+        assert_eq!(
+            Field::Xxreg(0).get(&k),
+            (0xaaaa_aaaa_5555_5555u128 << 64) | 7
+        );
         assert_eq!(k.reg(1), 0x5555_5555);
     }
 
     #[test]
     fn subfield_write_touches_only_its_bits() {
         let mut k = FlowKey::ZERO;
-        let lo = SubField { field: Field::Reg(13), ofs: 0, n_bits: 16 };
-        let hi = SubField { field: Field::Reg(13), ofs: 16, n_bits: 16 };
+        let lo = SubField {
+            field: Field::Reg(13),
+            ofs: 0,
+            n_bits: 16,
+        };
+        let hi = SubField {
+            field: Field::Reg(13),
+            ofs: 16,
+            n_bits: 16,
+        };
         lo.write(&mut k, 0x10);
         hi.write(&mut k, 0xffff_1234); // wider than the range: truncated
         assert_eq!(k.reg(13), 0x1234_0010);

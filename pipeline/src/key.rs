@@ -28,7 +28,11 @@ pub enum FieldLoc {
 
 impl FieldLoc {
     pub const fn word(word: usize, shift: u32, width: u32) -> FieldLoc {
-        FieldLoc::Word { word: word as u8, shift: shift as u8, width: width as u8 }
+        FieldLoc::Word {
+            word: word as u8,
+            shift: shift as u8,
+            width: width as u8,
+        }
     }
 
     /// Width of the field in bits.
@@ -147,7 +151,9 @@ const fn low_mask(width: u32) -> u64 {
 
 impl FlowKey {
     pub const ZERO: FlowKey = FlowKey { w: [0; KEY_WORDS] };
-    pub const ONES: FlowKey = FlowKey { w: [u64::MAX; KEY_WORDS] };
+    pub const ONES: FlowKey = FlowKey {
+        w: [u64::MAX; KEY_WORDS],
+    };
 
     /// Reads a field (at most 128 bits) as an integer.
     #[inline]
@@ -260,7 +266,7 @@ impl FlowKey {
     #[inline]
     pub fn reg(&self, i: usize) -> u32 {
         let w = self.w[W_XREG0 + i / 2];
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             (w >> 32) as u32
         } else {
             w as u32
@@ -285,7 +291,9 @@ pub mod loc {
     pub const CT_STATE: FieldLoc = FieldLoc::word(W_CT_STATE, 0, 32);
     pub const CT_MARK: FieldLoc = FieldLoc::word(W_CT_MARK, 32, 32);
     pub const CONJ_ID: FieldLoc = FieldLoc::word(W_CT_MARK, 0, 32);
-    pub const CT_LABEL: FieldLoc = FieldLoc::Wide { hi: W_CT_LABEL as u8 };
+    pub const CT_LABEL: FieldLoc = FieldLoc::Wide {
+        hi: W_CT_LABEL as u8,
+    };
     pub const CT_NW_SRC: FieldLoc = FieldLoc::word(W_CT_NW, 32, 32);
     pub const CT_NW_DST: FieldLoc = FieldLoc::word(W_CT_NW, 0, 32);
     pub const CT_TP_SRC: FieldLoc = FieldLoc::word(W_CT_TP, 48, 16);
@@ -314,9 +322,15 @@ pub mod loc {
     pub const ARP_OP: FieldLoc = FieldLoc::word(W_TP, 0, 16);
     pub const ARP_SHA: FieldLoc = FieldLoc::word(W_ARP_SHA, 0, 48);
     pub const ARP_THA: FieldLoc = FieldLoc::word(W_ARP_THA, 0, 48);
-    pub const IPV6_SRC: FieldLoc = FieldLoc::Wide { hi: W_IPV6_SRC as u8 };
-    pub const IPV6_DST: FieldLoc = FieldLoc::Wide { hi: W_IPV6_DST as u8 };
-    pub const ND_TARGET: FieldLoc = FieldLoc::Wide { hi: W_ND_TARGET as u8 };
+    pub const IPV6_SRC: FieldLoc = FieldLoc::Wide {
+        hi: W_IPV6_SRC as u8,
+    };
+    pub const IPV6_DST: FieldLoc = FieldLoc::Wide {
+        hi: W_IPV6_DST as u8,
+    };
+    pub const ND_TARGET: FieldLoc = FieldLoc::Wide {
+        hi: W_ND_TARGET as u8,
+    };
 }
 
 #[cfg(test)]

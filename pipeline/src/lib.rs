@@ -10,6 +10,7 @@ pub mod cache;
 pub mod classifier;
 pub mod compose;
 pub mod ct;
+pub mod engine;
 pub mod extract;
 pub mod field;
 pub mod flow;

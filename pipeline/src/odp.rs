@@ -1,1 +1,561 @@
-//! (to be written)
+//! Datapath actions: the flat, already-decided action lists that the flow cache holds and every
+//! frame of a cached flow runs, and their execution on a frame.
+//!
+//! Translation ([`crate::xlate`]) turns an OpenFlow walk (tables, resubmits, registers) into
+//! these; they mention only datapath ports and header rewrites, never tables or registers, so a
+//! cache hit costs one lookup plus the rewrites. This module owns their meaning and execution. It
+//! must not look at flow tables.
+
+use crate::ct::{ConnTracker, CtRequest, CtResult, CtVerdict, Nanos};
+use crate::extract::{extract, Layout};
+use crate::flow::NatSpec;
+use crate::key::{self, loc, FlowKey, KEY_WORDS, PACKET_WORD};
+use crate::wire::{rewrite, Frame};
+use std::fmt::{self, Write as _};
+
+/// A rewrite of packet header fields: bits set in `mask` take the values in `value`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldSet {
+    pub value: FlowKey,
+    pub mask: FlowKey,
+}
+
+/// `ct(...)` as the datapath runs it: the zone is resolved, `exec()` reduced to mark/label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OdpCt {
+    pub zone: u16,
+    pub commit: bool,
+    pub force: bool,
+    pub nat: Option<NatSpec>,
+    pub set_mark: Option<(u32, u32)>,
+    pub set_label: Option<(u128, u128)>,
+    pub alg: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OdpAction {
+    /// Transmit a copy of the frame as it is now on a datapath port.
+    Output(u32),
+    /// Push a tag: `tci` is the wire TCI (PCP, DEI, VID), without Open vSwitch's present bit.
+    PushVlan {
+        tpid: u16,
+        tci: u16,
+    },
+    PopVlan,
+    /// Rewrite the outer tag's TCI in place (wire TCI).
+    SetVlanTci(u16),
+    SetFields(Box<FieldSet>),
+    Ct(Box<OdpCt>),
+    CtClear,
+    /// Run the pipeline again from the frozen state `id` (after `ct(table=N)`). As the last
+    /// action it continues with this frame; elsewhere it continues with a copy.
+    Recirc(u32),
+    /// Run the actions on a copy; the frame itself is unchanged afterwards.
+    Clone(Vec<OdpAction>),
+    /// `check_pkt_larger`: run `gt` if the frame is longer than `len`, else `le`.
+    CheckPktLen {
+        len: u16,
+        gt: Vec<OdpAction>,
+        le: Vec<OdpAction>,
+    },
+    /// Send to a controller (`controller`, `dec_ttl` at TTL 1...). xvs has no controller
+    /// connection: the frame is counted under this reason.
+    Userspace(&'static str),
+}
+
+/// Why a frame stopped without (or after) being sent. Counted per reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// No flow matched, or the matching flow's actions sent nowhere.
+    NoOutput,
+    /// A header push did not fit in the frame's headroom.
+    NoHeadroom,
+    /// A rewrite needed a header the frame lacks.
+    RewriteFailed,
+    /// Recirculation deeper than the limit (a loop in the flow tables).
+    RecircLoop,
+    /// Resubmit depth or count limit hit during translation.
+    ResubmitLimit,
+    /// Connection tracking refused or could not parse the frame.
+    Conntrack,
+    /// Sent to a controller: xvs has none.
+    Controller,
+    /// The recirculation id is unknown (flows changed in between).
+    StaleRecirc,
+    /// A fragment held by connection tracking for reassembly (not a loss).
+    FragmentHeld,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 9] = [
+        DropReason::NoOutput,
+        DropReason::NoHeadroom,
+        DropReason::RewriteFailed,
+        DropReason::RecircLoop,
+        DropReason::ResubmitLimit,
+        DropReason::Conntrack,
+        DropReason::Controller,
+        DropReason::StaleRecirc,
+        DropReason::FragmentHeld,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::NoOutput => "no_output",
+            DropReason::NoHeadroom => "no_headroom",
+            DropReason::RewriteFailed => "rewrite_failed",
+            DropReason::RecircLoop => "recirc_loop",
+            DropReason::ResubmitLimit => "resubmit_limit",
+            DropReason::Conntrack => "conntrack",
+            DropReason::Controller => "controller",
+            DropReason::StaleRecirc => "stale_recirc",
+            DropReason::FragmentHeld => "fragment_held",
+        }
+    }
+}
+
+/// Where executed actions send frames.
+pub trait DpSink {
+    /// Transmits a copy of `frame` on datapath port `port`.
+    fn output(&mut self, port: u32, frame: &[u8]);
+    /// A copy of the frame to run again from recirculation `id` (a `Recirc` that is not the last
+    /// action). `key` carries the `ct_*` fields the copy continues with.
+    fn recirculate(&mut self, id: u32, frame: &[u8], key: &FlowKey);
+}
+
+/// A frame with its parsed layout and current key (packet words in sync with the bytes).
+pub struct Packet<'a> {
+    pub frame: Frame<'a>,
+    pub layout: Layout,
+    pub key: FlowKey,
+}
+
+impl<'a> Packet<'a> {
+    /// Parses `frame`; metadata words of `key` are kept, packet words are overwritten.
+    pub fn new(frame: Frame<'a>, mut key: FlowKey) -> Packet<'a> {
+        let layout = extract(frame.data(), &mut key);
+        Packet { frame, layout, key }
+    }
+
+    fn reparse(&mut self) {
+        self.layout = extract(self.frame.data(), &mut self.key);
+    }
+}
+
+/// How execution of an action list ended.
+#[derive(Debug)]
+pub enum ExecOutcome {
+    /// All actions ran (outputs done through the sink).
+    Done,
+    /// The last action was `Recirc(id)`: run the pipeline again on this frame, whose key now
+    /// carries the `ct_*` fields.
+    Recirc(u32),
+    /// Stopped early.
+    Dropped(DropReason),
+    /// Connection tracking completed a fragmented datagram: continue with `frame` (a whole
+    /// Ethernet frame), with `result` as its `ct_*` fields, from action index `resume_at`.
+    Reassembled {
+        frame: Vec<u8>,
+        result: CtResult,
+        resume_at: usize,
+    },
+}
+
+/// Copies the `ct_*` fields of a tracker result into a key.
+pub fn apply_ct_result(key: &mut FlowKey, r: &CtResult) {
+    key.set(loc::CT_STATE, r.state as u128);
+    key.set(loc::CT_ZONE, r.zone as u128);
+    key.set(loc::CT_MARK, r.mark as u128);
+    key.set(loc::CT_LABEL, r.label);
+    let o = r.orig.unwrap_or_default();
+    key.set(loc::CT_NW_SRC, o.src & 0xffff_ffff);
+    key.set(loc::CT_NW_DST, o.dst & 0xffff_ffff);
+    key.set(loc::CT_NW_PROTO, o.proto as u128);
+    key.set(loc::CT_TP_SRC, o.src_port as u128);
+    key.set(loc::CT_TP_DST, o.dst_port as u128);
+}
+
+/// Runs `actions` on `pkt`. `ct` is connection tracking; `now` is passed to it.
+pub fn execute(
+    actions: &[OdpAction],
+    pkt: &mut Packet<'_>,
+    sink: &mut dyn DpSink,
+    ct: &dyn ConnTracker,
+    now: Nanos,
+) -> ExecOutcome {
+    for (i, action) in actions.iter().enumerate() {
+        match action {
+            OdpAction::Output(port) => sink.output(*port, pkt.frame.data()),
+            OdpAction::PushVlan { tpid, tci } => {
+                if rewrite::push_vlan(&mut pkt.frame, &mut pkt.layout, *tpid, *tci).is_err() {
+                    return ExecOutcome::Dropped(DropReason::NoHeadroom);
+                }
+                let outer = pkt.key.get(loc::VLAN_TCI);
+                pkt.key.set(loc::INNER_VLAN_TCI, outer);
+                pkt.key.set(loc::VLAN_TCI, (*tci | key::VLAN_CFI) as u128);
+            }
+            OdpAction::PopVlan => {
+                if rewrite::pop_vlan(&mut pkt.frame, &mut pkt.layout).is_err() {
+                    return ExecOutcome::Dropped(DropReason::RewriteFailed);
+                }
+                let inner = pkt.key.get(loc::INNER_VLAN_TCI);
+                pkt.key.set(loc::VLAN_TCI, inner);
+                pkt.key.set(loc::INNER_VLAN_TCI, 0);
+            }
+            OdpAction::SetVlanTci(tci) => {
+                if rewrite::set_vlan_tci(&mut pkt.frame, &pkt.layout, *tci).is_err() {
+                    return ExecOutcome::Dropped(DropReason::RewriteFailed);
+                }
+                pkt.key.set(loc::VLAN_TCI, (*tci | key::VLAN_CFI) as u128);
+            }
+            OdpAction::SetFields(set) => {
+                let mut want = pkt.key;
+                for w in PACKET_WORD..KEY_WORDS {
+                    want.w[w] = (want.w[w] & !set.mask.w[w]) | (set.value.w[w] & set.mask.w[w]);
+                }
+                if rewrite::set_fields(&mut pkt.frame, &pkt.layout, &pkt.key, &want).is_err() {
+                    return ExecOutcome::Dropped(DropReason::RewriteFailed);
+                }
+                pkt.key = want;
+            }
+            OdpAction::Ct(c) => {
+                let req = CtRequest {
+                    zone: c.zone,
+                    commit: c.commit,
+                    force: c.force,
+                    nat: c.nat.as_ref(),
+                    set_mark: c.set_mark,
+                    set_label: c.set_label,
+                    alg: c.alg.as_deref(),
+                };
+                if pkt.layout.l3_ofs == 0 {
+                    // Not IP: nothing to track. Open vSwitch's userspace tracker reports such
+                    // frames as tracked and invalid, and so does xvs.
+                    let r = CtResult {
+                        state: key::CS_TRACKED | key::CS_INVALID,
+                        zone: c.zone,
+                        ..Default::default()
+                    };
+                    apply_ct_result(&mut pkt.key, &r);
+                    continue;
+                }
+                let l3 = pkt.layout.l3_ofs as usize;
+                match ct.execute(&mut pkt.frame, l3, &pkt.key, &req, now) {
+                    CtVerdict::Tracked(r) => {
+                        if r.state & (key::CS_SRC_NAT | key::CS_DST_NAT) != 0 {
+                            pkt.reparse();
+                        }
+                        apply_ct_result(&mut pkt.key, &r);
+                    }
+                    CtVerdict::Held => return ExecOutcome::Dropped(DropReason::FragmentHeld),
+                    CtVerdict::Reassembled { frame, result } => {
+                        return ExecOutcome::Reassembled {
+                            frame,
+                            result,
+                            resume_at: i + 1,
+                        }
+                    }
+                }
+            }
+            OdpAction::CtClear => {
+                for l in [loc::CT_STATE, loc::CT_ZONE, loc::CT_MARK, loc::CT_LABEL] {
+                    pkt.key.set(l, 0);
+                }
+            }
+            OdpAction::Recirc(id) => {
+                if i + 1 == actions.len() {
+                    return ExecOutcome::Recirc(*id);
+                }
+                sink.recirculate(*id, pkt.frame.data(), &pkt.key);
+            }
+            OdpAction::Clone(sub) => {
+                if let Some(out) = run_on_copy(sub, pkt, sink, ct, now) {
+                    return out;
+                }
+            }
+            OdpAction::CheckPktLen { len, gt, le } => {
+                let branch = if pkt.frame.len() > *len as usize {
+                    gt
+                } else {
+                    le
+                };
+                return execute(branch, pkt, sink, ct, now);
+            }
+            OdpAction::Userspace(_) => {}
+        }
+    }
+    ExecOutcome::Done
+}
+
+/// Headroom given to copies made by `clone`, enough for a VLAN tag and a tunnel header.
+pub const COPY_HEADROOM: usize = 128;
+
+/// Runs `actions` on a copy of the packet. Returns an outcome only for a failure that must stop
+/// the original too (none today: a failing clone only loses its own copy).
+fn run_on_copy(
+    actions: &[OdpAction],
+    pkt: &Packet<'_>,
+    sink: &mut dyn DpSink,
+    ct: &dyn ConnTracker,
+    now: Nanos,
+) -> Option<ExecOutcome> {
+    let data = pkt.frame.data();
+    let mut buf = vec![0u8; COPY_HEADROOM + data.len()];
+    buf[COPY_HEADROOM..].copy_from_slice(data);
+    let mut copy = Packet {
+        frame: Frame::new(&mut buf, COPY_HEADROOM, data.len()),
+        layout: pkt.layout,
+        key: pkt.key,
+    };
+    match execute(actions, &mut copy, sink, ct, now) {
+        ExecOutcome::Recirc(id) => sink.recirculate(id, copy.frame.data(), &copy.key),
+        ExecOutcome::Reassembled { .. } | ExecOutcome::Done | ExecOutcome::Dropped(_) => {}
+    }
+    None
+}
+
+// --- Printing, in the style of `ovs-appctl dpctl/dump-flows`. --------------------------------
+
+/// Prints an action list as `dpctl/dump-flows` does (`pop_vlan,ct(zone=9,nat),recirc(0x322d)`).
+/// `port_name` maps datapath ports to names (numbers are printed when it returns `None`).
+pub fn format_actions(actions: &[OdpAction], port_name: &dyn Fn(u32) -> Option<String>) -> String {
+    if actions.is_empty() {
+        return "drop".to_string();
+    }
+    let mut s = String::new();
+    for (i, a) in actions.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        format_action(&mut s, a, port_name);
+    }
+    s
+}
+
+fn format_action(s: &mut String, a: &OdpAction, port_name: &dyn Fn(u32) -> Option<String>) {
+    match a {
+        OdpAction::Output(p) => match port_name(*p) {
+            Some(n) => s.push_str(&n),
+            None => {
+                let _ = write!(s, "{p}");
+            }
+        },
+        OdpAction::PushVlan { tpid, tci } => {
+            if *tpid != 0x8100 {
+                let _ = write!(
+                    s,
+                    "push_vlan(tpid=0x{tpid:x},vid={},pcp={})",
+                    tci & 0xfff,
+                    tci >> 13
+                );
+            } else {
+                let _ = write!(s, "push_vlan(vid={},pcp={})", tci & 0xfff, tci >> 13);
+            }
+        }
+        OdpAction::PopVlan => s.push_str("pop_vlan"),
+        OdpAction::SetVlanTci(tci) => {
+            let _ = write!(
+                s,
+                "pop_vlan,push_vlan(vid={},pcp={})",
+                tci & 0xfff,
+                tci >> 13
+            );
+        }
+        OdpAction::SetFields(set) => format_set(s, set),
+        OdpAction::Ct(c) => {
+            s.push_str("ct(");
+            let mut parts: Vec<String> = Vec::new();
+            if c.commit {
+                parts.push("commit".into());
+            }
+            if c.force {
+                parts.push("force_commit".into());
+            }
+            parts.push(format!("zone={}", c.zone));
+            if let Some((v, m)) = c.set_mark {
+                parts.push(if m == u32::MAX {
+                    format!("mark={v:#x}")
+                } else {
+                    format!("mark={v:#x}/{m:#x}")
+                });
+            }
+            if let Some((v, m)) = c.set_label {
+                parts.push(if m == u128::MAX {
+                    format!("label={v:#x}")
+                } else {
+                    format!("label={v:#x}/{m:#x}")
+                });
+            }
+            if let Some(alg) = &c.alg {
+                parts.push(format!("helper={alg}"));
+            }
+            if let Some(n) = &c.nat {
+                parts.push(format_nat(n));
+            }
+            s.push_str(&parts.join(","));
+            s.push(')');
+        }
+        OdpAction::CtClear => s.push_str("ct_clear"),
+        OdpAction::Recirc(id) => {
+            let _ = write!(s, "recirc({id:#x})");
+        }
+        OdpAction::Clone(sub) => {
+            let _ = write!(s, "clone({})", format_actions(sub, port_name));
+        }
+        OdpAction::CheckPktLen { len, gt, le } => {
+            let _ = write!(
+                s,
+                "check_pkt_len(size={len},gt({}),le({}))",
+                format_actions(gt, port_name),
+                format_actions(le, port_name)
+            );
+        }
+        OdpAction::Userspace(reason) => {
+            let _ = write!(s, "userspace({reason})");
+        }
+    }
+}
+
+/// `nat`, `nat(src=172.22.7.27)`, `nat(dst=10.0.0.1-10.0.0.9:80-90,random)`.
+pub fn format_nat(n: &NatSpec) -> String {
+    let Some(kind) = n.kind else {
+        return "nat".to_string();
+    };
+    let mut s = String::from(match kind {
+        crate::flow::NatKind::Src => "nat(src",
+        crate::flow::NatKind::Dst => "nat(dst",
+    });
+    let addr = |a: &std::net::IpAddr| match a {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    if let Some(min) = &n.addr_min {
+        s.push('=');
+        s.push_str(&addr(min));
+        if let Some(max) = n.addr_max.as_ref().filter(|m| *m != min) {
+            s.push('-');
+            s.push_str(&addr(max));
+        }
+        if let Some(pmin) = n.port_min {
+            let _ = write!(s, ":{pmin}");
+            if let Some(pmax) = n.port_max.filter(|p| *p != pmin) {
+                let _ = write!(s, "-{pmax}");
+            }
+        }
+    }
+    for (flag, name) in [
+        (n.random, "random"),
+        (n.hash, "hash"),
+        (n.persistent, "persistent"),
+    ] {
+        if flag {
+            s.push(',');
+            s.push_str(name);
+        }
+    }
+    s.push(')');
+    s
+}
+
+/// A header field to print: name, location, value formatter.
+type FieldPrinter<'a> = (&'a str, key::FieldLoc, &'a dyn Fn(u128) -> String);
+
+fn format_set(s: &mut String, set: &FieldSet) {
+    let m = &set.mask;
+    let v = &set.value;
+    let mac = |x: u128| {
+        let b = (x as u64).to_be_bytes();
+        format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[2], b[3], b[4], b[5], b[6], b[7]
+        )
+    };
+    let ip4 = |x: u128| std::net::Ipv4Addr::from(x as u32).to_string();
+    let ip6 = |x: u128| std::net::Ipv6Addr::from(x).to_string();
+    let mut groups: Vec<String> = Vec::new();
+    let mut group = |name: &str, fields: &[FieldPrinter<'_>]| {
+        let items: Vec<String> = fields
+            .iter()
+            .filter(|(_, l, _)| m.get(*l) != 0)
+            .map(|(n, l, f)| format!("{n}={}", f(v.get(*l))))
+            .collect();
+        if !items.is_empty() {
+            groups.push(format!("set({name}({}))", items.join(",")));
+        }
+    };
+    let dec = |x: u128| x.to_string();
+    let hex = |x: u128| format!("{x:#x}");
+    group(
+        "eth",
+        &[("src", loc::DL_SRC, &mac), ("dst", loc::DL_DST, &mac)],
+    );
+    if v.dl_type() == crate::field::ETH_TYPE_IPV6
+        || m.get(loc::IPV6_SRC) != 0
+        || m.get(loc::IPV6_DST) != 0
+    {
+        group(
+            "ipv6",
+            &[
+                ("src", loc::IPV6_SRC, &ip6),
+                ("dst", loc::IPV6_DST, &ip6),
+                ("label", loc::IPV6_LABEL, &hex),
+                ("tclass", loc::NW_TOS, &hex),
+                ("hlimit", loc::NW_TTL, &dec),
+            ],
+        );
+    } else if v.dl_type() == crate::field::ETH_TYPE_ARP {
+        group(
+            "arp",
+            &[
+                ("sip", loc::NW_SRC, &ip4),
+                ("tip", loc::NW_DST, &ip4),
+                ("op", loc::ARP_OP, &dec),
+                ("sha", loc::ARP_SHA, &mac),
+                ("tha", loc::ARP_THA, &mac),
+            ],
+        );
+    } else {
+        group(
+            "ipv4",
+            &[
+                ("src", loc::NW_SRC, &ip4),
+                ("dst", loc::NW_DST, &ip4),
+                ("tos", loc::NW_TOS, &hex),
+                ("ttl", loc::NW_TTL, &dec),
+            ],
+        );
+    }
+    let l4 = match v.nw_proto() {
+        crate::field::IPPROTO_TCP => "tcp",
+        crate::field::IPPROTO_UDP => "udp",
+        crate::field::IPPROTO_SCTP => "sctp",
+        crate::field::IPPROTO_ICMP => "icmp",
+        crate::field::IPPROTO_ICMPV6 => "icmpv6",
+        _ => "l4",
+    };
+    if l4 == "icmp" || l4 == "icmpv6" {
+        group(
+            l4,
+            &[
+                ("type", loc::ICMP_TYPE, &dec),
+                ("code", loc::ICMP_CODE, &dec),
+            ],
+        );
+    } else {
+        group(
+            l4,
+            &[("src", loc::TP_SRC, &dec), ("dst", loc::TP_DST, &dec)],
+        );
+    }
+    group("nd", &[("target", loc::ND_TARGET, &ip6)]);
+    s.push_str(&groups.join(","));
+}
+
+impl fmt::Display for OdpAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::new();
+        format_action(&mut s, self, &|_| None);
+        f.write_str(&s)
+    }
+}

@@ -1,1 +1,880 @@
-//! (to be written)
+//! Translation: walks a frame's flow key through the OpenFlow tables of one or more bridges and
+//! produces the datapath actions ([`crate::odp`]) and the megaflow mask for the flow cache.
+//!
+//! This is where Open vSwitch's action semantics live: actions in order; `resubmit` and
+//! `goto_table` within depth and count limits; registers and metadata per frame; `output` sends
+//! the frame as it is at that point (pending header changes are committed first, so
+//! `mod_vlan_vid:2207,output:1,strip_vlan` sends a tagged frame), output to the input port is
+//! skipped unless `in_port` is named; patch ports continue the walk in the peer bridge; `ct(...)`
+//! becomes a datapath `ct` and, with `table=N`, a recirculation whose frozen state resumes the
+//! walk in table N.
+//!
+//! Translation reads tables and ports through [`XlateEnv`], which the switch provides; it never
+//! touches a frame (execution does) and never blocks.
+
+use crate::ct::Nanos;
+use crate::field::{self, Field, SubField};
+use crate::flow::{ofp_port, Action, CtZone, FlowSpec, OutputTarget};
+use crate::key::{self, loc, FlowKey, KEY_WORDS, PACKET_WORD};
+use crate::odp::{DropReason, FieldSet, OdpAction, OdpCt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Open vSwitch's limits: resubmit nesting depth and resubmits per translation.
+pub const MAX_DEPTH: u32 = 64;
+pub const MAX_RESUBMITS: u32 = 4096;
+
+/// Index of a bridge within one datapath.
+pub type BridgeId = u16;
+
+/// A flow as translation sees it: its spec, and counters to credit.
+pub trait RuleHandle: Send + Sync {
+    fn spec(&self) -> &FlowSpec;
+    /// Credits `packets` frames of `bytes` total to the flow at time `now`.
+    fn add_stats(&self, packets: u64, bytes: u64, now: Nanos);
+}
+
+pub type RuleRef = Arc<dyn RuleHandle>;
+
+/// What an OpenFlow port number of a bridge leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortKind {
+    /// A port the datapath transmits on, with its datapath port number.
+    Datapath(u32),
+    /// A patch port: frames sent here enter `peer_bridge` on its port `peer_port`.
+    Patch {
+        peer_bridge: BridgeId,
+        peer_port: u32,
+    },
+}
+
+/// One output decided by the NORMAL action: the port and the VLAN TCI the frame must carry
+/// there (Open vSwitch form, with the 0x1000 present bit; 0 for untagged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NormalOutput {
+    pub ofport: u32,
+    pub vlan_tci: u16,
+}
+
+/// The switch's side of translation: flow tables, ports and MAC learning.
+pub trait XlateEnv {
+    /// The bridge and OpenFlow port a datapath port belongs to.
+    fn ingress(&self, dp_port: u32) -> Option<(BridgeId, u32)>;
+    /// Highest-priority flow of `table` in `bridge` matching `key`; ORs into `wc` the bits the
+    /// answer depended on.
+    fn lookup(
+        &self,
+        bridge: BridgeId,
+        table: u8,
+        key: &FlowKey,
+        wc: &mut FlowKey,
+    ) -> Option<RuleRef>;
+    fn port(&self, bridge: BridgeId, ofport: u32) -> Option<PortKind>;
+    /// Every port of the bridge in OpenFlow port order (for FLOOD and ALL), LOCAL included.
+    fn ports(&self, bridge: BridgeId, out: &mut Vec<u32>);
+    /// The NORMAL action: learn the source, decide the outputs. Marks in `wc` what it read.
+    fn normal(
+        &self,
+        bridge: BridgeId,
+        flow: &FlowKey,
+        wc: &mut FlowKey,
+        now: Nanos,
+        out: &mut Vec<NormalOutput>,
+    );
+    /// Names, for trace.
+    fn bridge_name(&self, bridge: BridgeId) -> String;
+    fn port_name(&self, bridge: BridgeId, ofport: u32) -> Option<String>;
+}
+
+/// The state a recirculation resumes from: where in which bridge, and the metadata the walk had.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FrozenState {
+    pub bridge: BridgeId,
+    pub table: u8,
+    /// The flow's metadata fields at the freeze (registers, metadata, in_port as OpenFlow port,
+    /// tunnel fields, pkt_mark). The `ct_*` fields come from the tracker instead.
+    pub meta: FlowKey,
+}
+
+/// Recirculation ids and their frozen states, shared by every datapath thread of a switch.
+/// Ids are handed out once per distinct state and kept while the switch runs.
+#[derive(Default)]
+pub struct RecircTable {
+    inner: Mutex<RecircInner>,
+}
+
+#[derive(Default)]
+struct RecircInner {
+    by_state: HashMap<FrozenState, u32>,
+    by_id: HashMap<u32, Arc<FrozenState>>,
+    next: u32,
+}
+
+impl RecircTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn id_for(&self, state: FrozenState) -> u32 {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = g.by_state.get(&state) {
+            return *id;
+        }
+        g.next += 1;
+        let id = g.next;
+        g.by_id.insert(id, Arc::new(state.clone()));
+        g.by_state.insert(state, id);
+        id
+    }
+
+    pub fn get(&self, id: u32) -> Option<Arc<FrozenState>> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.by_id.get(&id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The metadata fields a recirculation restores.
+const FROZEN_FIELDS: [key::FieldLoc; 8] = [
+    loc::IN_PORT,
+    loc::PKT_MARK,
+    loc::METADATA,
+    loc::TUN_ID,
+    loc::TUN_SRC,
+    loc::TUN_DST,
+    loc::TUN_FLAGS,
+    loc::DP_HASH,
+];
+
+/// One step of a translation, recorded for `trace`.
+#[derive(Clone)]
+pub enum TraceEvent {
+    Bridge {
+        depth: u32,
+        name: String,
+    },
+    /// A table lookup and the flow that matched (`None`: no match).
+    Lookup {
+        depth: u32,
+        table: u8,
+        rule: Option<RuleRef>,
+    },
+    Action {
+        depth: u32,
+        action: Action,
+    },
+    Note {
+        depth: u32,
+        text: String,
+    },
+}
+
+/// The result of translating one flow key.
+pub struct Translation {
+    pub actions: Vec<OdpAction>,
+    /// Megaflow mask: the key bits the result depended on.
+    pub wc: FlowKey,
+    /// Flows the walk went through (credited on every frame that uses this translation).
+    pub rules: Vec<RuleRef>,
+    /// Set when the translation failed as a whole (the frame must be dropped).
+    pub error: Option<DropReason>,
+    /// The logical flow at the end of the walk (for trace's "Final flow").
+    pub final_flow: FlowKey,
+}
+
+/// Translates `key` (as it enters the datapath: `in_port` is a datapath port, `recirc_id` set
+/// after a recirculation) into datapath actions.
+pub fn translate(
+    env: &dyn XlateEnv,
+    recirc: &RecircTable,
+    key: &FlowKey,
+    now: Nanos,
+    trace: Option<&mut Vec<TraceEvent>>,
+) -> Translation {
+    let mut wc = FlowKey::ZERO;
+    // The datapath always matches these exactly.
+    wc.set_all(loc::IN_PORT);
+    wc.set_all(loc::RECIRC_ID);
+    wc.set_all(loc::DL_TYPE);
+
+    let mut flow = *key;
+    let (bridge, table) = if key.recirc_id() == 0 {
+        match env.ingress(key.in_port()) {
+            Some((br, ofport)) => {
+                flow.set(loc::IN_PORT, ofport as u128);
+                (br, 0)
+            }
+            None => {
+                return Translation {
+                    actions: Vec::new(),
+                    wc,
+                    rules: Vec::new(),
+                    error: Some(DropReason::NoOutput),
+                    final_flow: flow,
+                }
+            }
+        }
+    } else {
+        match recirc.get(key.recirc_id()) {
+            Some(fz) => {
+                for l in FROZEN_FIELDS {
+                    flow.set(l, fz.meta.get(l));
+                }
+                for w in key::W_XREG0..key::W_XREG0 + 8 {
+                    flow.w[w] = fz.meta.w[w];
+                }
+                for w in key::W_TUN_META..key::W_TUN_META + key::TUN_META_WORDS {
+                    flow.w[w] = fz.meta.w[w];
+                }
+                (fz.bridge, fz.table)
+            }
+            None => {
+                return Translation {
+                    actions: Vec::new(),
+                    wc,
+                    rules: Vec::new(),
+                    error: Some(DropReason::StaleRecirc),
+                    final_flow: flow,
+                }
+            }
+        }
+    };
+    // Translation starts with no recirculation id in the flow: tables of a recirculated walk
+    // never match on it (Open vSwitch hides it too).
+    flow.set(loc::RECIRC_ID, 0);
+
+    let mut cx = Ctx {
+        env,
+        recirc,
+        bridge,
+        table,
+        flow,
+        base: flow,
+        wc,
+        written: FlowKey::ZERO,
+        odp: Vec::new(),
+        rules: Vec::new(),
+        depth: 0,
+        resubmits: 0,
+        exit: false,
+        error: None,
+        now,
+        trace,
+        push_tpid: 0x8100,
+        scratch_ports: Vec::new(),
+    };
+    cx.note_bridge();
+    cx.lookup_and_run(table);
+    let error = cx.error;
+    let actions = if error.is_some() {
+        Vec::new()
+    } else {
+        std::mem::take(&mut cx.odp)
+    };
+    // Written packet fields were committed with values compared against the frame's: the
+    // decision depends on them, so the cache must match them.
+    let mut wc = cx.wc;
+    for w in PACKET_WORD..KEY_WORDS {
+        wc.w[w] |= cx.written.w[w];
+    }
+    Translation {
+        actions,
+        wc,
+        rules: cx.rules,
+        error,
+        final_flow: cx.flow,
+    }
+}
+
+struct Ctx<'e, 't> {
+    env: &'e dyn XlateEnv,
+    recirc: &'e RecircTable,
+    bridge: BridgeId,
+    table: u8,
+    /// The logical flow: what the actions see and change.
+    flow: FlowKey,
+    /// What the frame carries (the packet words as committed to datapath actions so far).
+    base: FlowKey,
+    wc: FlowKey,
+    /// Packet-field bits any action wrote.
+    written: FlowKey,
+    odp: Vec<OdpAction>,
+    rules: Vec<RuleRef>,
+    depth: u32,
+    resubmits: u32,
+    exit: bool,
+    error: Option<DropReason>,
+    now: Nanos,
+    trace: Option<&'t mut Vec<TraceEvent>>,
+    /// TPID for the next VLAN push (`push_vlan:0x88a8` sets it).
+    push_tpid: u16,
+    scratch_ports: Vec<u32>,
+}
+
+impl Ctx<'_, '_> {
+    fn event(&mut self, e: impl FnOnce(u32) -> TraceEvent) {
+        let depth = self.depth;
+        if let Some(t) = self.trace.as_deref_mut() {
+            t.push(e(depth));
+        }
+    }
+
+    fn note(&mut self, text: impl Into<String>) {
+        if self.trace.is_some() {
+            let text = text.into();
+            self.event(|depth| TraceEvent::Note { depth, text });
+        }
+    }
+
+    fn note_bridge(&mut self) {
+        if self.trace.is_some() {
+            let name = self.env.bridge_name(self.bridge);
+            self.event(|depth| TraceEvent::Bridge { depth, name });
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.exit || self.error.is_some()
+    }
+
+    fn lookup_and_run(&mut self, table: u8) {
+        let saved_table = self.table;
+        self.table = table;
+        let rule = self
+            .env
+            .lookup(self.bridge, table, &self.flow, &mut self.wc);
+        let r2 = rule.clone();
+        self.event(|depth| TraceEvent::Lookup {
+            depth,
+            table,
+            rule: r2,
+        });
+        if let Some(rule) = rule {
+            self.rules.push(rule.clone());
+            self.run_actions(&rule.spec().actions);
+        }
+        self.table = saved_table;
+    }
+
+    fn run_actions(&mut self, actions: &[Action]) {
+        for (i, a) in actions.iter().enumerate() {
+            if self.stopped() {
+                return;
+            }
+            if self.trace.is_some() && !matches!(a, Action::Conjunction { .. }) {
+                let action = a.clone();
+                self.event(|depth| TraceEvent::Action { depth, action });
+            }
+            if let Action::CheckPktLarger { len, dst } = a {
+                self.check_pkt_larger(*len, *dst, &actions[i + 1..]);
+                return;
+            }
+            self.run_action(a);
+        }
+    }
+
+    fn write_field(&mut self, sf: SubField, value: u128) {
+        // Open vSwitch skips a write whose field the frame does not have.
+        self.wc.set_all(loc::DL_TYPE);
+        self.wc.set_all(loc::NW_PROTO);
+        if !sf.field.prereq_met(&self.flow) {
+            self.note(format!(
+                "skipped: {} does not apply to this frame",
+                sf.field.info().name
+            ));
+            return;
+        }
+        sf.write(&mut self.flow, value);
+        sf.mark(&mut self.written);
+    }
+
+    fn run_action(&mut self, a: &Action) {
+        match a {
+            Action::Output { target, max_len: _ } => self.output_target(target),
+            Action::Resubmit { port, table, ct } => self.resubmit(*port, *table, *ct),
+            Action::GotoTable(t) => self.resubmit(None, Some(*t), false),
+            Action::Load { value, dst } => self.write_field(*dst, *value),
+            Action::SetField { field, value, mask } => {
+                if let Some(_l) = field.loc() {
+                    let sf = SubField::whole(*field);
+                    let cur = sf.read(&self.flow);
+                    self.write_field(sf, (cur & !mask) | (value & mask));
+                }
+            }
+            Action::Move { src, dst } => {
+                src.mark(&mut self.wc);
+                let v = src.read(&self.flow);
+                self.write_field(*dst, v);
+            }
+            Action::SetVlanVid(vid) => {
+                let tci = self.vlan_for_write();
+                self.set_vlan(
+                    (tci & !key::VLAN_VID_MASK) | (vid & key::VLAN_VID_MASK) | key::VLAN_CFI,
+                );
+            }
+            Action::SetVlanPcp(pcp) => {
+                let tci = self.vlan_for_write();
+                self.set_vlan(
+                    (tci & 0x1fff) | ((*pcp as u16 & 7) << key::VLAN_PCP_SHIFT) | key::VLAN_CFI,
+                );
+            }
+            Action::StripVlan { .. } => {
+                self.wc.set_all(loc::VLAN_TCI);
+                if self.flow.vlan_tci() & key::VLAN_CFI != 0 {
+                    let inner = self.flow.get(loc::INNER_VLAN_TCI);
+                    self.flow.set(loc::VLAN_TCI, inner);
+                    self.flow.set(loc::INNER_VLAN_TCI, 0);
+                    self.mark_vlan_written();
+                }
+            }
+            Action::PushVlan(tpid) => {
+                self.wc.set_all(loc::VLAN_TCI);
+                let outer = self.flow.vlan_tci();
+                self.flow.set(loc::INNER_VLAN_TCI, outer as u128);
+                self.flow
+                    .set(loc::VLAN_TCI, (outer | key::VLAN_CFI) as u128);
+                self.push_tpid = *tpid;
+                self.mark_vlan_written();
+            }
+            Action::SetDlSrc(mac) => {
+                self.write_field(SubField::whole(Field::DlSrc), mac_value(mac))
+            }
+            Action::SetDlDst(mac) => {
+                self.write_field(SubField::whole(Field::DlDst), mac_value(mac))
+            }
+            Action::SetNwSrc(a) => self.write_ipv4(Field::NwSrc, u32::from(*a)),
+            Action::SetNwDst(a) => self.write_ipv4(Field::NwDst, u32::from(*a)),
+            Action::SetNwTos(tos) => self.write_ip(Field::IpDscp, (*tos >> 2) as u128),
+            Action::SetNwEcn(ecn) => self.write_ip(Field::NwEcn, *ecn as u128),
+            Action::SetNwTtl(ttl) => self.write_ip(Field::NwTtl, *ttl as u128),
+            Action::SetTpSrc(p) => self.write_field(SubField::whole(Field::TpSrc), *p as u128),
+            Action::SetTpDst(p) => self.write_field(SubField::whole(Field::TpDst), *p as u128),
+            Action::DecTtl { .. } => self.dec_ttl(),
+            Action::SetTunnel { value, wide } => {
+                let v = if *wide { *value } else { *value & 0xffff_ffff };
+                self.flow.set(loc::TUN_ID, v as u128);
+            }
+            Action::SetQueue(_)
+            | Action::PopQueue
+            | Action::Note(_)
+            | Action::Conjunction { .. } => {}
+            Action::Ct(c) => self.conntrack(c),
+            Action::CtClear => {
+                for l in [loc::CT_STATE, loc::CT_ZONE, loc::CT_MARK, loc::CT_LABEL] {
+                    self.flow.set(l, 0);
+                }
+                self.commit();
+                self.odp.push(OdpAction::CtClear);
+            }
+            Action::Clone(sub) => self.clone_actions(sub),
+            Action::WriteMetadata { value, mask } => {
+                let m = self.flow.get(loc::METADATA) as u64;
+                self.flow
+                    .set(loc::METADATA, ((m & !mask) | (value & mask)) as u128);
+            }
+            Action::CheckPktLarger { .. } => {} // handled in run_actions (needs the rest of the list)
+            Action::Learn(_) => self.note("learn is not executed by xvs"),
+            Action::Exit => self.exit = true,
+        }
+    }
+
+    fn write_ipv4(&mut self, f: Field, v: u32) {
+        self.wc.set_all(loc::DL_TYPE);
+        if self.flow.dl_type() == field::ETH_TYPE_IP {
+            self.write_field(SubField::whole(f), v as u128);
+        }
+    }
+
+    fn write_ip(&mut self, f: Field, v: u128) {
+        self.wc.set_all(loc::DL_TYPE);
+        let dl = self.flow.dl_type();
+        if dl == field::ETH_TYPE_IP || dl == field::ETH_TYPE_IPV6 {
+            self.write_field(SubField::whole(f), v);
+        }
+    }
+
+    /// The current outer TCI before a VLAN field write (OpenFlow 1.0 semantics: writing the VID
+    /// or PCP of an untagged frame pushes a tag with the other field zero).
+    fn vlan_for_write(&mut self) -> u16 {
+        self.wc.set_all(loc::VLAN_TCI);
+        let tci = self.flow.vlan_tci();
+        if tci & key::VLAN_CFI == 0 {
+            0
+        } else {
+            tci
+        }
+    }
+
+    fn set_vlan(&mut self, tci: u16) {
+        self.flow.set(loc::VLAN_TCI, tci as u128);
+        self.mark_vlan_written();
+    }
+
+    fn mark_vlan_written(&mut self) {
+        self.written.set_all(loc::VLAN_TCI);
+        self.written.set_all(loc::INNER_VLAN_TCI);
+    }
+
+    fn dec_ttl(&mut self) {
+        self.wc.set_all(loc::DL_TYPE);
+        let dl = self.flow.dl_type();
+        if dl != field::ETH_TYPE_IP && dl != field::ETH_TYPE_IPV6 {
+            return;
+        }
+        self.wc.set_all(loc::NW_TTL);
+        let ttl = self.flow.get(loc::NW_TTL) as u8;
+        if ttl <= 1 {
+            self.note("TTL expired: the frame goes to the controller (xvs has none) and stops");
+            self.commit();
+            self.odp.push(OdpAction::Userspace("invalid_ttl"));
+            self.exit = true;
+            return;
+        }
+        self.flow.set(loc::NW_TTL, (ttl - 1) as u128);
+        self.written.set_all(loc::NW_TTL);
+    }
+
+    fn resubmit(&mut self, port: Option<u32>, table: Option<u8>, ct: bool) {
+        if self.depth >= MAX_DEPTH {
+            self.note(format!(
+                "resubmit depth exceeds {MAX_DEPTH}: the frame is dropped"
+            ));
+            self.error = Some(DropReason::ResubmitLimit);
+            return;
+        }
+        self.resubmits += 1;
+        if self.resubmits > MAX_RESUBMITS {
+            self.note(format!(
+                "more than {MAX_RESUBMITS} resubmits: the frame is dropped"
+            ));
+            self.error = Some(DropReason::ResubmitLimit);
+            return;
+        }
+        let old_in = self.flow.get(loc::IN_PORT);
+        if let Some(p) = port {
+            self.flow.set(loc::IN_PORT, p as u128);
+        }
+        let table = table.unwrap_or(self.table);
+        self.depth += 1;
+        if ct && self.flow.ct_state() & key::CS_TRACKED != 0 {
+            // Look up with the connection's original tuple in place of the frame's.
+            let saved = self.flow;
+            self.wc.set_all(loc::CT_STATE);
+            for (from, to) in [
+                (loc::CT_NW_SRC, loc::NW_SRC),
+                (loc::CT_NW_DST, loc::NW_DST),
+                (loc::CT_NW_PROTO, loc::NW_PROTO),
+                (loc::CT_TP_SRC, loc::TP_SRC),
+                (loc::CT_TP_DST, loc::TP_DST),
+            ] {
+                let v = self.flow.get(from);
+                self.flow.set(to, v);
+            }
+            self.lookup_and_run(table);
+            // Fields the lookup used were the ct tuple's; restore the frame's.
+            for l in [
+                loc::NW_SRC,
+                loc::NW_DST,
+                loc::NW_PROTO,
+                loc::TP_SRC,
+                loc::TP_DST,
+            ] {
+                self.flow.set(l, saved.get(l));
+            }
+        } else {
+            self.lookup_and_run(table);
+        }
+        self.depth -= 1;
+        self.flow.set(loc::IN_PORT, old_in);
+    }
+
+    /// Makes the frame carry the flow's packet fields: VLAN pushes/pops, then field rewrites.
+    fn commit(&mut self) {
+        let (have_o, have_i) = (
+            self.base.vlan_tci(),
+            self.base.get(loc::INNER_VLAN_TCI) as u16,
+        );
+        let (want_o, want_i) = (
+            self.flow.vlan_tci(),
+            self.flow.get(loc::INNER_VLAN_TCI) as u16,
+        );
+        if (have_o, have_i) != (want_o, want_i) {
+            let present = |t: u16| t & key::VLAN_CFI != 0;
+            let wire = |t: u16| t & !key::VLAN_CFI;
+            if present(have_o) && present(want_o) && have_i == want_i {
+                self.odp.push(OdpAction::SetVlanTci(wire(want_o)));
+            } else if want_i == have_o && present(want_o) && !present(have_i) {
+                // A push on top of what the frame has.
+                self.odp.push(OdpAction::PushVlan {
+                    tpid: self.push_tpid,
+                    tci: wire(want_o),
+                });
+            } else if have_i == want_o && !present(want_i) {
+                self.odp.push(OdpAction::PopVlan);
+            } else {
+                if present(have_o) {
+                    self.odp.push(OdpAction::PopVlan);
+                }
+                if present(have_i) {
+                    self.odp.push(OdpAction::PopVlan);
+                }
+                if present(want_i) {
+                    self.odp.push(OdpAction::PushVlan {
+                        tpid: 0x8100,
+                        tci: wire(want_i),
+                    });
+                }
+                if present(want_o) {
+                    self.odp.push(OdpAction::PushVlan {
+                        tpid: self.push_tpid,
+                        tci: wire(want_o),
+                    });
+                }
+            }
+            self.base.set(loc::VLAN_TCI, want_o as u128);
+            self.base.set(loc::INNER_VLAN_TCI, want_i as u128);
+        }
+        let mut set = FieldSet {
+            value: FlowKey::ZERO,
+            mask: FlowKey::ZERO,
+        };
+        let mut any = false;
+        for w in PACKET_WORD..KEY_WORDS {
+            let m = self.written.w[w] & (self.flow.w[w] ^ self.base.w[w]);
+            if w == key::W_L2 {
+                continue; // VLAN handled above; dl_type is never written
+            }
+            if m != 0 {
+                any = true;
+                set.mask.w[w] = m;
+                set.value.w[w] = self.flow.w[w] & m;
+                self.base.w[w] = (self.base.w[w] & !m) | (self.flow.w[w] & m);
+            }
+        }
+        if any {
+            // Keep dl_type and nw_proto in the value so the datapath prints the right headers.
+            set.value.set(loc::DL_TYPE, self.flow.dl_type() as u128);
+            set.value.set(loc::NW_PROTO, self.flow.nw_proto() as u128);
+            self.odp.push(OdpAction::SetFields(Box::new(set)));
+        }
+    }
+
+    fn output_target(&mut self, target: &OutputTarget) {
+        let in_port = self.flow.in_port();
+        match target {
+            OutputTarget::Port(p) => self.output_port(*p, false),
+            OutputTarget::InPort => self.output_port(in_port, true),
+            OutputTarget::Local => self.output_port(ofp_port::LOCAL, false),
+            OutputTarget::Field(sf) => {
+                sf.mark(&mut self.wc);
+                let p = sf.read(&self.flow) as u32;
+                self.output_port(p, false);
+            }
+            OutputTarget::Flood | OutputTarget::All => {
+                let mut ports = std::mem::take(&mut self.scratch_ports);
+                ports.clear();
+                self.env.ports(self.bridge, &mut ports);
+                for &p in &ports {
+                    if p != in_port {
+                        self.output_port(p, false);
+                    }
+                }
+                self.scratch_ports = ports;
+            }
+            OutputTarget::Normal => self.normal(),
+            OutputTarget::Controller(_) => {
+                self.commit();
+                self.odp.push(OdpAction::Userspace("controller"));
+            }
+        }
+    }
+
+    fn output_port(&mut self, port: u32, allow_in_port: bool) {
+        if port == self.flow.in_port() && !allow_in_port {
+            self.note("skipping output to input port");
+            return;
+        }
+        match self.env.port(self.bridge, port) {
+            Some(PortKind::Datapath(dp)) => {
+                self.commit();
+                self.odp.push(OdpAction::Output(dp));
+            }
+            Some(PortKind::Patch {
+                peer_bridge,
+                peer_port,
+            }) => self.patch(peer_bridge, peer_port),
+            None => self.note(format!("output to port {port}: no such port, nothing sent")),
+        }
+    }
+
+    /// Continues the walk in the peer bridge of a patch port, as Open vSwitch does: the frame
+    /// enters the peer's table 0 with clean metadata, and this bridge's flow is restored after.
+    fn patch(&mut self, peer_bridge: BridgeId, peer_port: u32) {
+        if self.depth >= MAX_DEPTH {
+            self.error = Some(DropReason::ResubmitLimit);
+            return;
+        }
+        let saved_flow = self.flow;
+        let saved_bridge = self.bridge;
+        for w in 0..PACKET_WORD {
+            self.flow.w[w] = 0;
+        }
+        self.flow.set(loc::IN_PORT, peer_port as u128);
+        self.bridge = peer_bridge;
+        self.depth += 1;
+        self.note_bridge();
+        self.lookup_and_run(0);
+        self.depth -= 1;
+        self.bridge = saved_bridge;
+        // The peer's packet changes are committed (or not) in `base`; this bridge continues
+        // from its own view of the flow.
+        let mut restored = saved_flow;
+        restored.w[PACKET_WORD..].copy_from_slice(&saved_flow.w[PACKET_WORD..]);
+        self.flow = restored;
+        self.exit = false;
+    }
+
+    fn normal(&mut self) {
+        let mut outs = Vec::new();
+        self.env
+            .normal(self.bridge, &self.flow, &mut self.wc, self.now, &mut outs);
+        if outs.is_empty() {
+            self.note("NORMAL: no destination");
+        }
+        let saved_vlan = (self.flow.vlan_tci(), self.flow.get(loc::INNER_VLAN_TCI));
+        for o in outs {
+            if o.vlan_tci != self.flow.vlan_tci() {
+                self.flow.set(loc::VLAN_TCI, o.vlan_tci as u128);
+                self.mark_vlan_written();
+            }
+            self.output_port(o.ofport, false);
+        }
+        if (self.flow.vlan_tci(), self.flow.get(loc::INNER_VLAN_TCI)) != saved_vlan {
+            self.flow.set(loc::VLAN_TCI, saved_vlan.0 as u128);
+            self.flow.set(loc::INNER_VLAN_TCI, saved_vlan.1);
+        }
+    }
+
+    fn conntrack(&mut self, c: &crate::flow::CtAction) {
+        self.commit();
+        let zone = match c.zone {
+            CtZone::Imm(z) => z,
+            CtZone::Field(sf) => {
+                sf.mark(&mut self.wc);
+                sf.read(&self.flow) as u16
+            }
+        };
+        let mut set_mark = None;
+        let mut set_label = None;
+        for a in &c.exec {
+            match a {
+                Action::SetField {
+                    field: Field::CtMark,
+                    value,
+                    mask,
+                } => {
+                    set_mark = Some((*value as u32, *mask as u32));
+                }
+                Action::SetField {
+                    field: Field::CtLabel,
+                    value,
+                    mask,
+                } => set_label = Some((*value, *mask)),
+                Action::Load { value, dst } if dst.field == Field::CtMark => {
+                    let m = dst.mask() as u32;
+                    set_mark = Some((((*value << dst.ofs) as u32) & m, m));
+                }
+                Action::Load { value, dst } if dst.field == Field::CtLabel => {
+                    let m = dst.mask();
+                    set_label = Some(((value << dst.ofs) & m, m));
+                }
+                _ => {}
+            }
+        }
+        self.odp.push(OdpAction::Ct(Box::new(OdpCt {
+            zone,
+            commit: c.commit,
+            force: c.force,
+            nat: c.nat.clone(),
+            set_mark,
+            set_label,
+            alg: c.alg.clone(),
+        })));
+        if let Some(table) = c.table {
+            let mut meta = FlowKey::ZERO;
+            for l in FROZEN_FIELDS {
+                meta.set(l, self.flow.get(l));
+            }
+            for w in key::W_XREG0..key::W_XREG0 + 8 {
+                meta.w[w] = self.flow.w[w];
+            }
+            for w in key::W_TUN_META..key::W_TUN_META + key::TUN_META_WORDS {
+                meta.w[w] = self.flow.w[w];
+            }
+            let id = self.recirc.id_for(FrozenState {
+                bridge: self.bridge,
+                table,
+                meta,
+            });
+            self.note(format!(
+                "recirculation {id:#x}: resumes in table {table} after conntrack"
+            ));
+            self.odp.push(OdpAction::Recirc(id));
+        }
+    }
+
+    fn clone_actions(&mut self, sub: &[Action]) {
+        let saved = (self.flow, self.base, self.written, self.exit);
+        let outer = std::mem::take(&mut self.odp);
+        self.run_actions(sub);
+        let inner = std::mem::replace(&mut self.odp, outer);
+        // The clone's packet writes happened on a copy; the decision still read the fields.
+        for w in PACKET_WORD..KEY_WORDS {
+            self.wc.w[w] |= self.written.w[w];
+        }
+        (self.flow, self.base, self.written, self.exit) = saved;
+        if !inner.is_empty() {
+            self.odp.push(OdpAction::Clone(inner));
+        }
+    }
+
+    /// `check_pkt_larger(len)->dst`: the frame length is not in the flow key, so both outcomes
+    /// are translated and the datapath picks one per frame. The rest of the current action list
+    /// runs in each branch.
+    fn check_pkt_larger(&mut self, len: u16, dst: SubField, rest: &[Action]) {
+        self.commit();
+        let saved = (self.flow, self.base, self.written, self.exit);
+        let outer = std::mem::take(&mut self.odp);
+        let mut branches = [Vec::new(), Vec::new()];
+        for (i, bit) in [1u128, 0].into_iter().enumerate() {
+            (self.flow, self.base, self.written, self.exit) = saved;
+            dst.write(&mut self.flow, bit);
+            self.run_actions(rest);
+            branches[i] = std::mem::take(&mut self.odp);
+            for w in PACKET_WORD..KEY_WORDS {
+                self.wc.w[w] |= self.written.w[w];
+            }
+        }
+        self.odp = outer;
+        let [gt, le] = branches;
+        self.odp.push(OdpAction::CheckPktLen { len, gt, le });
+        self.exit = true;
+    }
+}
+
+fn mac_value(mac: &[u8; 6]) -> u128 {
+    let mut b = [0u8; 8];
+    b[2..].copy_from_slice(mac);
+    u64::from_be_bytes(b) as u128
+}

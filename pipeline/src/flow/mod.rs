@@ -42,7 +42,10 @@ pub struct Match {
 
 impl Match {
     /// Matches every frame.
-    pub const CATCH_ALL: Match = Match { value: FlowKey::ZERO, mask: FlowKey::ZERO };
+    pub const CATCH_ALL: Match = Match {
+        value: FlowKey::ZERO,
+        mask: FlowKey::ZERO,
+    };
 
     pub fn matches(&self, k: &FlowKey) -> bool {
         k.matches(&self.value, &self.mask)
@@ -131,21 +134,40 @@ pub struct LearnSpec {
 /// versus `set_field`), so a flow prints back the way Open vSwitch prints it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    Output { target: OutputTarget, max_len: Option<u16> },
+    Output {
+        target: OutputTarget,
+        max_len: Option<u16>,
+    },
     /// `resubmit(port,table[,ct])` / `resubmit:port`. `port: None` means `in_port` (the
     /// frame's current in_port), `table: None` means the current table.
-    Resubmit { port: Option<u32>, table: Option<u8>, ct: bool },
+    Resubmit {
+        port: Option<u32>,
+        table: Option<u8>,
+        ct: bool,
+    },
     GotoTable(u8),
     /// `load:V->FIELD[range]`.
-    Load { value: u128, dst: SubField },
+    Load {
+        value: u128,
+        dst: SubField,
+    },
     /// `set_field:V[/M]->FIELD`.
-    SetField { field: Field, value: u128, mask: u128 },
+    SetField {
+        field: Field,
+        value: u128,
+        mask: u128,
+    },
     /// `move:SRC[range]->DST[range]` (equal widths).
-    Move { src: SubField, dst: SubField },
+    Move {
+        src: SubField,
+        dst: SubField,
+    },
     SetVlanVid(u16),
     SetVlanPcp(u8),
     /// `strip_vlan` / `pop_vlan` (the flag keeps the spelling for printing).
-    StripVlan { pop_vlan_spelling: bool },
+    StripVlan {
+        pop_vlan_spelling: bool,
+    },
     PushVlan(u16),
     SetDlSrc([u8; 6]),
     SetDlDst([u8; 6]),
@@ -157,20 +179,35 @@ pub enum Action {
     SetTpSrc(u16),
     SetTpDst(u16),
     /// `dec_ttl` / `dec_ttl(id,...)` (controller ids kept for printing).
-    DecTtl { controller_ids: Vec<u16> },
+    DecTtl {
+        controller_ids: Vec<u16>,
+    },
     /// `set_tunnel:V` (32-bit form) / `set_tunnel64:V`.
-    SetTunnel { value: u64, wide: bool },
+    SetTunnel {
+        value: u64,
+        wide: bool,
+    },
     SetQueue(u32),
     PopQueue,
     Ct(CtAction),
     CtClear,
     /// `conjunction(id, k/n)`: `clause` is k (1-based), `n_clauses` is n.
-    Conjunction { id: u32, clause: u8, n_clauses: u8 },
+    Conjunction {
+        id: u32,
+        clause: u8,
+        n_clauses: u8,
+    },
     Clone(Vec<Action>),
     Note(Vec<u8>),
-    WriteMetadata { value: u64, mask: u64 },
+    WriteMetadata {
+        value: u64,
+        mask: u64,
+    },
     /// `check_pkt_larger(LEN)->DST`: sets the 1-bit `dst` to whether the frame is longer.
-    CheckPktLarger { len: u16, dst: SubField },
+    CheckPktLarger {
+        len: u16,
+        dst: SubField,
+    },
     Learn(LearnSpec),
     /// `exit`: stop running actions (the actions already run keep their effect).
     Exit,

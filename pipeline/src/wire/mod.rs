@@ -6,6 +6,7 @@
 //! Parsing into a flow key is [`crate::extract`]; deciding what to rewrite is [`crate::xlate`].
 
 pub mod checksum;
+pub mod rewrite;
 
 /// A frame being switched: `buf[head..head + len]` is the frame; bytes before `head` are
 /// headroom that pushes (VLAN tags, encapsulation) grow into without moving the payload.

@@ -1,0 +1,237 @@
+//! The per-thread packet engine: flow cache lookup, translation on a miss, execution of the
+//! datapath actions, and recirculation after connection tracking.
+//!
+//! A datapath thread owns one [`Engine`] (its cache is not shared, so hits take no lock) and
+//! hands it frames with the shared parts of the switch in a [`Shared`]. The engine owns frame
+//! accounting (every frame ends as sent, dropped with a reason, or held); it does no I/O.
+
+use crate::cache::FlowCache;
+use crate::ct::{ConnTracker, CtResult, Nanos};
+use crate::key::{loc, FlowKey, PACKET_WORD};
+use crate::odp::{
+    apply_ct_result, execute, DpSink, DropReason, ExecOutcome, OdpAction, Packet, COPY_HEADROOM,
+};
+use crate::wire::Frame;
+use crate::xlate::{translate, RecircTable, XlateEnv};
+
+/// Recirculations allowed per frame (a `ct(table=N)` in a loop would otherwise spin).
+pub const MAX_RECIRC: u32 = 8;
+
+/// What the engine needs from the rest of the switch.
+pub struct Shared<'a> {
+    pub env: &'a dyn XlateEnv,
+    pub recirc: &'a RecircTable,
+    pub ct: &'a dyn ConnTracker,
+    /// Changes whenever flows, ports or learned MACs change; cached megaflows made under another
+    /// generation are discarded.
+    pub generation: u64,
+}
+
+/// Frame counters of one engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub frames: u64,
+    pub recirculations: u64,
+    pub translations: u64,
+    pub drops: [u64; DropReason::ALL.len()],
+}
+
+impl EngineStats {
+    pub fn drop_count(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+}
+
+#[derive(Default)]
+pub struct Engine {
+    pub cache: FlowCache,
+    pub stats: EngineStats,
+}
+
+impl Engine {
+    pub fn new(cache: FlowCache) -> Self {
+        Engine {
+            cache,
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// Processes one frame received on datapath port `in_port`. `meta` carries metadata the
+    /// port sets (tunnel fields for a tunnel port); its packet words are ignored.
+    pub fn process(
+        &mut self,
+        frame: Frame<'_>,
+        in_port: u32,
+        meta: &FlowKey,
+        sh: &Shared<'_>,
+        sink: &mut dyn DpSink,
+        now: Nanos,
+    ) {
+        self.stats.frames += 1;
+        self.cache.revalidate(sh.generation);
+        let mut key = *meta;
+        for w in PACKET_WORD..key.w.len() {
+            key.w[w] = 0;
+        }
+        key.set_in_port(in_port);
+        key.set(loc::RECIRC_ID, 0);
+        let mut pkt = Packet::new(frame, key);
+        self.run(&mut pkt, 0, sh, sink, now);
+    }
+
+    fn run(
+        &mut self,
+        pkt: &mut Packet<'_>,
+        mut recircs: u32,
+        sh: &Shared<'_>,
+        sink: &mut dyn DpSink,
+        now: Nanos,
+    ) {
+        loop {
+            let len = pkt.frame.len() as u64;
+            let next = match self.cache.lookup(&pkt.key) {
+                Some(idx) => {
+                    self.cache.account(idx, len, now);
+                    let actions = &self.cache.entry(idx).actions;
+                    exec_actions(actions, pkt, &mut self.stats, sh, sink, now)
+                }
+                None => {
+                    self.stats.translations += 1;
+                    let t = translate(sh.env, sh.recirc, &pkt.key, now, None);
+                    if let Some(reason) = t.error {
+                        self.stats.drops[reason as usize] += 1;
+                        return;
+                    }
+                    match self.cache.insert(
+                        &pkt.key,
+                        &t.wc,
+                        t.actions.clone(),
+                        t.rules.clone(),
+                        now,
+                    ) {
+                        Some(idx) => self.cache.account(idx, len, now),
+                        None => {
+                            // Cache full: this frame runs uncached and credits its flows now.
+                            for r in &t.rules {
+                                r.add_stats(1, len, now);
+                            }
+                        }
+                    }
+                    exec_actions(&t.actions, pkt, &mut self.stats, sh, sink, now)
+                }
+            };
+            match next {
+                Next::Stop => return,
+                Next::Recirc(id) => {
+                    recircs += 1;
+                    if recircs > MAX_RECIRC {
+                        self.stats.drops[DropReason::RecircLoop as usize] += 1;
+                        return;
+                    }
+                    self.stats.recirculations += 1;
+                    prepare_recirc(&mut pkt.key, id);
+                }
+                Next::Reassembled {
+                    frame,
+                    result,
+                    rest,
+                } => {
+                    // Conntrack completed a datagram: the rest of the actions run on it, in a
+                    // buffer with headroom for pushes, and it recirculates like any frame.
+                    let mut buf = vec![0u8; COPY_HEADROOM + frame.len()];
+                    buf[COPY_HEADROOM..].copy_from_slice(&frame);
+                    let mut whole =
+                        Packet::new(Frame::new(&mut buf, COPY_HEADROOM, frame.len()), pkt.key);
+                    apply_ct_result(&mut whole.key, &result);
+                    match exec_actions(&rest, &mut whole, &mut self.stats, sh, sink, now) {
+                        Next::Recirc(id) if recircs < MAX_RECIRC => {
+                            self.stats.recirculations += 1;
+                            prepare_recirc(&mut whole.key, id);
+                            self.run(&mut whole, recircs + 1, sh, sink, now);
+                        }
+                        Next::Recirc(_) => self.stats.drops[DropReason::RecircLoop as usize] += 1,
+                        Next::Reassembled { .. } => {
+                            self.stats.drops[DropReason::Conntrack as usize] += 1
+                        }
+                        Next::Stop => {}
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Credits cached frames to their flows (call once per batch).
+    pub fn end_batch(&mut self) {
+        self.cache.flush_stats();
+    }
+}
+
+enum Next {
+    Stop,
+    Recirc(u32),
+    Reassembled {
+        frame: Vec<u8>,
+        result: CtResult,
+        rest: Vec<OdpAction>,
+    },
+}
+
+fn exec_actions(
+    actions: &[OdpAction],
+    pkt: &mut Packet<'_>,
+    stats: &mut EngineStats,
+    sh: &Shared<'_>,
+    sink: &mut dyn DpSink,
+    now: Nanos,
+) -> Next {
+    if actions.is_empty() {
+        stats.drops[DropReason::NoOutput as usize] += 1;
+        return Next::Stop;
+    }
+    match execute(actions, pkt, sink, sh.ct, now) {
+        ExecOutcome::Done => Next::Stop,
+        ExecOutcome::Dropped(r) => {
+            stats.drops[r as usize] += 1;
+            Next::Stop
+        }
+        ExecOutcome::Recirc(id) => Next::Recirc(id),
+        ExecOutcome::Reassembled {
+            frame,
+            result,
+            resume_at,
+        } => Next::Reassembled {
+            frame,
+            result,
+            rest: actions.get(resume_at..).unwrap_or(&[]).to_vec(),
+        },
+    }
+}
+
+/// Sets up a key for a recirculation: metadata is restored from the frozen state by
+/// translation, so everything but `in_port`, the tunnel fields and the `ct_*` fields is cleared.
+fn prepare_recirc(key: &mut FlowKey, id: u32) {
+    let keep = [
+        loc::IN_PORT,
+        loc::TUN_ID,
+        loc::TUN_SRC,
+        loc::TUN_DST,
+        loc::TUN_FLAGS,
+        loc::CT_STATE,
+        loc::CT_ZONE,
+        loc::CT_MARK,
+        loc::CT_LABEL,
+        loc::CT_NW_SRC,
+        loc::CT_NW_DST,
+        loc::CT_NW_PROTO,
+        loc::CT_TP_SRC,
+        loc::CT_TP_DST,
+    ];
+    let mut fresh = FlowKey::ZERO;
+    for l in keep {
+        fresh.set(l, key.get(l));
+    }
+    fresh.w[PACKET_WORD..].copy_from_slice(&key.w[PACKET_WORD..]);
+    fresh.set(loc::RECIRC_ID, id as u128);
+    *key = fresh;
+}
