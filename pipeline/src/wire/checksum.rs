@@ -75,7 +75,7 @@ mod tests {
         let mut h = IPV4;
         let c = checksum(&h);
         let old = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
-        let new = 0xac16_071b; // 172.22.7.27
+        let new: u32 = 0xac16_071b; // 172.22.7.27
         h[12..16].copy_from_slice(&new.to_be_bytes());
         assert_eq!(update32(c, old, new), checksum(&h));
     }
