@@ -601,11 +601,29 @@ impl ActFmt<'_> {
         }
     }
 
+    /// `load` carries at most 64 bits; wider ranges print as one load per 64-bit chunk, low
+    /// chunk first, as Open vSwitch splits them.
     fn load(&self, s: &mut String, value: u128, dst: SubField) {
-        s.push_str("load:");
-        hex(s, value);
-        s.push_str("->");
-        self.subfield(s, dst);
+        let mut ofs = 0u16;
+        while ofs < dst.n_bits {
+            let n = (dst.n_bits - ofs).min(64);
+            let chunk = (value >> ofs) & ((1u128 << n) - 1);
+            if ofs > 0 {
+                s.push(',');
+            }
+            s.push_str("load:");
+            hex(s, chunk);
+            s.push_str("->");
+            self.subfield(
+                s,
+                SubField {
+                    field: dst.field,
+                    ofs: dst.ofs + ofs,
+                    n_bits: n,
+                },
+            );
+            ofs += n;
+        }
     }
 
     fn target(&self, s: &mut String, t: &OutputTarget) {
@@ -886,12 +904,9 @@ impl ActFmt<'_> {
         if let Some(a) = &ct.alg {
             parts.push(format!("alg={a}"));
         }
-        s.push_str("ct");
-        if !parts.is_empty() {
-            s.push('(');
-            s.push_str(&parts.join(","));
-            s.push(')');
-        }
+        s.push_str("ct(");
+        s.push_str(&parts.join(","));
+        s.push(')');
     }
 }
 

@@ -60,22 +60,14 @@ pub fn parse_flow_mod(
     ctx: &ParseContext,
     kind: FlowModKind,
 ) -> Result<FlowSpec, FlowParseError> {
-    Parser {
-        ctx,
-        line: text,
-        kind,
-    }
-    .flow()
-    .map_err(|e| e.locate(text, 1))
+    Parser::new(ctx, text, kind)
+        .flow()
+        .map_err(|e| e.locate(text, 1))
 }
 
 /// Parses a bare match (`ofproto/trace`-style: fields only, no flow fields, no actions).
 pub fn parse_match(text: &str, ctx: &ParseContext) -> Result<Match, FlowParseError> {
-    let p = Parser {
-        ctx,
-        line: text,
-        kind: FlowModKind::Delete,
-    };
+    let p = Parser::new(ctx, text, FlowModKind::Delete);
     let mut st = MatchState::default();
     p.match_items(Tok { s: text, pos: 0 }, &mut st, None)
         .map_err(|e| e.locate(text, 1))?;
@@ -94,13 +86,7 @@ pub fn parse_flows(text: &str, ctx: &ParseContext) -> Result<Vec<FlowSpec>, Vec<
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        match (Parser {
-            ctx,
-            line,
-            kind: FlowModKind::Add,
-        })
-        .flow()
-        {
+        match Parser::new(ctx, line, FlowModKind::Add).flow() {
             Ok(f) => flows.push(f),
             Err(e) => errors.push(e.locate(line, i + 1)),
         }
@@ -370,6 +356,9 @@ struct Parser<'c, 'l> {
     ctx: &'c ParseContext,
     line: &'l str,
     kind: FlowModKind,
+    /// The flow's match, known once the match part is parsed: actions that read or write a
+    /// field need the field's prerequisites in it.
+    matched: std::cell::Cell<Option<Match>>,
 }
 
 /// A field the match sets, remembered for duplicate and prerequisite checks.
@@ -396,6 +385,15 @@ impl MatchState {
 }
 
 impl<'c, 'l> Parser<'c, 'l> {
+    fn new(ctx: &'c ParseContext, line: &'l str, kind: FlowModKind) -> Self {
+        Parser {
+            ctx,
+            line,
+            kind,
+            matched: std::cell::Cell::new(None),
+        }
+    }
+
     fn flow(&self) -> PResult<FlowSpec> {
         let whole = Tok {
             s: self.line,
@@ -409,6 +407,7 @@ impl<'c, 'l> Parser<'c, 'l> {
         let actions = self.match_items(whole, &mut st, Some(&mut spec))?;
         self.finish_match(&mut st)?;
         spec.matches = st.m;
+        self.matched.set(Some(st.m));
         match (self.kind, actions) {
             (FlowModKind::Delete, Some((kw, _))) => {
                 return err(kw.pos, "del-flows takes no actions");
@@ -798,10 +797,7 @@ impl<'c, 'l> Parser<'c, 'l> {
             None => (v, None),
         };
         if let (Some(m), false) = (m, maskable) {
-            return err(
-                m.pos - 1,
-                format!("field `{name}` does not support masks"),
-            );
+            return err(m.pos - 1, format!("field `{name}` does not support masks"));
         }
         match f.info().format {
             ValueFormat::Mac => {
@@ -1141,6 +1137,9 @@ impl<'c, 'l> Parser<'c, 'l> {
             }
             out.push(a);
         }
+        if actx == ActCtx::Top {
+            check_instruction_order(&out, t)?;
+        }
         if let Some(p) = drop_at {
             if !out.is_empty() {
                 return err(p, "`drop` must be the only action");
@@ -1282,6 +1281,7 @@ impl<'c, 'l> Parser<'c, 'l> {
                 };
                 let dst = self.subfield(dst)?;
                 self.check_writable(dst.field, dst_tok(a, &dst), actx)?;
+                self.check_action_prereq(dst.field, dst_tok(a, &dst))?;
                 let v = v.trim();
                 let value = match parse_uint(v.s) {
                     Some(x) => x,
@@ -1323,6 +1323,7 @@ impl<'c, 'l> Parser<'c, 'l> {
                     }
                 }
                 self.check_writable(f, dst, actx)?;
+                self.check_action_prereq(f, dst)?;
                 let v = v.trim();
                 let (value, mask) = self.set_field_value(f, fname.width as u32, dst.s, v)?;
                 Ok(Action::SetField {
@@ -1339,6 +1340,8 @@ impl<'c, 'l> Parser<'c, 'l> {
                 let s = self.subfield(src)?;
                 let d = self.subfield(dst)?;
                 self.check_writable(d.field, dst.trim(), actx)?;
+                self.check_action_prereq(s.field, src.trim())?;
+                self.check_action_prereq(d.field, dst.trim())?;
                 if s.n_bits != d.n_bits {
                     return err(
                         a.pos,
@@ -1833,7 +1836,10 @@ impl<'c, 'l> Parser<'c, 'l> {
                     }
                     "zone" => {
                         let Some(v) = v else {
-                            return err(k.pos, "ct zone needs a value: zone=N or zone=FIELD[range]");
+                            return err(
+                                k.pos,
+                                "ct zone needs a value: zone=N or zone=FIELD[range]",
+                            );
                         };
                         if let Some(n) = parse_uint(v.s) {
                             if n > 0xffff {
@@ -2036,6 +2042,41 @@ impl<'c, 'l> Parser<'c, 'l> {
         Ok(())
     }
 
+    /// Reading or writing a field in an action needs the field's prerequisite in the match
+    /// (`set_field:...->tcp_dst` needs `tcp`), as in Open vSwitch.
+    fn check_action_prereq(&self, f: Field, at: Tok) -> PResult<()> {
+        let Some(m) = self.matched.get() else {
+            return Ok(());
+        };
+        let p = match f {
+            Field::NwSrc | Field::NwDst => Prereq::Ipv4,
+            _ => f.info().prereq,
+        };
+        if p == Prereq::None || p == Prereq::Tracked {
+            return Ok(());
+        }
+        let mut st = MatchState {
+            m,
+            ..Default::default()
+        };
+        st.dl_type_pos = Some(0);
+        st.seen.push(Seen {
+            field: f,
+            pos: at.pos,
+        });
+        if self.finish_match(&mut st).is_err() || !field::prereq_met(p, &m.value) {
+            return err(
+                at.pos,
+                format!(
+                    "an action on `{}` requires {} in the match",
+                    f.info().name,
+                    prereq_text(p)
+                ),
+            );
+        }
+        Ok(())
+    }
+
     fn check_writable(&self, f: Field, at: Tok, actx: ActCtx) -> PResult<()> {
         let is_ct = matches!(f, Field::CtMark | Field::CtLabel);
         if actx == ActCtx::CtExec {
@@ -2135,6 +2176,37 @@ fn fits(t: Tok, name: &str, width: u32) -> PResult<u128> {
         None if t.s.is_empty() => err(t.pos, format!("`{name}` needs a value")),
         None => err(t.pos, format!("invalid number `{}` for `{name}`", t.s)),
     }
+}
+
+/// `write_metadata` and `goto_table` are OpenFlow 1.1 instructions, not actions: each may
+/// appear once, `goto_table` last and `write_metadata` after every plain action, as Open
+/// vSwitch requires so the flow can be expressed in any OpenFlow version.
+fn check_instruction_order(acts: &[Action], t: Tok) -> PResult<()> {
+    let pos_of = |n: usize| t.items().nth(n).map_or(t.pos, |i| i.trim().pos);
+    let mut seen_meta = false;
+    let mut seen_goto = false;
+    for (i, a) in acts.iter().enumerate() {
+        match a {
+            Action::GotoTable(_) if seen_goto => return err(pos_of(i), "goto_table given twice"),
+            Action::GotoTable(_) => seen_goto = true,
+            Action::WriteMetadata { .. } if seen_meta => {
+                return err(pos_of(i), "write_metadata given twice")
+            }
+            Action::WriteMetadata { .. } if seen_goto => {
+                return err(pos_of(i), "write_metadata must come before goto_table")
+            }
+            Action::WriteMetadata { .. } => seen_meta = true,
+            _ if seen_goto => return err(pos_of(i), "goto_table must be the last action"),
+            _ if seen_meta => {
+                return err(
+                    pos_of(i),
+                    "write_metadata must come after every action except goto_table",
+                )
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn tun_meta_msg(name: &str) -> String {
