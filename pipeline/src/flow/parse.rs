@@ -1817,7 +1817,7 @@ impl<'c, 'l> Parser<'c, 'l> {
         let mut nat_pos = 0;
         let mut exec_pos = 0;
         let mut force_pos = 0;
-        if let Some(inner) = inner {
+        if let Some(inner) = inner.filter(|t| !t.trim().is_empty()) {
             for arg in inner.items() {
                 let arg = arg.trim();
                 if arg.is_empty() {
@@ -2274,3 +2274,7 @@ pub fn special_port_name(p: u32) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+#[path = "parse_tests.rs"]
+mod tests;
