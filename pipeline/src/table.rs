@@ -735,6 +735,16 @@ fn same_flow(a: &FlowSpec, b: &FlowSpec) -> bool {
         && a.flags == b.flags
 }
 
+impl crate::xlate::RuleHandle for Rule {
+    fn spec(&self) -> &FlowSpec {
+        &self.spec
+    }
+
+    fn add_stats(&self, packets: u64, bytes: u64, now: Nanos) {
+        Rule::add_stats(self, packets, bytes, now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1316,15 +1326,5 @@ mod tests {
                 .count()
                 == 2
         );
-    }
-}
-
-impl crate::xlate::RuleHandle for Rule {
-    fn spec(&self) -> &FlowSpec {
-        &self.spec
-    }
-
-    fn add_stats(&self, packets: u64, bytes: u64, now: Nanos) {
-        Rule::add_stats(self, packets, bytes, now)
     }
 }
