@@ -5,8 +5,12 @@
 //! ([`format`]) that prints it back in Open vSwitch's normalised form. It does not execute
 //! anything (that is [`crate::xlate`]) and does no I/O: callers hand it text.
 
+pub mod error;
 pub mod format;
+pub mod names;
 pub mod parse;
+
+pub use error::FlowParseError;
 
 use crate::field::{Field, SubField};
 use crate::key::FlowKey;
