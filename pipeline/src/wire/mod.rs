@@ -5,7 +5,13 @@
 //! named byte offsets for reading and rewriting fields in place, and checksum arithmetic.
 //! Parsing into a flow key is [`crate::extract`]; deciding what to rewrite is [`crate::xlate`].
 
+pub mod arp;
 pub mod checksum;
+pub mod ethernet;
+pub mod geneve;
+pub mod ipv4;
+pub mod ipv6;
+pub mod l4;
 pub mod rewrite;
 
 /// A frame being switched: `buf[head..head + len]` is the frame; bytes before `head` are
