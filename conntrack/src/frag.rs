@@ -26,7 +26,11 @@ pub struct FragConfig {
 
 impl Default for FragConfig {
     fn default() -> Self {
-        FragConfig { max_bytes: 4 << 20, max_datagrams: 1000, timeout: 15_000_000_000 }
+        FragConfig {
+            max_bytes: 4 << 20,
+            max_datagrams: 1000,
+            timeout: 15_000_000_000,
+        }
     }
 }
 
@@ -184,14 +188,27 @@ impl Reassembler {
     }
 
     /// Takes one fragment (the caller expires old datagrams first).
-    pub fn process(&mut self, d: &[u8], l3: usize, zone: u16, now: Nanos, cfg: &FragConfig) -> FragOutcome {
-        let Some(f) = parse(d, l3, zone) else { return FragOutcome::Dropped(1) };
+    pub fn process(
+        &mut self,
+        d: &[u8],
+        l3: usize,
+        zone: u16,
+        now: Nanos,
+        cfg: &FragConfig,
+    ) -> FragOutcome {
+        let Some(f) = parse(d, l3, zone) else {
+            return FragOutcome::Dropped(1);
+        };
         let len = f.payload.len() as u32;
         let end = f.off + len;
-        let max = if f.key.v6 { 65535 } else { 65535 - (f.head_end - l3) as u32 };
+        let max = if f.key.v6 {
+            65535
+        } else {
+            65535 - (f.head_end - l3) as u32
+        };
         // Non-final fragments must carry a multiple of 8 bytes; nothing may pass the maximum
         // datagram size; a fragment must carry data.
-        if (f.more && len % 8 != 0) || end > max || len == 0 {
+        if (f.more && !len.is_multiple_of(8)) || end > max || len == 0 {
             return FragOutcome::Dropped(1);
         }
         if !self.map.contains_key(&f.key) && self.map.len() >= cfg.max_datagrams {
@@ -210,7 +227,10 @@ impl Reassembler {
             bytes: 0,
             expires: now + cfg.timeout,
         });
-        let overlaps = dg.pieces.iter().any(|(o, p)| f.off < o + p.len() as u32 && *o < end);
+        let overlaps = dg
+            .pieces
+            .iter()
+            .any(|(o, p)| f.off < o + p.len() as u32 && *o < end);
         let beyond = dg.total.is_some_and(|t| end > t || (!f.more && end != t));
         let short_of_data = !f.more && dg.pieces.iter().any(|(o, p)| o + p.len() as u32 > end);
         if overlaps || beyond || short_of_data {
@@ -233,11 +253,15 @@ impl Reassembler {
         dg.bytes += len as usize;
         self.bytes += len as usize;
         let complete = dg.head.is_some()
-            && dg.total.is_some_and(|t| dg.pieces.iter().map(|(_, p)| p.len() as u32).sum::<u32>() == t);
+            && dg
+                .total
+                .is_some_and(|t| dg.pieces.iter().map(|(_, p)| p.len() as u32).sum::<u32>() == t);
         if !complete {
             return FragOutcome::Held;
         }
-        let Some(dg) = self.map.remove(&f.key) else { return FragOutcome::Held };
+        let Some(dg) = self.map.remove(&f.key) else {
+            return FragOutcome::Held;
+        };
         self.bytes -= dg.bytes;
         let head = dg.head.unwrap_or_default();
         let total = dg.total.unwrap_or(0) as usize;

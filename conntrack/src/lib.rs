@@ -168,12 +168,26 @@ enum NewOutcome {
 }
 
 fn ct_tuple(t: &Tuple) -> CtTuple {
-    let (sp, dp) = if tuple::is_icmp(t.proto) { (t.dport >> 8, t.dport & 0xff) } else { (t.sport, t.dport) };
-    CtTuple { src: t.src.to_u128(), dst: t.dst.to_u128(), proto: t.proto, src_port: sp, dst_port: dp }
+    let (sp, dp) = if tuple::is_icmp(t.proto) {
+        (t.dport >> 8, t.dport & 0xff)
+    } else {
+        (t.sport, t.dport)
+    };
+    CtTuple {
+        src: t.src.to_u128(),
+        dst: t.dst.to_u128(),
+        proto: t.proto,
+        src_port: sp,
+        dst_port: dp,
+    }
 }
 
 fn invalid(zone: u16) -> CtResult {
-    CtResult { state: CS_INVALID | CS_TRACKED, zone, ..CtResult::default() }
+    CtResult {
+        state: CS_INVALID | CS_TRACKED,
+        zone,
+        ..CtResult::default()
+    }
 }
 
 /// `+snat`/`+dnat` for a packet of a NATed connection travelling in `reply` direction: the bit
@@ -249,7 +263,9 @@ impl Tracker {
 
     /// Bytes held by the connection table (slabs and hash tables, by capacity).
     pub fn memory_bytes(&self) -> usize {
-        (0..SHARDS).map(|i| self.shards.lock(i).bytes()).sum::<usize>()
+        (0..SHARDS)
+            .map(|i| self.shards.lock(i).bytes())
+            .sum::<usize>()
             + self.zone_count.len() * 8
     }
 
@@ -332,14 +348,22 @@ impl Tracker {
         let remote = g.remove_conn(idx, self.cfg.seed);
         drop(g);
         if let Some((s, k, gen)) = remote {
-            self.shards.lock(s as usize).remove_key(k, gen, self.cfg.seed);
+            self.shards
+                .lock(s as usize)
+                .remove_key(k, gen, self.cfg.seed);
         }
         self.unreserve(zone);
     }
 
     /// Tracks one complete (unfragmented) datagram whose IP header is at `l3` of `d`, NATing it
     /// in place when asked. `Err(Bad::Fragment)` means it must go through reassembly.
-    fn track(&self, d: &mut [u8], l3: usize, req: &CtRequest<'_>, now: Nanos) -> Result<CtResult, Bad> {
+    fn track(
+        &self,
+        d: &mut [u8],
+        l3: usize,
+        req: &CtRequest<'_>,
+        now: Nanos,
+    ) -> Result<CtResult, Bad> {
         let p = match packet::parse(d, l3, req.zone, self.cfg.verify_checksums) {
             Ok(p) => p,
             Err(Bad::Fragment) => return Err(Bad::Fragment),
@@ -364,8 +388,16 @@ impl Tracker {
 
     /// Handles a packet of a known connection; `None` when there is none (or it was just
     /// removed: expired, forced, or reopened by a SYN).
-    fn existing(&self, d: &mut [u8], p: &Parsed, req: &CtRequest<'_>, now: Nanos) -> Option<CtResult> {
-        let Lookup::Hit(mut g, idx, reply) = self.lookup(&p.tuple) else { return None };
+    fn existing(
+        &self,
+        d: &mut [u8],
+        p: &Parsed,
+        req: &CtRequest<'_>,
+        now: Nanos,
+    ) -> Option<CtResult> {
+        let Lookup::Hit(mut g, idx, reply) = self.lookup(&p.tuple) else {
+            return None;
+        };
         let c = g.conns.get(idx);
         if c.expires <= now {
             self.c.expired.fetch_add(1, Relaxed);
@@ -396,17 +428,31 @@ impl Tracker {
         }
         let mut state = CS_TRACKED;
         state |= if reply { CS_REPLY_DIR } else { 0 };
-        state |= if c.flags & F_SEEN_REPLY != 0 { CS_ESTABLISHED } else { CS_NEW };
+        state |= if c.flags & F_SEEN_REPLY != 0 {
+            CS_ESTABLISHED
+        } else {
+            CS_NEW
+        };
         if req.commit {
             apply_mark_label(c, req);
         }
         let target = if req.nat.is_some() && c.flags & (F_SNAT | F_DNAT) != 0 {
             state |= nat_bits(c.flags, reply);
-            Some(if reply { c.orig.reverse() } else { c.reply.reverse() })
+            Some(if reply {
+                c.orig.reverse()
+            } else {
+                c.reply.reverse()
+            })
         } else {
             None
         };
-        let res = CtResult { state, zone: req.zone, mark: c.mark, label: c.label_u128(), orig: Some(ct_tuple(&c.orig)) };
+        let res = CtResult {
+            state,
+            zone: req.zone,
+            mark: c.mark,
+            label: c.label_u128(),
+            orig: Some(ct_tuple(&c.orig)),
+        };
         let c = *g.conns.get(idx);
         let to = self.timeout(&c);
         g.conns.get_mut(idx).expires = now.saturating_add(to);
@@ -420,7 +466,11 @@ impl Tracker {
     fn create(&self, d: &mut [u8], p: &Parsed, req: &CtRequest<'_>, now: Nanos) -> NewOutcome {
         let zone = req.zone;
         let o = p.tuple;
-        let mut c = Conn { orig: o, rep_key: NO_KEY, ..Conn::default() };
+        let mut c = Conn {
+            orig: o,
+            rep_key: NO_KEY,
+            ..Conn::default()
+        };
         match &p.kind {
             L4::Tcp(seg) => {
                 let v = tcp::classify_new(seg, self.cfg.tcp_pickup);
@@ -441,7 +491,12 @@ impl Tracker {
             _ => {}
         }
         self.c.new.fetch_add(1, Relaxed);
-        let mut res = CtResult { state: CS_NEW | CS_TRACKED, zone, orig: Some(ct_tuple(&o)), ..CtResult::default() };
+        let mut res = CtResult {
+            state: CS_NEW | CS_TRACKED,
+            zone,
+            orig: Some(ct_tuple(&o)),
+            ..CtResult::default()
+        };
         if !req.commit {
             return NewOutcome::Done(res);
         }
@@ -455,7 +510,15 @@ impl Tracker {
         let seed = self.cfg.seed;
         let nat = req.nat.and_then(|s| s.kind.map(|k| (s, k)));
         let mut plain = Some(o.reverse());
-        let mut cands = nat.map(|(s, k)| nat::Candidates::new(&o, s, k, seed, if s.random { self.next_random() } else { 0 }));
+        let mut cands = nat.map(|(s, k)| {
+            nat::Candidates::new(
+                &o,
+                s,
+                k,
+                seed,
+                if s.random { self.next_random() } else { 0 },
+            )
+        });
         let ha = o.hash(seed);
         let a = Shards::shard_of(ha);
         loop {
@@ -519,30 +582,61 @@ impl Tracker {
     /// An ICMP error: `+rel` when its embedded datagram belongs to a connection, translated
     /// back (embedded header and outer addresses) under NAT.
     fn related(&self, d: &mut [u8], p: &Parsed, inner_l3: usize, req: &CtRequest<'_>) -> CtResult {
-        let Some(inner) = packet::parse_inner(d, inner_l3, req.zone) else { return self.bad(req.zone) };
+        let Some(inner) = packet::parse_inner(d, inner_l3, req.zone) else {
+            return self.bad(req.zone);
+        };
         if inner.tuple.v6 != p.tuple.v6 {
             return self.bad(req.zone);
         }
         // The embedded datagram travelled the opposite way to the error.
         let key = inner.tuple.reverse();
-        let Lookup::Hit(g, idx, reply) = self.lookup(&key) else { return self.bad(req.zone) };
+        let Lookup::Hit(g, idx, reply) = self.lookup(&key) else {
+            return self.bad(req.zone);
+        };
         let c = *g.conns.get(idx);
         drop(g);
         self.c.related.fetch_add(1, Relaxed);
         let mut state = CS_TRACKED | CS_RELATED | if reply { CS_REPLY_DIR } else { 0 };
         if req.nat.is_some() && c.flags & (F_SNAT | F_DNAT) != 0 {
             state |= nat_bits(c.flags, reply);
-            let (pre, post) = if reply { (c.reply, c.orig.reverse()) } else { (c.orig, c.reply.reverse()) };
+            let (pre, post) = if reply {
+                (c.reply, c.orig.reverse())
+            } else {
+                (c.orig, c.reply.reverse())
+            };
             let inner_to = if reply { c.orig } else { c.reply };
-            packet::rewrite(d, &inner, &Tuple { zone: inner.tuple.zone, ..inner_to });
-            let src = if p.tuple.src == pre.src { post.src } else { p.tuple.src };
+            packet::rewrite(
+                d,
+                &inner,
+                &Tuple {
+                    zone: inner.tuple.zone,
+                    ..inner_to
+                },
+            );
+            let src = if p.tuple.src == pre.src {
+                post.src
+            } else {
+                p.tuple.src
+            };
             packet::rewrite_addrs(d, p, src, post.dst);
             packet::refresh_icmp_checksum(d, p);
         }
-        CtResult { state, zone: req.zone, mark: c.mark, label: c.label_u128(), orig: Some(ct_tuple(&c.orig)) }
+        CtResult {
+            state,
+            zone: req.zone,
+            mark: c.mark,
+            label: c.label_u128(),
+            orig: Some(ct_tuple(&c.orig)),
+        }
     }
 
-    fn fragment(&self, frame: &mut Frame<'_>, l3: usize, req: &CtRequest<'_>, now: Nanos) -> CtVerdict {
+    fn fragment(
+        &self,
+        frame: &mut Frame<'_>,
+        l3: usize,
+        req: &CtRequest<'_>,
+        now: Nanos,
+    ) -> CtVerdict {
         let outcome = {
             let mut f = self.frags.lock().unwrap_or_else(|e| e.into_inner());
             let expired = f.expire(now);
@@ -605,7 +699,9 @@ impl Tracker {
             g.sweep_pos = if done { 0 } else { pos };
             drop(g);
             for (s, k, gen) in remote {
-                self.shards.lock(s as usize).remove_key(k, gen, self.cfg.seed);
+                self.shards
+                    .lock(s as usize)
+                    .remove_key(k, gen, self.cfg.seed);
             }
             if done {
                 self.sweep_shard.store(si + 1, Relaxed);
@@ -635,7 +731,9 @@ impl Tracker {
             }
             drop(g);
             for (s, k, gen) in remote {
-                self.shards.lock(s as usize).remove_key(k, gen, self.cfg.seed);
+                self.shards
+                    .lock(s as usize)
+                    .remove_key(k, gen, self.cfg.seed);
             }
         }
         n
@@ -691,9 +789,20 @@ fn proto_name(p: u8) -> Option<&'static str> {
 }
 
 fn format_tuple(s: &mut String, name: &str, t: &Tuple) {
-    let _ = write!(s, "{name}=(src={},dst={},", t.src.to_ip(t.v6), t.dst.to_ip(t.v6));
+    let _ = write!(
+        s,
+        "{name}=(src={},dst={},",
+        t.src.to_ip(t.v6),
+        t.dst.to_ip(t.v6)
+    );
     if tuple::is_icmp(t.proto) {
-        let _ = write!(s, "id={},type={},code={})", t.sport, t.dport >> 8, t.dport & 0xff);
+        let _ = write!(
+            s,
+            "id={},type={},code={})",
+            t.sport,
+            t.dport >> 8,
+            t.dport & 0xff
+        );
     } else {
         let _ = write!(s, "sport={},dport={})", t.sport, t.dport);
     }
@@ -722,13 +831,24 @@ pub fn format_conn(c: &Conn) -> String {
         let _ = write!(s, ",labels={:#x}", c.label_u128());
     }
     if c.orig.proto == tuple::IPPROTO_TCP {
-        let _ = write!(s, ",protoinfo=(state={})", TcpState::from_u8(c.state).name());
+        let _ = write!(
+            s,
+            ",protoinfo=(state={})",
+            TcpState::from_u8(c.state).name()
+        );
     }
     s
 }
 
 impl ConnTracker for Tracker {
-    fn execute(&self, frame: &mut Frame<'_>, l3_ofs: usize, key: &FlowKey, req: &CtRequest<'_>, now: Nanos) -> CtVerdict {
+    fn execute(
+        &self,
+        frame: &mut Frame<'_>,
+        l3_ofs: usize,
+        key: &FlowKey,
+        req: &CtRequest<'_>,
+        now: Nanos,
+    ) -> CtVerdict {
         if key.nw_frag() & FRAG_ANY != 0 {
             return self.fragment(frame, l3_ofs, req, now);
         }
@@ -739,3 +859,6 @@ impl ConnTracker for Tracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -47,19 +47,34 @@ impl Candidates {
             NatKind::Src => (o.src, o.sport),
             NatKind::Dst => (o.dst, if is_icmp(o.proto) { o.sport } else { o.dport }),
         };
-        let amin = spec.addr_min.map(Addr::from_ip).unwrap_or(orig_addr).to_u128();
-        let amax = spec.addr_max.map(Addr::from_ip).map(|a| a.to_u128()).unwrap_or(amin).max(amin);
+        let amin = spec
+            .addr_min
+            .map(Addr::from_ip)
+            .unwrap_or(orig_addr)
+            .to_u128();
+        let amax = spec
+            .addr_max
+            .map(Addr::from_ip)
+            .map(|a| a.to_u128())
+            .unwrap_or(amin)
+            .max(amin);
         let n_addr = (amax - amin).saturating_add(1);
         // Address start: `persistent` keys on the source alone so one client keeps one address;
         // otherwise on the address pair (plus ports with `hash`), or the caller's PRNG.
         let ah = if spec.random {
             rand
         } else if spec.persistent {
-            mix(o.src.to_u128() as u64 ^ seed, (o.src.to_u128() >> 64) as u64 ^ 0x9e37_79b9)
+            mix(
+                o.src.to_u128() as u64 ^ seed,
+                (o.src.to_u128() >> 64) as u64 ^ 0x9e37_79b9,
+            )
         } else if spec.hash {
             o.hash(seed)
         } else {
-            mix(o.src.to_u128() as u64 ^ seed, o.dst.to_u128() as u64 ^ 0x2545_f491)
+            mix(
+                o.src.to_u128() as u64 ^ seed,
+                o.dst.to_u128() as u64 ^ 0x2545_f491,
+            )
         };
         let addr_start = ah as u128 % n_addr;
         let ports = has_ports(o.proto);
@@ -77,7 +92,11 @@ impl Candidates {
             (None, NatKind::Dst) => (orig_port, orig_port, true),
         };
         let n_port = if ports { (pmax - pmin) as u32 + 1 } else { 1 };
-        let ph = if spec.random { mix(rand, 0x94d0_49bb) } else { o.hash(seed ^ 0x5555) };
+        let ph = if spec.random {
+            mix(rand, 0x94d0_49bb)
+        } else {
+            o.hash(seed ^ 0x5555)
+        };
         let first = (keep && !spec.random && ports).then_some(orig_port);
         Candidates {
             o: *o,
@@ -131,7 +150,8 @@ impl Iterator for Candidates {
                 return None;
             }
             let addr = Addr::from_u128(
-                self.addr_min.wrapping_add((self.addr_start + self.addr_i) % self.n_addr),
+                self.addr_min
+                    .wrapping_add((self.addr_start + self.addr_i) % self.n_addr),
             );
             let slots = self.n_port + self.first.is_some() as u32;
             if self.port_i >= slots {
@@ -190,14 +210,17 @@ mod tests {
 
     #[test]
     fn keeps_original_port_first_then_covers_range_once_per_address() {
-        let c: Vec<Tuple> = Candidates::new(&t(), &spec(Some(39990), Some(40009)), NatKind::Src, 1, 0).collect();
+        let c: Vec<Tuple> =
+            Candidates::new(&t(), &spec(Some(39990), Some(40009)), NatKind::Src, 1, 0).collect();
         assert_eq!(c.len(), 40);
         assert_eq!(c[0].dport, 40000);
         let mut ports: Vec<(u128, u16)> = c.iter().map(|r| (r.dst.to_u128(), r.dport)).collect();
         ports.sort();
         ports.dedup();
         assert_eq!(ports.len(), 40, "every (address, port) exactly once");
-        assert!(c.iter().all(|r| (39990..=40009).contains(&r.dport) && r.src == t().dst && r.sport == 80));
+        assert!(c
+            .iter()
+            .all(|r| (39990..=40009).contains(&r.dport) && r.src == t().dst && r.sport == 80));
     }
 
     #[test]
@@ -216,15 +239,31 @@ mod tests {
         s.persistent = true;
         let mut firsts = std::collections::HashSet::new();
         for d in 0..50u32 {
-            let o = Tuple { dst: Addr::v4(0x0808_0000 + d), ..t() };
-            firsts.insert(Candidates::new(&o, &s, NatKind::Src, 7, 0).next().unwrap().dst);
+            let o = Tuple {
+                dst: Addr::v4(0x0808_0000 + d),
+                ..t()
+            };
+            firsts.insert(
+                Candidates::new(&o, &s, NatKind::Src, 7, 0)
+                    .next()
+                    .unwrap()
+                    .dst,
+            );
         }
         assert_eq!(firsts.len(), 1);
         s.persistent = false;
         firsts.clear();
         for d in 0..50u32 {
-            let o = Tuple { dst: Addr::v4(0x0808_0000 + d), ..t() };
-            firsts.insert(Candidates::new(&o, &s, NatKind::Src, 7, 0).next().unwrap().dst);
+            let o = Tuple {
+                dst: Addr::v4(0x0808_0000 + d),
+                ..t()
+            };
+            firsts.insert(
+                Candidates::new(&o, &s, NatKind::Src, 7, 0)
+                    .next()
+                    .unwrap()
+                    .dst,
+            );
         }
         assert!(firsts.len() > 1);
     }
@@ -233,8 +272,12 @@ mod tests {
     fn random_start_follows_the_prng_value() {
         let mut s = spec(Some(1000), Some(1999));
         s.random = true;
-        let a = Candidates::new(&t(), &s, NatKind::Src, 1, 12345).next().unwrap();
-        let b = Candidates::new(&t(), &s, NatKind::Src, 1, 99999).next().unwrap();
+        let a = Candidates::new(&t(), &s, NatKind::Src, 1, 12345)
+            .next()
+            .unwrap();
+        let b = Candidates::new(&t(), &s, NatKind::Src, 1, 99999)
+            .next()
+            .unwrap();
         assert_ne!((a.dst, a.dport), (b.dst, b.dport));
     }
 
@@ -246,7 +289,12 @@ mod tests {
             port_min: Some(8080),
             ..NatSpec::default()
         };
-        let r = Candidates::new(&t(), &s, NatKind::Dst, 1, 0).next().unwrap();
-        assert_eq!((r.src, r.sport, r.dst, r.dport), (Addr::v4(0x0a01_0101), 8080, t().src, 40000));
+        let r = Candidates::new(&t(), &s, NatKind::Dst, 1, 0)
+            .next()
+            .unwrap();
+        assert_eq!(
+            (r.src, r.sport, r.dst, r.dport),
+            (Addr::v4(0x0a01_0101), 8080, t().src, 40000)
+        );
     }
 }

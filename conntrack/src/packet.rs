@@ -82,7 +82,9 @@ pub enum L4 {
     Udp,
     IcmpEcho,
     /// An ICMP error; the embedded IP header starts at this offset of the frame.
-    IcmpError { inner_l3: usize },
+    IcmpError {
+        inner_l3: usize,
+    },
     /// Other ICMP messages (not trackable as a connection).
     IcmpOther,
     Other,
@@ -265,7 +267,15 @@ pub fn parse(d: &[u8], l3: usize, zone: u16, verify: bool) -> Result<Parsed, Bad
     if ip.frag {
         return Err(Bad::Fragment);
     }
-    let mut t = Tuple { src: ip.src, dst: ip.dst, sport: 0, dport: 0, zone, proto: ip.proto, v6: ip.v6 };
+    let mut t = Tuple {
+        src: ip.src,
+        dst: ip.dst,
+        sport: 0,
+        dport: 0,
+        zone,
+        proto: ip.proto,
+        v6: ip.v6,
+    };
     let l4 = ip.l4;
     let seg = &d[l4..l4 + ip.l4_len];
     let kind = match ip.proto {
@@ -283,7 +293,11 @@ pub fn parse(d: &[u8], l3: usize, zone: u16, verify: bool) -> Result<Parsed, Bad
                 ack: rd32(seg, TCP_ACKNO).ok_or(Bad::Malformed)?,
                 win: rd16(seg, TCP_WIN).ok_or(Bad::Malformed)?,
                 data_len: (seg.len() - doff) as u32,
-                wscale: if flags & TCP_SYN != 0 { tcp_wscale(&seg[20..doff]) } else { None },
+                wscale: if flags & TCP_SYN != 0 {
+                    tcp_wscale(&seg[20..doff])
+                } else {
+                    None
+                },
             })
         }
         IPPROTO_UDP => {
@@ -315,7 +329,13 @@ pub fn parse(d: &[u8], l3: usize, zone: u16, verify: bool) -> Result<Parsed, Bad
     if verify && !matches!(kind, L4::Other) && !l4_checksum_ok(d, &ip, l3) {
         return Err(Bad::Checksum);
     }
-    Ok(Parsed { tuple: t, l3, l4, l4_len: ip.l4_len, kind })
+    Ok(Parsed {
+        tuple: t,
+        l3,
+        l4,
+        l4_len: ip.l4_len,
+        kind,
+    })
 }
 
 /// Parses the datagram embedded in an ICMP error (it may be truncated: only its IP header and
@@ -326,7 +346,15 @@ pub fn parse_inner(d: &[u8], l3: usize, zone: u16) -> Option<Parsed> {
         return None;
     }
     let seg = &d[ip.l4..ip.l4 + ip.l4_len];
-    let mut t = Tuple { src: ip.src, dst: ip.dst, sport: 0, dport: 0, zone, proto: ip.proto, v6: ip.v6 };
+    let mut t = Tuple {
+        src: ip.src,
+        dst: ip.dst,
+        sport: 0,
+        dport: 0,
+        zone,
+        proto: ip.proto,
+        v6: ip.v6,
+    };
     let kind = match ip.proto {
         IPPROTO_TCP | IPPROTO_UDP => {
             t.sport = rd16(seg, 0)?;
@@ -345,7 +373,13 @@ pub fn parse_inner(d: &[u8], l3: usize, zone: u16) -> Option<Parsed> {
         }
         _ => L4::Other,
     };
-    Some(Parsed { tuple: t, l3, l4: ip.l4, l4_len: ip.l4_len, kind })
+    Some(Parsed {
+        tuple: t,
+        l3,
+        l4: ip.l4,
+        l4_len: ip.l4_len,
+        kind,
+    })
 }
 
 /// Location of the L4 checksum a rewrite must keep right, if present in the bytes we have, and
@@ -377,7 +411,10 @@ pub fn rewrite(d: &mut [u8], p: &Parsed, to: &Tuple) {
     let mut l4c = csum.and_then(|(o, _)| rd16(d, p.l4 + o)).unwrap_or(0);
     let pseudo = csum.is_some_and(|(_, ps)| ps);
     let l3 = p.l3;
-    for (old, new, v4o, v6o) in [(from.src, to.src, V4_SRC, V6_SRC), (from.dst, to.dst, V4_DST, V6_DST)] {
+    for (old, new, v4o, v6o) in [
+        (from.src, to.src, V4_SRC, V6_SRC),
+        (from.dst, to.dst, V4_DST, V6_DST),
+    ] {
         if old == new {
             continue;
         }
@@ -393,7 +430,11 @@ pub fn rewrite(d: &mut [u8], p: &Parsed, to: &Tuple) {
                 b.copy_from_slice(&new.as_v4().to_be_bytes());
             }
             let ipc = rd16(d, l3 + V4_CSUM).unwrap_or(0);
-            wr16(d, l3 + V4_CSUM, checksum::update32(ipc, old.as_v4(), new.as_v4()));
+            wr16(
+                d,
+                l3 + V4_CSUM,
+                checksum::update32(ipc, old.as_v4(), new.as_v4()),
+            );
             if pseudo {
                 l4c = checksum::update32(l4c, old.as_v4(), new.as_v4());
             }
@@ -408,11 +449,11 @@ pub fn rewrite(d: &mut [u8], p: &Parsed, to: &Tuple) {
                 }
             }
         }
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            if from.sport != to.sport && p.l4 + ICMP_ID + 2 <= d.len() {
-                wr16(d, p.l4 + ICMP_ID, to.sport);
-                l4c = checksum::update16(l4c, from.sport, to.sport);
-            }
+        IPPROTO_ICMP | IPPROTO_ICMPV6
+            if from.sport != to.sport && p.l4 + ICMP_ID + 2 <= d.len() =>
+        {
+            wr16(d, p.l4 + ICMP_ID, to.sport);
+            l4c = checksum::update16(l4c, from.sport, to.sport);
         }
         _ => {}
     }
@@ -433,7 +474,11 @@ pub fn refresh_icmp_checksum(d: &mut [u8], p: &Parsed) {
         return;
     }
     wr16(d, p.l4 + ICMP_CSUM, 0);
-    let acc = if p.tuple.v6 { pseudo_sum(d, p.l3, true, IPPROTO_ICMPV6, p.l4_len) } else { 0 };
+    let acc = if p.tuple.v6 {
+        pseudo_sum(d, p.l3, true, IPPROTO_ICMPV6, p.l4_len)
+    } else {
+        0
+    };
     let c = checksum::finish(checksum::sum(acc, &d[p.l4..end]));
     wr16(d, p.l4 + ICMP_CSUM, c);
 }
@@ -441,7 +486,17 @@ pub fn refresh_icmp_checksum(d: &mut [u8], p: &Parsed) {
 /// Rewrites only the IP addresses of a datagram (the outer header of an ICMP error), keeping
 /// the IPv4 header checksum right. The L4 checksum is the caller's business.
 pub fn rewrite_addrs(d: &mut [u8], p: &Parsed, src: Addr, dst: Addr) {
-    let q = Parsed { tuple: Tuple { proto: 0, ..p.tuple }, ..*p };
-    let to = Tuple { src, dst, ..q.tuple };
+    let q = Parsed {
+        tuple: Tuple {
+            proto: 0,
+            ..p.tuple
+        },
+        ..*p
+    };
+    let to = Tuple {
+        src,
+        dst,
+        ..q.tuple
+    };
     rewrite(d, &q, &to);
 }

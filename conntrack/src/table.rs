@@ -15,7 +15,7 @@ use crate::tuple::Tuple;
 use hashbrown::HashTable;
 use std::sync::{Mutex, MutexGuard};
 
-pub const SHARDS: usize = 64;
+pub const SHARDS: usize = 1 << SHARD_BITS;
 const CHUNK: usize = 1024;
 
 /// Entry tags in the hash tables (top two bits of the 32-bit entry).
@@ -66,10 +66,15 @@ impl Conn {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KeyRec {
     pub tuple: Tuple,
-    pub conn_shard: u32,
-    pub conn_idx: u32,
+    /// Shard (top [`SHARD_BITS`] bits) and slot of the connection.
+    pub conn: u32,
     pub gen: u32,
 }
+
+const SHARD_BITS: u32 = 6;
+const REF_IDX_BITS: u32 = 32 - SHARD_BITS;
+/// Slots per shard a key record can point at (far above any configured limit).
+pub const MAX_SLOT: u32 = (1 << REF_IDX_BITS) - 1;
 
 /// Fixed-size chunks (no doubling on growth, so memory stays near the live count) plus a free
 /// list.
@@ -81,7 +86,11 @@ pub struct Slab<T> {
 
 impl<T: Copy + Default> Slab<T> {
     fn new() -> Self {
-        Slab { chunks: Vec::new(), free: Vec::new(), next: 0 }
+        Slab {
+            chunks: Vec::new(),
+            free: Vec::new(),
+            next: 0,
+        }
     }
     fn alloc(&mut self, v: T) -> u32 {
         let i = self.alloc_slot();
@@ -95,7 +104,8 @@ impl<T: Copy + Default> Slab<T> {
             None => {
                 let i = self.next;
                 if i as usize / CHUNK >= self.chunks.len() {
-                    self.chunks.push(vec![T::default(); CHUNK].into_boxed_slice());
+                    self.chunks
+                        .push(vec![T::default(); CHUNK].into_boxed_slice());
                 }
                 self.next += 1;
                 i
@@ -149,29 +159,51 @@ fn entry_tuple<'a>(conns: &'a Slab<Conn>, keys: &'a Slab<KeyRec>, e: u32) -> &'a
 
 impl Shard {
     fn new() -> Self {
-        Shard { table: HashTable::new(), conns: Slab::new(), keys: Slab::new(), hits: 0, sweep_pos: 0 }
+        Shard {
+            table: HashTable::new(),
+            conns: Slab::new(),
+            keys: Slab::new(),
+            hits: 0,
+            sweep_pos: 0,
+        }
     }
 
     #[inline]
     pub fn find(&self, t: &Tuple, h: u64) -> Option<Found> {
-        let e = *self.table.find(h, |&e| entry_tuple(&self.conns, &self.keys, e) == t)?;
+        let e = *self
+            .table
+            .find(h, |&e| entry_tuple(&self.conns, &self.keys, e) == t)?;
         let i = e & IDX_MASK;
         Some(match e >> TAG_SHIFT {
-            E_ORIG => Found::Local { idx: i, reply: false },
-            E_REPLY_LOCAL => Found::Local { idx: i, reply: true },
+            E_ORIG => Found::Local {
+                idx: i,
+                reply: false,
+            },
+            E_REPLY_LOCAL => Found::Local {
+                idx: i,
+                reply: true,
+            },
             _ => {
                 let k = self.keys.get(i);
-                Found::Remote { shard: k.conn_shard, idx: k.conn_idx, gen: k.gen }
+                Found::Remote {
+                    shard: k.conn >> REF_IDX_BITS,
+                    idx: k.conn & MAX_SLOT,
+                    gen: k.gen,
+                }
             }
         })
     }
 
     pub fn contains(&self, t: &Tuple, h: u64) -> bool {
-        self.table.find(h, |&e| entry_tuple(&self.conns, &self.keys, e) == t).is_some()
+        self.table
+            .find(h, |&e| entry_tuple(&self.conns, &self.keys, e) == t)
+            .is_some()
     }
 
     fn insert_entry(&mut self, h: u64, e: u32, seed: u64) {
-        let Shard { table, conns, keys, .. } = self;
+        let Shard {
+            table, conns, keys, ..
+        } = self;
         table.insert_unique(h, e, |&e| entry_tuple(conns, keys, e).hash(seed));
     }
 
@@ -186,7 +218,14 @@ impl Shard {
 
     /// Adds a connection (both tuples already final). When `local_reply`, the reply tuple is
     /// indexed here too; otherwise the caller indexes it with [`Shard::add_key`].
-    pub fn add_conn(&mut self, mut c: Conn, h_orig: u64, h_reply: u64, local_reply: bool, seed: u64) -> (u32, u32) {
+    pub fn add_conn(
+        &mut self,
+        mut c: Conn,
+        h_orig: u64,
+        h_reply: u64,
+        local_reply: bool,
+        seed: u64,
+    ) -> (u32, u32) {
         c.flags |= F_LIVE;
         let idx = self.conns.alloc_slot();
         c.gen = self.conns.get(idx).gen;
@@ -199,8 +238,21 @@ impl Shard {
         (idx, gen)
     }
 
-    pub fn add_key(&mut self, t: Tuple, h: u64, conn_shard: u32, conn_idx: u32, gen: u32, seed: u64) -> u32 {
-        let k = self.keys.alloc(KeyRec { tuple: t, conn_shard, conn_idx, gen });
+    pub fn add_key(
+        &mut self,
+        t: Tuple,
+        h: u64,
+        conn_shard: u32,
+        conn_idx: u32,
+        gen: u32,
+        seed: u64,
+    ) -> u32 {
+        let conn = conn_shard << REF_IDX_BITS | conn_idx;
+        let k = self.keys.alloc(KeyRec {
+            tuple: t,
+            conn,
+            gen,
+        });
         self.insert_entry(h, E_KEY << TAG_SHIFT | k, seed);
         k
     }
@@ -213,7 +265,11 @@ impl Shard {
         self.remove_entry(&c.orig, c.orig.hash(seed), E_ORIG << TAG_SHIFT | idx);
         let remote = if c.rep_key == NO_KEY {
             if c.reply != c.orig {
-                self.remove_entry(&c.reply, c.reply.hash(seed), E_REPLY_LOCAL << TAG_SHIFT | idx);
+                self.remove_entry(
+                    &c.reply,
+                    c.reply.hash(seed),
+                    E_REPLY_LOCAL << TAG_SHIFT | idx,
+                );
             }
             None
         } else {
@@ -229,18 +285,22 @@ impl Shard {
     /// Removes a reply key record if it still belongs to the connection generation given.
     pub fn remove_key(&mut self, k: u32, conn_gen: u32, seed: u64) {
         let rec = *self.keys.get(k);
-        if rec.gen != conn_gen || rec.conn_idx == NO_KEY {
+        if rec.gen != conn_gen || rec.conn == NO_KEY {
             return;
         }
         self.remove_entry(&rec.tuple, rec.tuple.hash(seed), E_KEY << TAG_SHIFT | k);
-        self.keys.get_mut(k).conn_idx = NO_KEY;
+        self.keys.get_mut(k).conn = NO_KEY;
         self.keys.release(k);
     }
 
     /// Bytes held by this shard's table and slabs (capacity, not just live entries).
     pub fn bytes(&self) -> usize {
         // hashbrown stores one control byte per bucket plus the entry.
-        let buckets = if self.table.capacity() == 0 { 0 } else { (self.table.capacity() * 8 / 7).next_power_of_two() };
+        let buckets = if self.table.capacity() == 0 {
+            0
+        } else {
+            (self.table.capacity() * 8 / 7).next_power_of_two()
+        };
         buckets * (std::mem::size_of::<u32>() + 1)
             + self.conns.chunks.len() * CHUNK * std::mem::size_of::<Conn>()
             + self.keys.chunks.len() * CHUNK * std::mem::size_of::<KeyRec>()
@@ -254,7 +314,9 @@ pub struct Shards {
 
 impl Shards {
     pub fn new() -> Self {
-        Shards { shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect() }
+        Shards {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
+        }
     }
 
     /// The shard a tuple hash belongs to. Uses bits the table itself does not (hashbrown takes
@@ -272,7 +334,11 @@ impl Shards {
     }
 
     /// Locks two shards in index order (so concurrent pairs cannot deadlock).
-    pub fn lock_pair(&self, a: usize, b: usize) -> (MutexGuard<'_, Shard>, Option<MutexGuard<'_, Shard>>) {
+    pub fn lock_pair(
+        &self,
+        a: usize,
+        b: usize,
+    ) -> (MutexGuard<'_, Shard>, Option<MutexGuard<'_, Shard>>) {
         if a == b {
             (self.lock(a), None)
         } else if a < b {
@@ -284,10 +350,6 @@ impl Shards {
             let ga = self.lock(a);
             (ga, Some(gb))
         }
-    }
-
-    pub fn len(&self) -> usize {
-        SHARDS
     }
 }
 
@@ -303,7 +365,11 @@ mod tests {
 
     #[test]
     fn records_stay_compact() {
-        assert!(std::mem::size_of::<Conn>() <= 152, "{}", std::mem::size_of::<Conn>());
+        assert!(
+            std::mem::size_of::<Conn>() <= 152,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
         assert!(std::mem::size_of::<KeyRec>() <= 48);
     }
 }

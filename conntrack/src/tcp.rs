@@ -138,14 +138,22 @@ fn seg_end(seg: &TcpSeg) -> u32 {
 /// State of a connection created by `seg` (already classified), and its two peers.
 pub fn start(seg: &TcpSeg, v: NewVerdict) -> (TcpState, [Peer; 2]) {
     let end = seg_end(seg);
-    let mut p = Peer { end, maxend: end, maxwin: (seg.win as u32).max(1), ..Peer::default() };
+    let mut p = Peer {
+        end,
+        maxend: end,
+        maxwin: (seg.win as u32).max(1),
+        ..Peer::default()
+    };
     if let Some(ws) = seg.wscale {
         p.wscale = ws;
         p.flags |= P_WSCALE;
     }
     if v == NewVerdict::Pickup {
         p.flags |= P_LIBERAL;
-        let q = Peer { flags: P_LIBERAL, ..Peer::default() };
+        let q = Peer {
+            flags: P_LIBERAL,
+            ..Peer::default()
+        };
         (TcpState::Established, [p, q])
     } else {
         (TcpState::SynSent, [p, Peer::default()])
@@ -169,7 +177,10 @@ pub fn update(state: &mut u8, peers: &mut [Peer; 2], dir: usize, seg: &TcpSeg) -
         return Update::Invalid;
     }
     let st = TcpState::from_u8(*state);
-    if f & TCP_SYN != 0 && f & TCP_ACK == 0 && dir == 0 && matches!(st, TcpState::TimeWait | TcpState::Close)
+    if f & TCP_SYN != 0
+        && f & TCP_ACK == 0
+        && dir == 0
+        && matches!(st, TcpState::TimeWait | TcpState::Close)
     {
         return Update::Reopen;
     }
@@ -269,7 +280,8 @@ fn next_state(st: TcpState, dir: usize, f: u8, peers: &[Peer; 2]) -> TcpState {
         return TcpState::Close;
     }
     let fins = (peers[0].flags & P_FIN_SENT != 0) as u8 + (peers[1].flags & P_FIN_SENT != 0) as u8;
-    let acked = (peers[0].flags & P_FIN_ACKED != 0) as u8 + (peers[1].flags & P_FIN_ACKED != 0) as u8;
+    let acked =
+        (peers[0].flags & P_FIN_ACKED != 0) as u8 + (peers[1].flags & P_FIN_ACKED != 0) as u8;
     match st {
         TcpState::SynSent => {
             if dir == 1 && f & TCP_SYN != 0 {
@@ -300,10 +312,6 @@ fn next_state(st: TcpState, dir: usize, f: u8, peers: &[Peer; 2]) -> TcpState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn seg(flags: u8, seq: u32, ack: u32, len: u32) -> TcpSeg {
-        TcpSeg { flags, seq, ack, win: 65535, data_len: len, wscale: None }
-    }
 
     #[test]
     fn flag_sanity() {

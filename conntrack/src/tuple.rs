@@ -22,7 +22,10 @@ pub struct Addr {
 impl Addr {
     #[inline]
     pub const fn from_u128(v: u128) -> Addr {
-        Addr { hi: (v >> 64) as u64, lo: v as u64 }
+        Addr {
+            hi: (v >> 64) as u64,
+            lo: v as u64,
+        }
     }
     #[inline]
     pub const fn to_u128(self) -> u128 {
@@ -30,7 +33,10 @@ impl Addr {
     }
     #[inline]
     pub const fn v4(a: u32) -> Addr {
-        Addr { hi: 0, lo: a as u64 }
+        Addr {
+            hi: 0,
+            lo: a as u64,
+        }
     }
     #[inline]
     pub const fn as_v4(self) -> u32 {
@@ -87,7 +93,10 @@ pub fn is_icmp(proto: u8) -> bool {
 /// Whether the protocol has ports that NAT may change (the echo identifier counts as one).
 #[inline]
 pub fn has_ports(proto: u8) -> bool {
-    matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP | IPPROTO_ICMPV6)
+    matches!(
+        proto,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP | IPPROTO_ICMPV6
+    )
 }
 
 const K0: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -117,7 +126,13 @@ impl Tuple {
                 ..*self
             }
         } else {
-            Tuple { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, ..*self }
+            Tuple {
+                src: self.dst,
+                dst: self.src,
+                sport: self.dport,
+                dport: self.sport,
+                ..*self
+            }
         }
     }
 
@@ -155,7 +170,12 @@ mod tests {
         assert_eq!(r.dport >> 8, 0);
         assert_eq!(r.sport, 7);
         assert_eq!(r.reverse(), t);
-        let u = Tuple { proto: IPPROTO_UDP, sport: 1, dport: 2, ..t };
+        let u = Tuple {
+            proto: IPPROTO_UDP,
+            sport: 1,
+            dport: 2,
+            ..t
+        };
         assert_eq!(u.reverse().sport, 2);
         assert_eq!(u.reverse().reverse(), u);
     }
@@ -176,8 +196,14 @@ mod tests {
             Tuple { zone: 4, ..t },
             Tuple { sport: 8, ..t },
             Tuple { dport: 8, ..t },
-            Tuple { src: Addr::v4(5), ..t },
-            Tuple { dst: Addr::from_u128(2 << 64), ..t },
+            Tuple {
+                src: Addr::v4(5),
+                ..t
+            },
+            Tuple {
+                dst: Addr::from_u128(2 << 64),
+                ..t
+            },
             Tuple { proto: 6, ..t },
         ] {
             assert_ne!(m.hash(1), h);
