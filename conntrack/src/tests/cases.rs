@@ -538,10 +538,12 @@ fn snat_port_range_collision_forces_a_search() {
     }
     // The first keeps its port (inside the range); the others had to search.
     assert_eq!(seen[0], 2001);
+    let by_host = seen.clone();
     seen.sort();
     assert_eq!(seen, vec![2000, 2001, 2002]);
     // Each reply finds its own connection.
-    for (host, sp) in [(0u128, 2001u16)] {
+    for (host, sp) in by_host.into_iter().enumerate() {
+        let host = host as u128;
         let bare = NatSpec::default();
         let mut f = udp(REMOTE, 0x0a00_0001, 53, sp);
         st(
