@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod config;
 pub mod datapath;
 pub mod mac_learning;
 pub mod nullfwd;
