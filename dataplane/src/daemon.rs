@@ -37,7 +37,7 @@ use pipeline::flow::format::{
 };
 use pipeline::flow::parse::{parse_flow_mod, parse_flows, parse_match, FlowModKind, ParseContext};
 use pipeline::flow::{Match, PortNames};
-use pipeline::key::{loc, FlowKey, PACKET_WORD};
+use pipeline::key::{loc, FlowKey, FRAG_ANY, FRAG_LATER, PACKET_WORD};
 use pipeline::odp::DropReason;
 use pipeline::table::{FlowFilter, FlowMod};
 use std::fmt::Write as _;
@@ -638,15 +638,15 @@ impl State {
         let mut meta = FlowKey::ZERO;
         meta.w[..PACKET_WORD].copy_from_slice(&m.value.w[..PACKET_WORD]);
         let view = self.sw.view();
-        let report = pipeline::trace::trace(&view, &frame, dp, &meta, &ct_next, self.clock.now());
-        let sw = &*self.sw;
-        let to_of = |k: &FlowKey| -> FlowKey {
-            let mut k = *k;
-            if let Some(p) = sw.dp_ports.get(k.in_port() as usize) {
-                k.set_in_port(p.ofport);
+        let mut report =
+            pipeline::trace::trace(&view, &frame, dp, &meta, &ct_next, self.clock.now());
+        // Passes start from datapath keys (in_port a datapath port); print OpenFlow ports, as
+        // the final flows have.
+        for p in &mut report.passes {
+            if let Some(d) = self.sw.dp_ports.get(p.key.in_port() as usize) {
+                p.key.set_in_port(d.ofport);
             }
-            k
-        };
+        }
         let fo = FormatOptions::default();
         let n2 = names.clone();
         let n3 = names.clone();
@@ -661,15 +661,13 @@ impl State {
             )
         };
         let key_f = |k: &FlowKey| {
-            let k = to_of(k);
             let m = Match {
-                value: k,
-                mask: flow_mask(&k),
+                value: *k,
+                mask: flow_mask(k),
             };
             format_match(&m, None, &n3, fo)
         };
         let mega_f = |k: &FlowKey, mask: &FlowKey| {
-            let k = to_of(k);
             let m = Match {
                 value: k.and(mask),
                 mask: *mask,
@@ -854,10 +852,10 @@ fn flow_mask(k: &FlowKey) -> FlowKey {
                 loc::NW_PROTO,
                 loc::NW_TOS,
                 loc::NW_TTL,
-                loc::NW_FRAG,
             ] {
                 m.set_all(l);
             }
+            m.set(loc::NW_FRAG, (FRAG_ANY | FRAG_LATER) as u128);
         }
         0x86dd => {
             for l in [
@@ -867,10 +865,10 @@ fn flow_mask(k: &FlowKey) -> FlowKey {
                 loc::NW_PROTO,
                 loc::NW_TOS,
                 loc::NW_TTL,
-                loc::NW_FRAG,
             ] {
                 m.set_all(l);
             }
+            m.set(loc::NW_FRAG, (FRAG_ANY | FRAG_LATER) as u128);
         }
         0x0806 => {
             for l in [
