@@ -897,7 +897,7 @@ impl PacketBuilder {
 
 /// Recomputes from scratch every checksum the frame carries (IPv4 header; TCP, UDP, ICMP,
 /// ICMPv6 and SCTP of unfragmented packets) and names the first one that does not verify.
-/// A zero UDP checksum over IPv4 counts as "none".
+/// A zero UDP checksum counts as "none" (IPv6 forbids it, but a rewrite keeps it as it came).
 pub fn verify_checksums(frame: &[u8]) -> Result<(), &'static str> {
     let mut k = FlowKey::ZERO;
     let lay = crate::extract::extract(frame, &mut k);
@@ -928,9 +928,7 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), &'static str> {
     let v6 = k.dl_type() == ETH_TYPE_IPV6;
     let ok = match proto {
         IPPROTO_TCP => checksum::finish(checksum::sum(pseudo, l4)) == 0,
-        IPPROTO_UDP => {
-            (!v6 && l4[6..8] == [0, 0]) || checksum::finish(checksum::sum(pseudo, l4)) == 0
-        }
+        IPPROTO_UDP => l4[6..8] == [0, 0] || checksum::finish(checksum::sum(pseudo, l4)) == 0,
         IPPROTO_ICMP if !v6 => checksum::checksum(l4) == 0,
         IPPROTO_ICMPV6 if v6 => checksum::finish(checksum::sum(pseudo, l4)) == 0,
         IPPROTO_SCTP => l4::SctpHeader::new_checked(l4).is_some_and(|s| s.verify_checksum()),

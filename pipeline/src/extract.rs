@@ -2,8 +2,12 @@
 //!
 //! This module owns the mapping from an Ethernet frame's headers to the key's packet fields, with
 //! Open vSwitch's flow-extraction semantics: up to two VLAN tags, 802.3/SNAP, IPv4 (options,
-//! fragments), IPv6 (extension headers, fragments), TCP/UDP/SCTP ports, TCP flags, ICMP type and
-//! code, Neighbor Discovery and Ethernet/IPv4 ARP. It returns where the headers are
+//! fragments), IPv6 (extension headers, fragments), TCP/UDP/SCTP ports, TCP flags, ICMP (and
+//! IGMP) type and code, Neighbor Discovery and Ethernet/IPv4 ARP. Where Open vSwitch has a quirk
+//! flows can observe, this follows it (ARP opcodes above 255 read as 0, a broken IPv6
+//! extension-header chain leaves only the addresses, the transport protocol number is read the
+//! same way under IPv4 and IPv6); the differential test against `ovs-ofctl parse-pcap` holds
+//! this module to it. It returns where the headers are
 //! ([`Layout`]) so rewrites need not parse again. It must not write metadata words, allocate,
 //! or panic on any input: every read is bounds-checked, and a header that does not fit (or whose
 //! own length fields are inconsistent) is treated as absent.
@@ -16,11 +20,13 @@ use crate::field::{
     IPPROTO_TCP, IPPROTO_UDP,
 };
 use crate::key::{
-    FlowKey, FRAG_ANY, FRAG_LATER, PACKET_WORD, VLAN_CFI, W_ARP_SHA, W_ARP_THA, W_DL_DST, W_DL_SRC,
-    W_IPV6_DST, W_IPV6_SRC, W_L2, W_ND_TARGET, W_NW, W_NW_ADDR, W_TP,
+    FlowKey, FRAG_ANY, FRAG_LATER, KEY_WORDS, PACKET_WORD, VLAN_CFI, W_ARP_SHA, W_ARP_THA,
+    W_DL_DST, W_DL_SRC, W_IPV6_DST, W_IPV6_SRC, W_L2, W_ND_TARGET, W_NW, W_NW_ADDR, W_TP,
 };
 use crate::wire::ethernet::{is_vlan_tpid, DL_TYPE_NONE, ETHERTYPE_MIN};
-use crate::wire::{ipv6, l4};
+use crate::wire::{ipv4, ipv6, l4};
+
+const IPPROTO_IGMP: u8 = 2;
 
 /// Reverse ARP shares ARP's layout and fields.
 pub const ETH_TYPE_RARP: u16 = 0x8035;
@@ -61,14 +67,16 @@ fn mac(b: &[u8], i: usize) -> u64 {
 /// has at least 14 bytes).
 #[inline]
 pub fn extract(frame: &[u8], key: &mut FlowKey) -> Layout {
-    let w = &mut key.w;
-    w[PACKET_WORD..].fill(0);
     let mut lay = Layout::default();
+    let w = &mut key.w;
     let Some(eth) = frame.first_chunk::<14>() else {
+        w[PACKET_WORD..].fill(0);
         return lay;
     };
-    w[W_DL_DST] = mac(eth, 0);
-    w[W_DL_SRC] = mac(eth, 6);
+    // Two overlapping 8-byte loads instead of twelve byte loads.
+    let (d8, s8) = (eth.first_chunk::<8>(), eth[6..].first_chunk::<8>());
+    let dl_dst = u64::from_be_bytes(*d8.unwrap_or(&[0; 8])) >> 16;
+    let dl_src = u64::from_be_bytes(*s8.unwrap_or(&[0; 8])) >> 16;
     let mut ty = be16(eth, 12);
     let mut ofs = 14usize;
     let mut l2 = 0u64;
@@ -100,98 +108,92 @@ pub fn extract(frame: &[u8], key: &mut FlowKey) -> Layout {
             }
         }
     }
+    w[W_DL_DST] = dl_dst;
+    w[W_DL_SRC] = dl_src;
     w[W_L2] = l2 | (ty as u64) << 32;
     let rest = frame.get(ofs..).unwrap_or(&[]);
-    match ty {
-        ETH_TYPE_IP => ipv4(rest, ofs, w, &mut lay),
-        ETH_TYPE_IPV6 => ipv6(rest, ofs, w, &mut lay),
-        ETH_TYPE_ARP | ETH_TYPE_RARP => arp(rest, ofs, w, &mut lay),
-        _ => {}
+    if ty == ETH_TYPE_IP {
+        // The hot path keeps its three words in registers and stores each key word once.
+        let (addr, nw, tp) = ipv4(rest, ofs, &mut lay);
+        w[W_NW_ADDR] = addr;
+        w[W_NW] = nw;
+        w[W_TP] = tp;
+        w[W_ARP_SHA..].fill(0);
+    } else {
+        w[W_NW_ADDR..].fill(0);
+        match ty {
+            ETH_TYPE_IPV6 => ipv6(rest, ofs, w, &mut lay),
+            ETH_TYPE_ARP | ETH_TYPE_RARP => arp(rest, ofs, w, &mut lay),
+            _ => {}
+        }
     }
     lay
 }
 
+/// IPv4: the `W_NW_ADDR`, `W_NW` and `W_TP` words.
 #[inline(always)]
-fn ipv4(rest: &[u8], ofs: usize, w: &mut [u64], lay: &mut Layout) {
+fn ipv4(rest: &[u8], ofs: usize, lay: &mut Layout) -> (u64, u64, u64) {
     let Some(h) = rest.first_chunk::<20>() else {
-        return;
+        return (0, 0, 0);
     };
     let ihl = ((h[0] & 0x0f) as usize) * 4;
     let tot = be16(h, 2) as usize;
     if ihl < 20 || tot < ihl || tot > rest.len() {
-        return;
+        return (0, 0, 0);
     }
-    w[W_NW_ADDR] = (be32(h, 12) as u64) << 32 | be32(h, 16) as u64;
+    let addr = (be32(h, 12) as u64) << 32 | be32(h, 16) as u64;
     let fo = be16(h, 6);
-    let mut frag = 0u8;
-    if fo & 0x3fff != 0 {
-        frag = FRAG_ANY;
-        if fo & 0x1fff != 0 {
-            frag |= FRAG_LATER;
+    // MF or an offset: a fragment; an offset: not the first one.
+    let later = fo & ipv4::OFFSET_MASK != 0;
+    let any = fo & (ipv4::FLAG_MF | ipv4::OFFSET_MASK) != 0;
+    let frag = ((any as u8) * FRAG_ANY) | ((later as u8) * FRAG_LATER);
+    let proto = h[9];
+    let nw = (proto as u64) << 56 | (h[1] as u64) << 48 | (h[8] as u64) << 40 | (frag as u64) << 32;
+    lay.l3_ofs = ofs as u16;
+    let mut tp = 0;
+    if !later {
+        let seg = &rest[ihl..tot];
+        if let Some(t) = transport(seg, proto) {
+            tp = t;
+            lay.l4_ofs = (ofs + ihl) as u16;
+            lay.l4_len = seg.len() as u16;
         }
     }
-    let proto = h[9];
-    w[W_NW] =
-        (proto as u64) << 56 | (h[1] as u64) << 48 | (h[8] as u64) << 40 | (frag as u64) << 32;
-    lay.l3_ofs = ofs as u16;
-    if frag & FRAG_LATER == 0 {
-        l4(&rest[ihl..tot], ofs + ihl, proto, false, w, lay);
-    }
+    (addr, nw, tp)
 }
 
+/// The `W_TP` word for the transport or ICMP header at the start of `l4`; `None` when that
+/// header is truncated (or malformed), `Some(0)` for protocols flows see no fields of.
 #[inline(always)]
-fn l4(l4: &[u8], ofs: usize, proto: u8, v6: bool, w: &mut [u64], lay: &mut Layout) {
-    let ok = match proto {
-        IPPROTO_TCP => match l4.first_chunk::<20>() {
-            Some(t) if (t[12] >> 4) >= 5 && ((t[12] >> 4) as usize) * 4 <= l4.len() => {
-                let flags = be16(t, 12) & l4::TCP_FLAGS_MASK;
-                w[W_TP] = (be32(t, 0) as u64) << 32 | (flags as u64) << 16;
-                true
+fn transport(l4: &[u8], proto: u8) -> Option<u64> {
+    match proto {
+        IPPROTO_UDP => l4.first_chunk::<8>().map(|u| (be32(u, 0) as u64) << 32),
+        IPPROTO_TCP => {
+            let t = l4.first_chunk::<20>()?;
+            let hl = ((t[12] >> 4) as usize) * 4;
+            if hl < 20 || hl > l4.len() {
+                return None;
             }
-            _ => false,
-        },
-        IPPROTO_UDP => match l4.first_chunk::<8>() {
-            Some(u) => {
-                w[W_TP] = (be32(u, 0) as u64) << 32;
-                true
-            }
-            None => false,
-        },
-        IPPROTO_SCTP => match l4.first_chunk::<12>() {
-            Some(s) => {
-                w[W_TP] = (be32(s, 0) as u64) << 32;
-                true
-            }
-            None => false,
-        },
-        IPPROTO_ICMP if !v6 => icmp(l4, w, false),
-        IPPROTO_ICMPV6 if v6 => icmp(l4, w, true),
-        _ => true,
-    };
-    if ok {
-        lay.l4_ofs = ofs as u16;
-        lay.l4_len = l4.len() as u16;
+            let flags = be16(t, 12) & l4::TCP_FLAGS_MASK;
+            Some((be32(t, 0) as u64) << 32 | (flags as u64) << 16)
+        }
+        IPPROTO_SCTP => l4.first_chunk::<12>().map(|s| (be32(s, 0) as u64) << 32),
+        // As in Open vSwitch, the protocol number alone decides (ICMPv4 in IPv6 still shows its
+        // type and code), and IGMP's type and code show the same way.
+        IPPROTO_ICMP | IPPROTO_ICMPV6 | IPPROTO_IGMP => icmp(l4),
+        _ => Some(0),
     }
 }
 
 #[cold]
-fn icmp(m: &[u8], w: &mut [u64], v6: bool) -> bool {
-    let Some(h) = m.first_chunk::<8>() else {
-        return false;
-    };
-    w[W_TP] = (h[0] as u64) << 48 | (h[1] as u64) << 32;
-    if v6 && l4::is_nd(h[0], h[1]) {
-        let nd = l4::parse_nd(m);
-        w[W_ND_TARGET] = (nd.target >> 64) as u64;
-        w[W_ND_TARGET + 1] = nd.target as u64;
-        w[W_ARP_SHA] = mac(&nd.sll, 0);
-        w[W_ARP_THA] = mac(&nd.tll, 0);
-    }
-    true
+fn icmp(m: &[u8]) -> Option<u64> {
+    let h = m.first_chunk::<8>()?;
+    Some((h[0] as u64) << 48 | (h[1] as u64) << 32)
 }
 
+/// IPv6 and everything above it, written into `w` (whose words from `W_NW_ADDR` on are zero).
 #[cold]
-fn ipv6(rest: &[u8], ofs: usize, w: &mut [u64], lay: &mut Layout) {
+fn ipv6(rest: &[u8], ofs: usize, w: &mut [u64; KEY_WORDS], lay: &mut Layout) {
     let Some(h) = rest.first_chunk::<40>() else {
         return;
     };
@@ -207,9 +209,8 @@ fn ipv6(rest: &[u8], ofs: usize, w: &mut [u64], lay: &mut Layout) {
     w[W_IPV6_DST + 1] = dst as u64;
     let word0 = be32(h, 0);
     let label = (word0 & ipv6::LABEL_MASK) as u64;
-    w[W_NW] = label;
     lay.l3_ofs = ofs as u16;
-    // A truncated extension-header chain leaves the addresses and label, as in Open vSwitch.
+    // A truncated extension-header chain leaves only the addresses, as in Open vSwitch.
     let Some(walk) = ipv6::walk_ext(&rest[ipv6::HEADER_LEN..end], h[6]) else {
         return;
     };
@@ -219,14 +220,29 @@ fn ipv6(rest: &[u8], ofs: usize, w: &mut [u64], lay: &mut Layout) {
         | (h[7] as u64) << 40
         | (walk.frag as u64) << 32
         | label;
-    if walk.frag & FRAG_LATER == 0 {
-        let start = ipv6::HEADER_LEN + walk.ofs;
-        l4(&rest[start..end], ofs + start, walk.proto, true, w, lay);
+    if walk.frag & FRAG_LATER != 0 {
+        return;
+    }
+    let start = ipv6::HEADER_LEN + walk.ofs;
+    let seg = &rest[start..end];
+    let Some(tp) = transport(seg, walk.proto) else {
+        return;
+    };
+    w[W_TP] = tp;
+    lay.l4_ofs = (ofs + start) as u16;
+    lay.l4_len = seg.len() as u16;
+    if walk.proto == IPPROTO_ICMPV6 && l4::is_nd(seg[0], seg[1]) {
+        let nd = l4::parse_nd(seg);
+        w[W_ND_TARGET] = (nd.target >> 64) as u64;
+        w[W_ND_TARGET + 1] = nd.target as u64;
+        w[W_ARP_SHA] = mac(&nd.sll, 0);
+        w[W_ARP_THA] = mac(&nd.tll, 0);
     }
 }
 
+/// Ethernet/IPv4 ARP, written into `w` (whose words from `W_NW_ADDR` on are zero).
 #[cold]
-fn arp(rest: &[u8], ofs: usize, w: &mut [u64], lay: &mut Layout) {
+fn arp(rest: &[u8], ofs: usize, w: &mut [u64; KEY_WORDS], lay: &mut Layout) {
     let Some(a) = rest.first_chunk::<28>() else {
         return;
     };

@@ -97,4 +97,29 @@ mod tests {
         assert!(parse_port_args(&["tap2=0".into()]).is_err());
         assert!(parse_port_args(&["=3".into()]).is_err());
     }
+
+    fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("xvs-check-flows-{}-{name}", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn exit_codes() {
+        let ports = vec!["tap2=4".to_string(), "patch-brAtlas-t=1".to_string()];
+        let good = temp_file(
+            "good",
+            "# seed\npriority=100,in_port=tap2 actions=output: tap2\n",
+        );
+        assert_eq!(run(&good, &ports), 0);
+        let bad = temp_file(
+            "bad",
+            "in_port=tap9,actions=drop\nip,tp_dst=1,actions=drop\n",
+        );
+        assert_eq!(run(&bad, &ports), 1);
+        assert_eq!(run(&good, &["tap2:4".to_string()]), 2);
+        assert_eq!(run(std::path::Path::new("/nonexistent/flows"), &ports), 2);
+        let _ = std::fs::remove_file(good);
+        let _ = std::fs::remove_file(bad);
+    }
 }

@@ -408,3 +408,7 @@ fn compose_defaults_ttl() {
     assert_eq!(got.get(loc::NW_TTL), 64);
     let _: (FieldLoc, usize) = (loc::NW_TTL, W_NW_ADDR);
 }
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

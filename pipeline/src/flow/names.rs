@@ -51,8 +51,8 @@ pub fn lookup(name: &str) -> Option<FieldName> {
     {
         return None;
     }
-    let upper = name.to_ascii_uppercase();
-    let u = upper.as_str();
+    let mut buf = [0u8; 32];
+    let u = ascii_case(name, &mut buf, true)?;
     if let Some(i) = u.strip_prefix("NXM_NX_REG").and_then(|s| index(s, 16)) {
         return Some(whole(Reg(i)));
     }
@@ -127,6 +127,21 @@ pub fn lookup(name: &str) -> Option<FieldName> {
         "NXM_NX_DP_HASH" => whole(DpHash),
         _ => return None,
     })
+}
+
+/// `s` in upper (or lower) case, in a caller's buffer: keyword comparisons without allocating.
+/// `None` when `s` is longer than the buffer (no keyword is).
+pub(crate) fn ascii_case<'b>(s: &str, buf: &'b mut [u8; 32], upper: bool) -> Option<&'b str> {
+    let b = s.as_bytes();
+    let out = buf.get_mut(..b.len())?;
+    for (o, c) in out.iter_mut().zip(b) {
+        *o = if upper {
+            c.to_ascii_uppercase()
+        } else {
+            c.to_ascii_lowercase()
+        };
+    }
+    std::str::from_utf8(out).ok()
 }
 
 fn lookup_plain(name: &str) -> Option<FieldName> {

@@ -78,7 +78,8 @@ pub fn parse_match(text: &str, ctx: &ParseContext) -> Result<Match, FlowParseErr
 /// Parses a whole flow file: one flow per line, blank lines and `#` comments skipped. Every bad
 /// line is reported, not just the first.
 pub fn parse_flows(text: &str, ctx: &ParseContext) -> Result<Vec<FlowSpec>, Vec<FlowParseError>> {
-    let mut flows = Vec::new();
+    // One flow per line at most: sizing up front avoids re-copying a large vector as it grows.
+    let mut flows = Vec::with_capacity(text.bytes().filter(|b| *b == b'\n').count() + 1);
     let mut errors = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
@@ -166,6 +167,10 @@ impl<'a> Tok<'a> {
 
     /// Splits at the first `sep` (a byte) outside parentheses, brackets and quotes.
     fn split_once_top(self, sep: u8) -> Option<(Tok<'a>, Tok<'a>)> {
+        // Most values have no separator at all: a plain byte search settles those.
+        if !self.s.as_bytes().contains(&sep) {
+            return None;
+        }
         let i = find_top(self.s, 0, |b| b == sep)?;
         Some((self.range(0, i), self.at(i + 1)))
     }
@@ -368,10 +373,49 @@ struct Seen {
     pos: usize,
 }
 
+/// The fields a match names, on the stack: one flow's parse should not allocate for this.
+#[derive(Clone, Copy)]
+struct SeenList {
+    items: [Seen; 128],
+    len: usize,
+}
+
+impl Default for SeenList {
+    fn default() -> Self {
+        SeenList {
+            items: [Seen {
+                field: Field::InPort,
+                pos: 0,
+            }; 128],
+            len: 0,
+        }
+    }
+}
+
+impl SeenList {
+    fn as_slice(&self) -> &[Seen] {
+        &self.items[..self.len]
+    }
+    fn iter(&self) -> std::slice::Iter<'_, Seen> {
+        self.as_slice().iter()
+    }
+    /// Records a field; false when the list is full (more fields than exist).
+    fn push(&mut self, s: Seen) -> bool {
+        match self.items.get_mut(self.len) {
+            Some(slot) => {
+                *slot = s;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 #[derive(Default)]
 struct MatchState {
     m: Match,
-    seen: Vec<Seen>,
+    seen: SeenList,
     /// Position of the protocol shorthand or `dl_type`, for conflict messages.
     dl_type_pos: Option<usize>,
     nw_proto_pos: Option<usize>,
@@ -437,7 +481,7 @@ impl<'c, 'l> Parser<'c, 'l> {
         let b = t.s.as_bytes();
         let mut i = 0;
         let is_sep = |c: u8| c == b',' || c.is_ascii_whitespace();
-        let mut flow_fields_seen: Vec<&str> = Vec::new();
+        let mut flow_fields_seen = 0u32;
         loop {
             while i < b.len() && is_sep(b[i]) {
                 i += 1;
@@ -481,7 +525,7 @@ impl<'c, 'l> Parser<'c, 'l> {
         value: Option<Tok<'a>>,
         st: &mut MatchState,
         spec: Option<&mut FlowSpec>,
-        flow_seen: &mut Vec<&'a str>,
+        flow_seen: &mut u32,
     ) -> PResult<()> {
         // Protocol shorthands.
         let short = match key.s {
@@ -522,26 +566,25 @@ impl<'c, 'l> Parser<'c, 'l> {
                 *f = true;
                 Ok(())
             };
-            let is_flow_field = matches!(
-                key.s,
-                "table"
-                    | "priority"
-                    | "cookie"
-                    | "idle_timeout"
-                    | "hard_timeout"
-                    | "importance"
-                    | "out_port"
-                    | "send_flow_rem"
-                    | "check_overlap"
-                    | "reset_counts"
-                    | "no_packet_counts"
-                    | "no_byte_counts"
-            );
-            if is_flow_field {
-                if flow_seen.contains(&key.s) {
+            const FLOW_FIELDS: [&str; 12] = [
+                "table",
+                "priority",
+                "cookie",
+                "idle_timeout",
+                "hard_timeout",
+                "importance",
+                "out_port",
+                "send_flow_rem",
+                "check_overlap",
+                "reset_counts",
+                "no_packet_counts",
+                "no_byte_counts",
+            ];
+            if let Some(i) = FLOW_FIELDS.iter().position(|f| *f == key.s) {
+                if *flow_seen & (1 << i) != 0 {
                     return err(key.pos, format!("`{}` given twice", key.s));
                 }
-                flow_seen.push(key.s);
+                *flow_seen |= 1 << i;
             }
             let need = |v: Option<Tok<'a>>| {
                 v.map_or_else(
@@ -687,10 +730,12 @@ impl<'c, 'l> Parser<'c, 'l> {
                 format!("field `{}` is matched more than once", key.s),
             );
         }
-        st.seen.push(Seen {
+        if !st.seen.push(Seen {
             field: f,
             pos: key.pos,
-        });
+        }) {
+            return err(key.pos, "too many fields in one match");
+        }
         let info = f.info();
         if v.is_empty() {
             return err(v.pos, format!("`{}` needs a value", key.s));
@@ -838,10 +883,7 @@ impl<'c, 'l> Parser<'c, 'l> {
                 if !maskable {
                     return err(m.pos - 1, format!("field `{name}` does not support masks"));
                 }
-                Ok((
-                    fits(a, name, width)?,
-                    fits(m, &format!("{name} mask"), width)?,
-                ))
+                Ok((fits(a, name, width)?, fits_mask(m, name, width)?))
             }
             None => Ok((fits(v, name, width)?, max)),
         }
@@ -860,7 +902,7 @@ impl<'c, 'l> Parser<'c, 'l> {
         let first = v.s.as_bytes()[0];
         if first.is_ascii_digit() {
             let (val, mask) = match v.split_once_top(b'/') {
-                Some((a, m)) => (fits(a, name, 32)?, fits(m, &format!("{name} mask"), 32)?),
+                Some((a, m)) => (fits(a, name, 32)?, fits_mask(m, name, 32)?),
                 None => (fits(v, name, 32)?, full),
             };
             if val & !known != 0 {
@@ -934,7 +976,7 @@ impl<'c, 'l> Parser<'c, 'l> {
         let k = st.m.value;
         let dl_known = st.m.mask.dl_type() == 0xffff;
         let proto_known = st.m.mask.nw_proto() == 0xff;
-        for s in &st.seen {
+        for s in st.seen.iter() {
             let info = s.field.info();
             let (ok, need) = match s.field {
                 Field::NwSrc | Field::NwDst => (
@@ -1185,7 +1227,8 @@ impl<'c, 'l> Parser<'c, 'l> {
                 );
             }
         };
-        let lname = name.s.to_ascii_lowercase();
+        let mut lbuf = [0u8; 32];
+        let lname = names::ascii_case(name.s, &mut lbuf, false).unwrap_or("");
         let need_colon = |what: &str| -> PResult<Tok> {
             match colon_arg {
                 Some(a) if !a.is_empty() => Ok(a),
@@ -1216,7 +1259,7 @@ impl<'c, 'l> Parser<'c, 'l> {
                 ),
             }
         };
-        if actx == ActCtx::CtExec && !matches!(lname.as_str(), "set_field" | "load") {
+        if actx == ActCtx::CtExec && !matches!(lname, "set_field" | "load") {
             return err(
                 name.pos,
                 format!(
@@ -1231,7 +1274,7 @@ impl<'c, 'l> Parser<'c, 'l> {
                 max_len: None,
             })
         };
-        match lname.as_str() {
+        match lname {
             "output" => {
                 if let Some((inner, _)) = paren_arg {
                     paren_only(false)?;
@@ -1571,7 +1614,7 @@ impl<'c, 'l> Parser<'c, 'l> {
             }
             "drop" => err(name.pos, "`drop` must be the only action"),
             _ => {
-                if names::UNSUPPORTED_ACTIONS.contains(&lname.as_str()) {
+                if names::UNSUPPORTED_ACTIONS.contains(&lname) {
                     return err(
                         name.pos,
                         format!("action `{}` is not supported by xvs", name.s),
@@ -2060,7 +2103,7 @@ impl<'c, 'l> Parser<'c, 'l> {
             ..Default::default()
         };
         st.dl_type_pos = Some(0);
-        st.seen.push(Seen {
+        let _ = st.seen.push(Seen {
             field: f,
             pos: at.pos,
         });
@@ -2164,6 +2207,13 @@ fn matching_paren(s: &str) -> Option<usize> {
         }
     }
     None
+}
+
+fn fits_mask(t: Tok, name: &str, width: u32) -> PResult<u128> {
+    fits(t, name, width).map_err(|e| PErr {
+        pos: e.pos,
+        msg: e.msg.replacen(name, &format!("{name} mask"), 1),
+    })
 }
 
 fn fits(t: Tok, name: &str, width: u32) -> PResult<u128> {

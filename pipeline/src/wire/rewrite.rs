@@ -383,7 +383,10 @@ fn set_nd(msg: &mut [u8], nd: &l4::NdInfo, df: &Diff) -> u32 {
     let mut n = 0;
     let mut csum = u16::from_be_bytes([msg[2], msg[3]]);
     if let Some(v) = df.get(loc::ND_TARGET) {
-        csum = update128(csum, nd.target, v);
+        // The old target comes from the frame: a message flows see as malformed has a zero
+        // target in the key but not on the wire.
+        let old = super::ipv6::be128(&msg[l4::icmp_field::ND_TARGET]);
+        csum = update128(csum, old, v);
         msg[l4::icmp_field::ND_TARGET].copy_from_slice(&v.to_be_bytes());
         n += 1;
     }

@@ -1,0 +1,422 @@
+//! The pipeline end to end: flow text in, frames through the engine (cache, translation,
+//! execution, recirculation), frames out, with Open vSwitch's semantics as the expectation.
+
+use pipeline::cache::FlowCache;
+use pipeline::compose::{verify_checksums, PacketBuilder};
+use pipeline::ct::{ConnTracker, CtRequest, CtResult, CtVerdict, Nanos};
+use pipeline::engine::{Engine, Shared};
+use pipeline::extract::extract;
+use pipeline::flow::parse::{parse_flows, ParseContext};
+use pipeline::flow::PortNames;
+use pipeline::key::{self, loc, FlowKey};
+use pipeline::odp::{DpSink, DropReason};
+use pipeline::table::{FlowFilter, FlowTables};
+use pipeline::wire::Frame;
+use pipeline::xlate::{BridgeId, NormalOutput, PortKind, RecircTable, RuleRef, XlateEnv};
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+const VM_MAC: [u8; 6] = [0x50, 0x6b, 0x8d, 0x45, 0x5a, 0x21];
+const ROUTER_MAC: [u8; 6] = [0xe0, 0x19, 0x95, 0xad, 0x56, 0xd0];
+
+/// One bridge; OpenFlow port N is datapath port N.
+struct Env {
+    tables: FlowTables,
+    ports: PortNames,
+}
+
+impl Env {
+    fn new(ports: &[(&str, u32)], flows: &str) -> Env {
+        let mut names = PortNames::new();
+        for (n, p) in ports {
+            names.insert(n, *p);
+        }
+        let env = Env {
+            tables: FlowTables::new(),
+            ports: names,
+        };
+        env.load(flows);
+        env
+    }
+
+    fn load(&self, flows: &str) {
+        let specs =
+            parse_flows(flows, &ParseContext::with_ports(self.ports.clone())).expect("flows parse");
+        self.tables.replace_flows(&specs, 0).expect("flows install");
+    }
+
+    fn packets(&self, table: u8) -> u64 {
+        self.tables
+            .dump(&FlowFilter::all())
+            .iter()
+            .filter(|r| r.spec.table == table)
+            .map(|r| r.stats.n_packets())
+            .sum()
+    }
+}
+
+struct View<'a> {
+    env: &'a Env,
+    snap: std::sync::Arc<pipeline::table::Snapshot>,
+}
+
+impl XlateEnv for View<'_> {
+    fn ingress(&self, dp_port: u32) -> Option<(BridgeId, u32)> {
+        self.env.ports.name(dp_port).map(|_| (0, dp_port))
+    }
+    fn lookup(&self, _b: BridgeId, table: u8, key: &FlowKey, wc: &mut FlowKey) -> Option<RuleRef> {
+        self.snap
+            .lookup(table, key, wc)
+            .map(|r| r.clone() as RuleRef)
+    }
+    fn port(&self, _b: BridgeId, ofport: u32) -> Option<PortKind> {
+        self.env
+            .ports
+            .name(ofport)
+            .map(|_| PortKind::Datapath(ofport))
+    }
+    fn ports(&self, _b: BridgeId, out: &mut Vec<u32>) {
+        out.extend(self.env.ports.iter().map(|(n, _)| n));
+    }
+    fn normal(
+        &self,
+        _b: BridgeId,
+        _f: &FlowKey,
+        _wc: &mut FlowKey,
+        _now: Nanos,
+        _out: &mut Vec<NormalOutput>,
+    ) {
+    }
+    fn bridge_name(&self, _b: BridgeId) -> String {
+        "brAtlas".into()
+    }
+    fn port_name(&self, _b: BridgeId, ofport: u32) -> Option<String> {
+        self.env.ports.name(ofport).map(str::to_string)
+    }
+}
+
+#[derive(Default)]
+struct Outputs(Vec<(u32, Vec<u8>)>);
+
+impl DpSink for Outputs {
+    fn output(&mut self, port: u32, frame: &[u8]) {
+        self.0.push((port, frame.to_vec()));
+    }
+    fn recirculate(&mut self, _id: u32, _frame: &[u8], _key: &FlowKey) {
+        panic!("no forked recirculation expected");
+    }
+}
+
+/// A conntrack double: a connection is new until committed, then established; the reply
+/// direction of a committed connection is +rpl. No NAT.
+#[derive(Default)]
+struct FakeCt {
+    committed: Mutex<Vec<(u32, u32)>>,
+    calls: Mutex<u32>,
+}
+
+impl ConnTracker for FakeCt {
+    fn execute(
+        &self,
+        _f: &mut Frame<'_>,
+        _l3: usize,
+        k: &FlowKey,
+        req: &CtRequest<'_>,
+        _now: Nanos,
+    ) -> CtVerdict {
+        *self.calls.lock().unwrap() += 1;
+        let (s, d) = (k.get(loc::NW_SRC) as u32, k.get(loc::NW_DST) as u32);
+        let mut c = self.committed.lock().unwrap();
+        let state = if c.contains(&(s, d)) {
+            key::CS_ESTABLISHED
+        } else if c.contains(&(d, s)) {
+            key::CS_ESTABLISHED | key::CS_REPLY_DIR
+        } else {
+            if req.commit {
+                c.push((s, d));
+            }
+            key::CS_NEW
+        };
+        CtVerdict::Tracked(CtResult {
+            state: state | key::CS_TRACKED,
+            zone: req.zone,
+            ..Default::default()
+        })
+    }
+}
+
+struct Rig {
+    env: Env,
+    engine: Engine,
+    recirc: RecircTable,
+    ct: FakeCt,
+}
+
+impl Rig {
+    fn new(ports: &[(&str, u32)], flows: &str) -> Rig {
+        Rig {
+            env: Env::new(ports, flows),
+            engine: Engine::new(FlowCache::default()),
+            recirc: RecircTable::new(),
+            ct: FakeCt::default(),
+        }
+    }
+
+    fn send(&mut self, in_port: u32, frame: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        let view = View {
+            env: &self.env,
+            snap: self.env.tables.snapshot(),
+        };
+        let sh = Shared {
+            env: &view,
+            recirc: &self.recirc,
+            ct: &self.ct,
+            generation: view.snap.generation(),
+        };
+        let mut buf = vec![0u8; 256 + frame.len()];
+        buf[256..].copy_from_slice(frame);
+        let mut out = Outputs::default();
+        self.engine.process(
+            Frame::new(&mut buf, 256, frame.len()),
+            in_port,
+            &FlowKey::ZERO,
+            &sh,
+            &mut out,
+            1,
+        );
+        self.engine.end_batch();
+        out.0
+    }
+}
+
+fn vm_udp() -> Vec<u8> {
+    PacketBuilder::udp4(
+        VM_MAC,
+        ROUTER_MAC,
+        Ipv4Addr::new(192, 168, 10, 5),
+        Ipv4Addr::new(8, 8, 8, 8),
+        40000,
+        53,
+    )
+    .payload_len(22)
+    .build()
+}
+
+fn vlan_of(frame: &[u8]) -> u16 {
+    let mut k = FlowKey::ZERO;
+    extract(frame, &mut k);
+    k.vlan_tci()
+}
+
+/// The seed's table 0 and table 65 lines, with a table 8 that sends the VM's traffic to the
+/// localnet port (reg15=0x1 in datapath 0x2710), as OVN's router would after routing.
+const SEED_PATH: &str = r#"
+cookie=0xded6f111, duration=546957.422s, table=0, n_packets=1503868, n_bytes=133529118, priority=100,in_port=tap2 actions=load:0x10->NXM_NX_REG13[0..15],load:0xf->NXM_NX_REG9,load:0x2712->OXM_OF_METADATA,load:0x2->NXM_NX_REG14,load:0->NXM_NX_REG13[16..31],resubmit(,8)
+table=8, priority=100,metadata=0x2712,reg14=0x2 actions=load:0x2710->OXM_OF_METADATA,load:0x1->NXM_NX_REG15[],resubmit(,65)
+cookie=0x8505267a, duration=865834.403s, table=65, n_packets=790622, n_bytes=80049428, idle_age=86, hard_age=65534, priority=100,reg15=0x1,metadata=0x2710 actions=mod_vlan_vid:2207,output:"patch-brAtlas-t",strip_vlan
+cookie=0xded6f111, duration=562031.237s, table=65, n_packets=1906863, n_bytes=1491508947, idle_age=75, hard_age=65534, priority=100,reg15=0x2,metadata=0x2712 actions=output: tap2
+"#;
+
+const SEED_PORTS: &[(&str, u32)] = &[("patch-brAtlas-t", 1), ("tap2", 4), ("other", 7)];
+
+#[test]
+fn seed_table_65_sends_tagged_then_strip_vlan_changes_nothing_sent() {
+    let mut rig = Rig::new(SEED_PORTS, SEED_PATH);
+    let frame = vm_udp();
+    let out = rig.send(4, &frame);
+    assert_eq!(out.len(), 1, "one output");
+    let (port, sent) = &out[0];
+    assert_eq!(*port, 1);
+    assert_eq!(
+        vlan_of(sent),
+        key::VLAN_CFI | 2207,
+        "sent with VLAN 2207: strip_vlan comes after the output"
+    );
+    assert_eq!(sent.len(), frame.len() + 4);
+    // The payload is the VM's frame with a tag inserted after the MAC addresses.
+    assert_eq!(&sent[..12], &frame[..12]);
+    assert_eq!(&sent[12..16], &[0x81, 0x00, 0x08, 0x9f]);
+    assert_eq!(&sent[16..], &frame[12..]);
+    verify_checksums(sent).unwrap();
+}
+
+#[test]
+fn cache_hits_skip_translation_and_keep_counters_right() {
+    let mut rig = Rig::new(SEED_PORTS, SEED_PATH);
+    let frame = vm_udp();
+    for _ in 0..5 {
+        assert_eq!(rig.send(4, &frame).len(), 1);
+    }
+    assert_eq!(
+        rig.engine.stats.translations, 1,
+        "later frames hit the cache"
+    );
+    assert_eq!(rig.engine.cache.stats.hits, 4);
+    for t in [0, 8, 65] {
+        assert_eq!(rig.env.packets(t), 5, "table {t} counted every frame");
+    }
+    // Another source address agrees on every field the walk looked at: also a hit.
+    let other = PacketBuilder::udp4(
+        VM_MAC,
+        ROUTER_MAC,
+        Ipv4Addr::new(192, 168, 10, 9),
+        Ipv4Addr::new(1, 1, 1, 1),
+        1,
+        2,
+    )
+    .build();
+    assert_eq!(rig.send(4, &other).len(), 1);
+    assert_eq!(rig.engine.stats.translations, 1);
+}
+
+#[test]
+fn replaced_flow_applies_to_the_very_next_frame() {
+    let mut rig = Rig::new(SEED_PORTS, SEED_PATH);
+    let frame = vm_udp();
+    assert_eq!(rig.send(4, &frame)[0].0, 1);
+    let changed = SEED_PATH.replace("output:\"patch-brAtlas-t\"", "output:other");
+    rig.env.load(&changed);
+    let out = rig.send(4, &frame);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 7, "the new table 65 flow applies at once");
+}
+
+#[test]
+fn output_to_input_port_is_skipped_unless_in_port_is_named() {
+    let flows = "in_port=4 actions=output:4,output:1\nin_port=1 actions=in_port,output:4";
+    let mut rig = Rig::new(SEED_PORTS, flows);
+    let out = rig.send(4, &vm_udp());
+    assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![1]);
+    let out = rig.send(1, &vm_udp());
+    assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![1, 4]);
+}
+
+#[test]
+fn rewrites_keep_checksums_and_each_output_sees_the_frame_at_that_point() {
+    let flows = "in_port=4,udp actions=output:1,mod_nw_src:172.22.7.27,mod_tp_src:1024,dec_ttl,output:7,mod_dl_dst:00:00:00:00:00:01,push_vlan:0x8100,mod_vlan_vid:10,output:1";
+    let mut rig = Rig::new(SEED_PORTS, flows);
+    let frame = vm_udp();
+    let out = rig.send(4, &frame);
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[0].1, frame, "first output is the frame as received");
+    let mut k = FlowKey::ZERO;
+    extract(&out[1].1, &mut k);
+    assert_eq!(
+        k.get(loc::NW_SRC),
+        u32::from(Ipv4Addr::new(172, 22, 7, 27)) as u128
+    );
+    assert_eq!(k.get(loc::TP_SRC), 1024);
+    assert_eq!(k.get(loc::NW_TTL), 63);
+    verify_checksums(&out[1].1).unwrap();
+    extract(&out[2].1, &mut k);
+    assert_eq!(k.vlan_tci(), key::VLAN_CFI | 10);
+    assert_eq!(k.get(loc::DL_DST), 1);
+    verify_checksums(&out[2].1).unwrap();
+}
+
+#[test]
+fn ct_with_table_recirculates_with_ct_state() {
+    // New connections are committed and sent on; established ones in the reply direction go
+    // back. Untracked frames go through ct first.
+    let flows = "
+        table=0,priority=10,ip,ct_state=-trk actions=ct(table=1,zone=9)
+        table=1,priority=10,ip,ct_state=+trk+new,in_port=4 actions=ct(commit,zone=9),output:1
+        table=1,priority=10,ip,ct_state=+trk+est+rpl,in_port=1 actions=output:4
+        table=1,priority=1 actions=drop
+    ";
+    let mut rig = Rig::new(SEED_PORTS, flows);
+    let fwd = vm_udp();
+    let out = rig.send(4, &fwd);
+    assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![1]);
+    let rev = PacketBuilder::udp4(
+        ROUTER_MAC,
+        VM_MAC,
+        Ipv4Addr::new(8, 8, 8, 8),
+        Ipv4Addr::new(192, 168, 10, 5),
+        53,
+        40000,
+    )
+    .build();
+    let out = rig.send(1, &rev);
+    assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![4]);
+    // A reply with no committed connection is +new and dropped.
+    let stray = PacketBuilder::udp4(
+        ROUTER_MAC,
+        VM_MAC,
+        Ipv4Addr::new(9, 9, 9, 9),
+        Ipv4Addr::new(192, 168, 10, 5),
+        53,
+        40000,
+    )
+    .build();
+    assert!(rig.send(1, &stray).is_empty());
+    assert!(rig.engine.stats.recirculations >= 3);
+}
+
+#[test]
+fn resubmit_loop_is_dropped_at_the_depth_limit() {
+    let mut rig = Rig::new(SEED_PORTS, "table=0 actions=resubmit(,0)");
+    assert!(rig.send(4, &vm_udp()).is_empty());
+    assert_eq!(rig.engine.stats.drop_count(DropReason::ResubmitLimit), 1);
+}
+
+#[test]
+fn table_miss_drops_and_is_counted() {
+    let mut rig = Rig::new(SEED_PORTS, "table=0,in_port=1 actions=output:4");
+    assert!(rig.send(4, &vm_udp()).is_empty());
+    assert_eq!(rig.engine.stats.drop_count(DropReason::NoOutput), 1);
+}
+
+#[test]
+fn seed_conjunction_without_clause_one_falls_to_priority_150() {
+    // The seed's table 0 for frames from the patch port: the conj_id=100 flow needs clause 1/2,
+    // which the excerpt omits, so VLAN 2207 frames take the priority-150 flow.
+    let flows = r#"
+priority=180,conj_id=100,in_port="patch-brAtlas-t",dl_vlan=2207 actions=strip_vlan,mod_dl_src:e0:19:95:ad:56:d0,output:7
+priority=180,dl_vlan=2207 actions=conjunction(100,2/2)
+priority=150,in_port="patch-brAtlas-t",dl_vlan=2207 actions=strip_vlan,output:4
+"#;
+    let mut rig = Rig::new(SEED_PORTS, flows);
+    let tagged = PacketBuilder::udp4(
+        ROUTER_MAC,
+        VM_MAC,
+        Ipv4Addr::new(8, 8, 8, 8),
+        Ipv4Addr::new(172, 22, 7, 27),
+        53,
+        40000,
+    )
+    .vlan(2207)
+    .build();
+    let out = rig.send(1, &tagged);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 4);
+    assert_eq!(vlan_of(&out[0].1), 0, "strip_vlan popped the tag");
+    // With clause 1/2 present the conjunction completes and the conj_id flow wins.
+    rig.env.load(&format!(
+        "{flows}\npriority=180,in_port=\"patch-brAtlas-t\" actions=conjunction(100,1/2)"
+    ));
+    let out = rig.send(1, &tagged);
+    assert_eq!(out[0].0, 7);
+    let mut k = FlowKey::ZERO;
+    extract(&out[0].1, &mut k);
+    assert_eq!(k.get(loc::DL_SRC), 0xe019_95ad_56d0);
+}
+
+#[test]
+fn malformed_frames_never_panic_and_l2_still_switches() {
+    let mut rig = Rig::new(
+        SEED_PORTS,
+        "in_port=4 actions=mod_nw_src:1.2.3.4,mod_tp_dst:9,dec_ttl,output:1",
+    );
+    let full = vm_udp();
+    for len in 0..full.len() {
+        let out = rig.send(4, &full[..len]);
+        if len >= 14 {
+            assert!(out.len() <= 1);
+        }
+    }
+    let mut garbage = vec![0xffu8; 60];
+    garbage[12] = 0x08;
+    garbage[13] = 0x00;
+    rig.send(4, &garbage);
+}
