@@ -7,9 +7,15 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod datapath;
+pub mod dpflow;
+pub mod hooks;
 pub mod mac_learning;
 pub mod nullfwd;
 pub mod pcap;
 pub mod port;
+pub mod replay;
+pub mod setup;
 pub mod switch;

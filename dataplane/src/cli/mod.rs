@@ -2,3 +2,5 @@
 //! process exit code.
 
 pub mod check_flows;
+pub mod ctl;
+pub mod replay;

@@ -1,0 +1,502 @@
+//! Reading the L3/L4 headers connection tracking needs, and rewriting them for NAT.
+//!
+//! This module owns the byte offsets of the IPv4, IPv6, TCP, UDP and ICMP fields it touches and
+//! the checksum bookkeeping of NAT rewrites. It never trusts a length from the wire: every read
+//! goes through a bounds-checked helper and a short or inconsistent header yields `None`. It
+//! must not keep state or decide policy.
+
+use crate::tuple::{
+    echo_reply_type, Addr, Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+};
+use pipeline::wire::checksum;
+
+// IPv4 header offsets.
+const V4_TOTAL_LEN: usize = 2;
+const V4_FRAG: usize = 6;
+const V4_PROTO: usize = 9;
+const V4_CSUM: usize = 10;
+const V4_SRC: usize = 12;
+const V4_DST: usize = 16;
+// IPv6 header offsets.
+const V6_PAYLOAD_LEN: usize = 4;
+const V6_NEXT: usize = 6;
+const V6_SRC: usize = 8;
+const V6_DST: usize = 24;
+const V6_HDR: usize = 40;
+// TCP header offsets.
+const TCP_SEQ: usize = 4;
+const TCP_ACKNO: usize = 8;
+const TCP_DOFF: usize = 12;
+const TCP_FLAGS: usize = 13;
+const TCP_WIN: usize = 14;
+const TCP_CSUM: usize = 16;
+const UDP_LEN: usize = 4;
+const UDP_CSUM: usize = 6;
+const ICMP_CSUM: usize = 2;
+const ICMP_ID: usize = 4;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
+
+#[inline]
+pub fn rd16(d: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*d.get(o)?, *d.get(o + 1)?]))
+}
+#[inline]
+pub fn rd32(d: &[u8], o: usize) -> Option<u32> {
+    let b = d.get(o..o + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+#[inline]
+fn rd128(d: &[u8], o: usize) -> Option<u128> {
+    let b: [u8; 16] = d.get(o..o + 16)?.try_into().ok()?;
+    Some(u128::from_be_bytes(b))
+}
+#[inline]
+pub fn wr16(d: &mut [u8], o: usize, v: u16) {
+    if let Some(b) = d.get_mut(o..o + 2) {
+        b.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// A TCP segment's fields that state tracking reads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpSeg {
+    pub flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+    pub win: u16,
+    /// Payload bytes (without SYN/FIN).
+    pub data_len: u32,
+    /// Window scale option (SYN segments only).
+    pub wscale: Option<u8>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum L4 {
+    Tcp(TcpSeg),
+    Udp,
+    IcmpEcho,
+    /// An ICMP error; the embedded IP header starts at this offset of the frame.
+    IcmpError {
+        inner_l3: usize,
+    },
+    /// Other ICMP messages (not trackable as a connection).
+    IcmpOther,
+    Other,
+}
+
+/// What tracking needs from one IP datagram.
+#[derive(Clone, Copy, Debug)]
+pub struct Parsed {
+    pub tuple: Tuple,
+    pub l3: usize,
+    pub l4: usize,
+    /// Bytes of L4 header and payload present (bounded by the IP length and the frame).
+    pub l4_len: usize,
+    pub kind: L4,
+}
+
+/// Why a datagram cannot be tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bad {
+    /// Short or inconsistent headers.
+    Malformed,
+    /// A checksum does not verify.
+    Checksum,
+    /// A fragment reached the tracker without reassembly.
+    Fragment,
+}
+
+/// IP-level facts: protocol, addresses, where L4 starts and how long it is.
+struct Ip {
+    v6: bool,
+    proto: u8,
+    src: Addr,
+    dst: Addr,
+    l4: usize,
+    l4_len: usize,
+    frag: bool,
+}
+
+/// Parses the IP header at `l3`. With `truncated_ok` (the header embedded in an ICMP error),
+/// the datagram may be cut short of its stated length.
+fn parse_ip(d: &[u8], l3: usize, truncated_ok: bool, verify: bool) -> Result<Ip, Bad> {
+    let b0 = *d.get(l3).ok_or(Bad::Malformed)?;
+    match b0 >> 4 {
+        4 => {
+            let ihl = (b0 & 0x0f) as usize * 4;
+            if ihl < 20 || d.len() < l3 + ihl {
+                return Err(Bad::Malformed);
+            }
+            let total = rd16(d, l3 + V4_TOTAL_LEN).ok_or(Bad::Malformed)? as usize;
+            if total < ihl {
+                return Err(Bad::Malformed);
+            }
+            let avail = d.len() - l3;
+            let total = if total > avail {
+                if !truncated_ok {
+                    return Err(Bad::Malformed);
+                }
+                avail
+            } else {
+                total
+            };
+            if verify && checksum::checksum(&d[l3..l3 + ihl]) != 0 {
+                return Err(Bad::Checksum);
+            }
+            let frag = rd16(d, l3 + V4_FRAG).ok_or(Bad::Malformed)? & 0x3fff != 0;
+            Ok(Ip {
+                v6: false,
+                proto: d[l3 + V4_PROTO],
+                src: Addr::v4(rd32(d, l3 + V4_SRC).ok_or(Bad::Malformed)?),
+                dst: Addr::v4(rd32(d, l3 + V4_DST).ok_or(Bad::Malformed)?),
+                l4: l3 + ihl,
+                l4_len: total - ihl,
+                frag,
+            })
+        }
+        6 => {
+            if d.len() < l3 + V6_HDR {
+                return Err(Bad::Malformed);
+            }
+            let plen = rd16(d, l3 + V6_PAYLOAD_LEN).ok_or(Bad::Malformed)? as usize;
+            let avail = d.len() - l3 - V6_HDR;
+            let plen = if plen > avail {
+                if !truncated_ok {
+                    return Err(Bad::Malformed);
+                }
+                avail
+            } else {
+                plen
+            };
+            let end = l3 + V6_HDR + plen;
+            let mut next = d[l3 + V6_NEXT];
+            let mut at = l3 + V6_HDR;
+            let mut frag = false;
+            // Walk extension headers; a bounded count keeps hostile chains cheap.
+            for _ in 0..8 {
+                let len = match next {
+                    0 | 43 | 60 => (*d.get(at + 1).ok_or(Bad::Malformed)? as usize + 1) * 8,
+                    51 => (*d.get(at + 1).ok_or(Bad::Malformed)? as usize + 2) * 4,
+                    44 => {
+                        frag = true;
+                        8
+                    }
+                    _ => break,
+                };
+                if at + len > end {
+                    return Err(Bad::Malformed);
+                }
+                next = d[at];
+                at += len;
+            }
+            Ok(Ip {
+                v6: true,
+                proto: next,
+                src: Addr::from_u128(rd128(d, l3 + V6_SRC).ok_or(Bad::Malformed)?),
+                dst: Addr::from_u128(rd128(d, l3 + V6_DST).ok_or(Bad::Malformed)?),
+                l4: at,
+                l4_len: end - at,
+                frag,
+            })
+        }
+        _ => Err(Bad::Malformed),
+    }
+}
+
+/// Sum of the pseudo-header (addresses, protocol, length) of an L4 checksum.
+fn pseudo_sum(d: &[u8], l3: usize, v6: bool, proto: u8, len: usize) -> u32 {
+    let mut acc = if v6 {
+        checksum::sum(0, &d[l3 + V6_SRC..l3 + V6_DST + 16])
+    } else {
+        checksum::sum(0, &d[l3 + V4_SRC..l3 + V4_DST + 4])
+    };
+    acc += proto as u32;
+    acc += (len as u32) >> 16;
+    acc += len as u32 & 0xffff;
+    acc
+}
+
+/// Verifies the checksum of a complete L4 message (with its pseudo-header when it has one).
+fn l4_checksum_ok(d: &[u8], p: &Ip, l3: usize) -> bool {
+    let seg = &d[p.l4..p.l4 + p.l4_len];
+    let acc = match p.proto {
+        IPPROTO_ICMP => 0,
+        IPPROTO_UDP if !p.v6 && rd16(seg, UDP_CSUM) == Some(0) => return true,
+        _ => pseudo_sum(d, l3, p.v6, p.proto, p.l4_len),
+    };
+    checksum::finish(checksum::sum(acc, seg)) == 0
+}
+
+fn tcp_wscale(opts: &[u8]) -> Option<u8> {
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => return None,
+            1 => i += 1,
+            kind => {
+                let len = *opts.get(i + 1)? as usize;
+                if len < 2 {
+                    return None;
+                }
+                if kind == 3 && len == 3 {
+                    return Some((*opts.get(i + 2)?).min(14));
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
+fn is_icmp_error(proto: u8, ty: u8) -> bool {
+    match proto {
+        IPPROTO_ICMP => matches!(ty, 3 | 4 | 5 | 11 | 12),
+        _ => matches!(ty, 1..=4),
+    }
+}
+
+/// Parses the datagram at `l3` of `d` into what tracking needs; `zone` is copied into the tuple.
+pub fn parse(d: &[u8], l3: usize, zone: u16, verify: bool) -> Result<Parsed, Bad> {
+    let ip = parse_ip(d, l3, false, verify)?;
+    if ip.frag {
+        return Err(Bad::Fragment);
+    }
+    let mut t = Tuple {
+        src: ip.src,
+        dst: ip.dst,
+        sport: 0,
+        dport: 0,
+        zone,
+        proto: ip.proto,
+        v6: ip.v6,
+    };
+    let l4 = ip.l4;
+    let seg = &d[l4..l4 + ip.l4_len];
+    let kind = match ip.proto {
+        IPPROTO_TCP => {
+            let doff = (*seg.get(TCP_DOFF).ok_or(Bad::Malformed)? >> 4) as usize * 4;
+            if doff < 20 || doff > seg.len() {
+                return Err(Bad::Malformed);
+            }
+            t.sport = rd16(seg, 0).ok_or(Bad::Malformed)?;
+            t.dport = rd16(seg, 2).ok_or(Bad::Malformed)?;
+            let flags = seg[TCP_FLAGS];
+            L4::Tcp(TcpSeg {
+                flags,
+                seq: rd32(seg, TCP_SEQ).ok_or(Bad::Malformed)?,
+                ack: rd32(seg, TCP_ACKNO).ok_or(Bad::Malformed)?,
+                win: rd16(seg, TCP_WIN).ok_or(Bad::Malformed)?,
+                data_len: (seg.len() - doff) as u32,
+                wscale: if flags & TCP_SYN != 0 {
+                    tcp_wscale(&seg[20..doff])
+                } else {
+                    None
+                },
+            })
+        }
+        IPPROTO_UDP => {
+            let ulen = rd16(seg, UDP_LEN).ok_or(Bad::Malformed)? as usize;
+            if ulen < 8 || ulen > seg.len() {
+                return Err(Bad::Malformed);
+            }
+            t.sport = rd16(seg, 0).ok_or(Bad::Malformed)?;
+            t.dport = rd16(seg, 2).ok_or(Bad::Malformed)?;
+            L4::Udp
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            if seg.len() < 8 {
+                return Err(Bad::Malformed);
+            }
+            let (ty, code) = (seg[0], seg[1]);
+            if echo_reply_type(ip.proto, ty).is_some() {
+                t.sport = rd16(seg, ICMP_ID).ok_or(Bad::Malformed)?;
+                t.dport = (ty as u16) << 8 | code as u16;
+                L4::IcmpEcho
+            } else if is_icmp_error(ip.proto, ty) {
+                L4::IcmpError { inner_l3: l4 + 8 }
+            } else {
+                L4::IcmpOther
+            }
+        }
+        _ => L4::Other,
+    };
+    if verify && !matches!(kind, L4::Other) && !l4_checksum_ok(d, &ip, l3) {
+        return Err(Bad::Checksum);
+    }
+    Ok(Parsed {
+        tuple: t,
+        l3,
+        l4,
+        l4_len: ip.l4_len,
+        kind,
+    })
+}
+
+/// Parses the datagram embedded in an ICMP error (it may be truncated: only its IP header and
+/// the first 8 bytes of L4 are required). Its tuple is as the embedded packet travelled.
+pub fn parse_inner(d: &[u8], l3: usize, zone: u16) -> Option<Parsed> {
+    let ip = parse_ip(d, l3, true, false).ok()?;
+    if ip.l4_len < 8 || ip.frag {
+        return None;
+    }
+    let seg = &d[ip.l4..ip.l4 + ip.l4_len];
+    let mut t = Tuple {
+        src: ip.src,
+        dst: ip.dst,
+        sport: 0,
+        dport: 0,
+        zone,
+        proto: ip.proto,
+        v6: ip.v6,
+    };
+    let kind = match ip.proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            t.sport = rd16(seg, 0)?;
+            t.dport = rd16(seg, 2)?;
+            if ip.proto == IPPROTO_UDP {
+                L4::Udp
+            } else {
+                L4::Tcp(TcpSeg::default())
+            }
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            echo_reply_type(ip.proto, seg[0])?;
+            t.sport = rd16(seg, ICMP_ID)?;
+            t.dport = (seg[0] as u16) << 8 | seg[1] as u16;
+            L4::IcmpEcho
+        }
+        _ => L4::Other,
+    };
+    Some(Parsed {
+        tuple: t,
+        l3,
+        l4: ip.l4,
+        l4_len: ip.l4_len,
+        kind,
+    })
+}
+
+/// Location of the L4 checksum a rewrite must keep right, if present in the bytes we have, and
+/// whether it covers the pseudo-header.
+fn l4_csum_at(p: &Parsed, d: &[u8]) -> Option<(usize, bool)> {
+    let (ofs, pseudo) = match p.tuple.proto {
+        IPPROTO_TCP => (TCP_CSUM, true),
+        IPPROTO_UDP => (UDP_CSUM, true),
+        IPPROTO_ICMP => (ICMP_CSUM, false),
+        IPPROTO_ICMPV6 => (ICMP_CSUM, true),
+        _ => return None,
+    };
+    if ofs + 2 > p.l4_len || p.l4 + ofs + 2 > d.len() {
+        return None;
+    }
+    // An IPv4 UDP checksum of zero means "none" and must stay zero.
+    if p.tuple.proto == IPPROTO_UDP && !p.tuple.v6 && rd16(d, p.l4 + ofs) == Some(0) {
+        return None;
+    }
+    Some((ofs, pseudo))
+}
+
+/// Rewrites the addresses and ports of the datagram `p` (parsed from `d`) to those of `to`,
+/// keeping the IPv4 header checksum and the L4 checksum right by incremental update (RFC 1624).
+/// For ICMP echo only the identifier (`sport`) is rewritten.
+pub fn rewrite(d: &mut [u8], p: &Parsed, to: &Tuple) {
+    let from = &p.tuple;
+    let csum = l4_csum_at(p, d);
+    let mut l4c = csum.and_then(|(o, _)| rd16(d, p.l4 + o)).unwrap_or(0);
+    let pseudo = csum.is_some_and(|(_, ps)| ps);
+    let l3 = p.l3;
+    for (old, new, v4o, v6o) in [
+        (from.src, to.src, V4_SRC, V6_SRC),
+        (from.dst, to.dst, V4_DST, V6_DST),
+    ] {
+        if old == new {
+            continue;
+        }
+        if from.v6 {
+            if let Some(b) = d.get_mut(l3 + v6o..l3 + v6o + 16) {
+                b.copy_from_slice(&new.to_u128().to_be_bytes());
+            }
+            if pseudo {
+                l4c = checksum::update128(l4c, old.to_u128(), new.to_u128());
+            }
+        } else {
+            if let Some(b) = d.get_mut(l3 + v4o..l3 + v4o + 4) {
+                b.copy_from_slice(&new.as_v4().to_be_bytes());
+            }
+            let ipc = rd16(d, l3 + V4_CSUM).unwrap_or(0);
+            wr16(
+                d,
+                l3 + V4_CSUM,
+                checksum::update32(ipc, old.as_v4(), new.as_v4()),
+            );
+            if pseudo {
+                l4c = checksum::update32(l4c, old.as_v4(), new.as_v4());
+            }
+        }
+    }
+    match from.proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            for (old, new, o) in [(from.sport, to.sport, 0), (from.dport, to.dport, 2)] {
+                if old != new && p.l4 + o + 2 <= d.len() {
+                    wr16(d, p.l4 + o, new);
+                    l4c = checksum::update16(l4c, old, new);
+                }
+            }
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6
+            if from.sport != to.sport && p.l4 + ICMP_ID + 2 <= d.len() =>
+        {
+            wr16(d, p.l4 + ICMP_ID, to.sport);
+            l4c = checksum::update16(l4c, from.sport, to.sport);
+        }
+        _ => {}
+    }
+    if let Some((o, _)) = csum {
+        // A computed UDP checksum of zero is sent as all ones (zero means "no checksum").
+        if from.proto == IPPROTO_UDP && l4c == 0 {
+            l4c = 0xffff;
+        }
+        wr16(d, p.l4 + o, l4c);
+    }
+}
+
+/// Recomputes the checksum of a whole ICMP/ICMPv6 message from scratch (after its embedded
+/// datagram was rewritten: errors are small and rare, so exactness beats speed here).
+pub fn refresh_icmp_checksum(d: &mut [u8], p: &Parsed) {
+    let end = (p.l4 + p.l4_len).min(d.len());
+    if p.l4 + 4 > end {
+        return;
+    }
+    wr16(d, p.l4 + ICMP_CSUM, 0);
+    let acc = if p.tuple.v6 {
+        pseudo_sum(d, p.l3, true, IPPROTO_ICMPV6, p.l4_len)
+    } else {
+        0
+    };
+    let c = checksum::finish(checksum::sum(acc, &d[p.l4..end]));
+    wr16(d, p.l4 + ICMP_CSUM, c);
+}
+
+/// Rewrites only the IP addresses of a datagram (the outer header of an ICMP error), keeping
+/// the IPv4 header checksum right. The L4 checksum is the caller's business.
+pub fn rewrite_addrs(d: &mut [u8], p: &Parsed, src: Addr, dst: Addr) {
+    let q = Parsed {
+        tuple: Tuple {
+            proto: 0,
+            ..p.tuple
+        },
+        ..*p
+    };
+    let to = Tuple {
+        src,
+        dst,
+        ..q.tuple
+    };
+    rewrite(d, &q, &to);
+}

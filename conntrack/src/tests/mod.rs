@@ -1,0 +1,5 @@
+//! Tracker tests over hand-built frames.
+
+mod build;
+mod cases;
+mod props;

@@ -1,0 +1,213 @@
+//! Connection tuples: the lookup key of each direction of a connection.
+//!
+//! This module owns the key layout and its hash. It must not look at frames (that is
+//! [`crate::packet`]) or at connection state.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// A 128-bit address split into two words, so that tuples keep 8-byte alignment (a `u128`
+/// field would pad every tuple to a multiple of 16 bytes). IPv4 addresses are in the low 32
+/// bits, as in [`pipeline::ct::CtTuple`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Addr {
+    hi: u64,
+    lo: u64,
+}
+
+impl Addr {
+    #[inline]
+    pub const fn from_u128(v: u128) -> Addr {
+        Addr {
+            hi: (v >> 64) as u64,
+            lo: v as u64,
+        }
+    }
+    #[inline]
+    pub const fn to_u128(self) -> u128 {
+        ((self.hi as u128) << 64) | self.lo as u128
+    }
+    #[inline]
+    pub const fn v4(a: u32) -> Addr {
+        Addr {
+            hi: 0,
+            lo: a as u64,
+        }
+    }
+    #[inline]
+    pub const fn as_v4(self) -> u32 {
+        self.lo as u32
+    }
+    pub fn from_ip(ip: IpAddr) -> Addr {
+        match ip {
+            IpAddr::V4(a) => Addr::v4(u32::from(a)),
+            IpAddr::V6(a) => Addr::from_u128(u128::from(a)),
+        }
+    }
+    pub fn to_ip(self, v6: bool) -> IpAddr {
+        if v6 {
+            IpAddr::V6(Ipv6Addr::from(self.to_u128()))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(self.as_v4()))
+        }
+    }
+}
+
+/// One direction of a connection as seen on the wire, plus the zone it is tracked in.
+///
+/// For ICMP echo, `sport` is the identifier and `dport` is `type << 8 | code`, so that a
+/// request and its reply map onto the two directions of one connection while a request in the
+/// opposite direction does not match the reply tuple.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub src: Addr,
+    pub dst: Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub zone: u16,
+    pub proto: u8,
+    pub v6: bool,
+}
+
+/// The echo reply type matching an echo request type (ICMP and ICMPv6), if it is one.
+#[inline]
+pub fn echo_reply_type(proto: u8, ty: u8) -> Option<u8> {
+    match (proto, ty) {
+        (IPPROTO_ICMP, 8) => Some(0),
+        (IPPROTO_ICMP, 0) => Some(8),
+        (IPPROTO_ICMPV6, 128) => Some(129),
+        (IPPROTO_ICMPV6, 129) => Some(128),
+        _ => None,
+    }
+}
+
+#[inline]
+pub fn is_icmp(proto: u8) -> bool {
+    proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6
+}
+
+/// Whether the protocol has ports that NAT may change (the echo identifier counts as one).
+#[inline]
+pub fn has_ports(proto: u8) -> bool {
+    matches!(
+        proto,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP | IPPROTO_ICMPV6
+    )
+}
+
+const K0: u64 = 0x9e37_79b9_7f4a_7c15;
+const K1: u64 = 0xbf58_476d_1ce4_e5b9;
+const K2: u64 = 0x94d0_49bb_1331_11eb;
+const K3: u64 = 0x2545_f491_4f6c_dd1d;
+
+/// Folded 64x64->128 multiply: a cheap, well-mixing step (the core of several fast hashes).
+#[inline]
+pub fn mix(a: u64, b: u64) -> u64 {
+    let r = (a as u128).wrapping_mul(b as u128);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+impl Tuple {
+    /// The tuple of a packet travelling the other way.
+    #[inline]
+    pub fn reverse(&self) -> Tuple {
+        if is_icmp(self.proto) {
+            let ty = (self.dport >> 8) as u8;
+            let rty = echo_reply_type(self.proto, ty).unwrap_or(ty);
+            Tuple {
+                src: self.dst,
+                dst: self.src,
+                sport: self.sport,
+                dport: (rty as u16) << 8 | (self.dport & 0xff),
+                ..*self
+            }
+        } else {
+            Tuple {
+                src: self.dst,
+                dst: self.src,
+                sport: self.dport,
+                dport: self.sport,
+                ..*self
+            }
+        }
+    }
+
+    /// Keyed hash of the whole tuple. `seed` keeps the bucket layout unpredictable from the
+    /// wire.
+    #[inline]
+    pub fn hash(&self, seed: u64) -> u64 {
+        let w = (self.sport as u64)
+            | (self.dport as u64) << 16
+            | (self.zone as u64) << 32
+            | (self.proto as u64) << 48
+            | (self.v6 as u64) << 56;
+        let a = mix(self.src.hi ^ seed ^ K0, self.src.lo ^ K1);
+        let b = mix(self.dst.hi ^ K2, self.dst.lo ^ seed ^ K3);
+        mix(a ^ w ^ K1, b ^ K0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reverse_is_an_involution_and_pairs_echo_types() {
+        let t = Tuple {
+            src: Addr::v4(1),
+            dst: Addr::v4(2),
+            sport: 7,
+            dport: 8 << 8,
+            zone: 3,
+            proto: IPPROTO_ICMP,
+            v6: false,
+        };
+        let r = t.reverse();
+        assert_eq!(r.dport >> 8, 0);
+        assert_eq!(r.sport, 7);
+        assert_eq!(r.reverse(), t);
+        let u = Tuple {
+            proto: IPPROTO_UDP,
+            sport: 1,
+            dport: 2,
+            ..t
+        };
+        assert_eq!(u.reverse().sport, 2);
+        assert_eq!(u.reverse().reverse(), u);
+    }
+
+    #[test]
+    fn hash_depends_on_every_field() {
+        let t = Tuple {
+            src: Addr::v4(1),
+            dst: Addr::v4(2),
+            sport: 7,
+            dport: 9,
+            zone: 3,
+            proto: IPPROTO_UDP,
+            v6: false,
+        };
+        let h = t.hash(1);
+        for m in [
+            Tuple { zone: 4, ..t },
+            Tuple { sport: 8, ..t },
+            Tuple { dport: 8, ..t },
+            Tuple {
+                src: Addr::v4(5),
+                ..t
+            },
+            Tuple {
+                dst: Addr::from_u128(2 << 64),
+                ..t
+            },
+            Tuple { proto: 6, ..t },
+        ] {
+            assert_ne!(m.hash(1), h);
+        }
+        assert_ne!(t.hash(2), h);
+    }
+}

@@ -1,0 +1,372 @@
+//! Turning a checked [`Config`] into a running switch's parts: the [`Switch`] (bridges, ports,
+//! VLAN modes, patch peers, flow tables loaded from each bridge's flow file), the connection
+//! tracker, and the description of every datapath port's I/O in datapath-port order.
+//!
+//! This module owns the mapping from configuration to switch objects and the all-or-nothing
+//! rule: if any flow file has an error, nothing is built. It opens ports only when asked
+//! ([`open_ports`] for the daemon, [`memory_ports`] for offline replay) and never starts threads.
+
+use crate::config::{self, Config, PortConfig, PortType, PortVlan, Trunks};
+use crate::mac_learning::{Fdb, VlanMode};
+use crate::port::afxdp::{AfXdpConfig, AfXdpPort, XdpMode};
+use crate::port::memory::{MemoryHandle, MemoryPort};
+use crate::port::pcap::PcapPort;
+use crate::port::tap::TapPort;
+use crate::port::{Port, PortError};
+use crate::switch::{Attachment, BridgePort, FailMode, Switch, SwitchBuilder, SwitchError};
+use pipeline::ct::{ConnTracker, Nanos};
+use pipeline::flow::parse::{parse_flows, ParseContext};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Errors turning a configuration into a switch.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Switch(#[from] SwitchError),
+    /// Every error of every flow file, each as `FILE:LINE:COL: message`.
+    #[error("{}", .0.join("\n"))]
+    Flows(Vec<String>),
+    #[error("port \"{port}\": {what} ports are not supported yet")]
+    Unsupported { port: String, what: &'static str },
+    #[error("port \"{port}\": {source}")]
+    Port {
+        port: String,
+        #[source]
+        source: PortError,
+    },
+}
+
+/// The I/O behind one datapath port.
+#[derive(Clone, Debug)]
+pub enum PortIo {
+    Afxdp(AfXdpConfig),
+    /// A TAP device (an `internal` port).
+    Tap {
+        ifname: String,
+    },
+    Pcap {
+        rx: Option<PathBuf>,
+        tx: Option<PathBuf>,
+    },
+    Memory,
+}
+
+/// A datapath port as the configuration describes it.
+#[derive(Clone, Debug)]
+pub struct DpPortSpec {
+    pub name: String,
+    pub io: PortIo,
+}
+
+/// What [`build`] produces.
+pub struct Built {
+    pub switch: Arc<Switch>,
+    /// Index = datapath port number.
+    pub ports: Vec<DpPortSpec>,
+    pub conntrack: Arc<conntrack::Tracker>,
+}
+
+/// Maps the configuration's VLAN settings to MAC learning's.
+pub fn vlan_mode(v: &PortVlan) -> VlanMode {
+    let list = |t: &Trunks| match t {
+        Trunks::All => Vec::new(),
+        Trunks::Only(v) => v.clone(),
+    };
+    match v {
+        PortVlan::Access(tag) => VlanMode::Access(*tag),
+        PortVlan::Trunk(Trunks::All) => VlanMode::TrunkAll,
+        PortVlan::Trunk(Trunks::Only(v)) => VlanMode::Trunk(v.clone()),
+        PortVlan::NativeTagged { tag, trunks } => VlanMode::NativeTagged {
+            tag: *tag,
+            trunks: list(trunks),
+        },
+        PortVlan::NativeUntagged { tag, trunks } => VlanMode::NativeUntagged {
+            tag: *tag,
+            trunks: list(trunks),
+        },
+    }
+}
+
+fn port_io(p: &PortConfig) -> Result<Option<PortIo>, SetupError> {
+    Ok(Some(match &p.kind {
+        PortType::Afxdp {
+            ifname,
+            xdp_mode,
+            queues,
+            mtu: _,
+        } => {
+            let mut c = AfXdpConfig::new(ifname);
+            c.queues = (0..*queues).collect();
+            c.xdp_mode = match xdp_mode {
+                config::XdpMode::Auto => XdpMode::Auto,
+                config::XdpMode::Native => XdpMode::Native,
+                config::XdpMode::Generic => XdpMode::Generic,
+            };
+            PortIo::Afxdp(c)
+        }
+        PortType::Internal { ifname, mtu: _ } => PortIo::Tap {
+            ifname: ifname.clone(),
+        },
+        PortType::Pcap { rx, tx } => PortIo::Pcap {
+            rx: rx.clone(),
+            tx: tx.clone(),
+        },
+        PortType::Memory => PortIo::Memory,
+        PortType::Patch { .. } => return Ok(None),
+        PortType::Geneve(_) => {
+            return Err(SetupError::Unsupported {
+                port: p.name.clone(),
+                what: "geneve",
+            })
+        }
+    }))
+}
+
+/// The tracker for a configuration's limits.
+pub fn conntrack_for(cfg: &Config) -> Arc<conntrack::Tracker> {
+    let t = conntrack::Tracker::new(conntrack::Config {
+        max_conns: cfg.datapath.ct_max as usize,
+        ..Default::default()
+    });
+    for (zone, n) in &cfg.datapath.ct_zone_limits {
+        t.set_zone_limit(*zone, *n);
+    }
+    Arc::new(t)
+}
+
+/// Builds the switch: bridges, ports, flow files. Opens no port. A LOCAL port the file did not
+/// declare gets no datapath port (nothing to send to), as the configuration documents.
+pub fn build(cfg: &Config, now: Nanos) -> Result<Built, SetupError> {
+    // Parse every flow file first: nothing is built unless all of them are good.
+    let mut flows = Vec::new();
+    let mut errors = Vec::new();
+    for b in &cfg.bridges {
+        let Some(path) = &b.flows else {
+            flows.push(None);
+            continue;
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(format!("{}: {e}", path.display()));
+                flows.push(None);
+                continue;
+            }
+        };
+        match parse_flows(&text, &ParseContext::with_ports(b.port_names())) {
+            Ok(f) => flows.push(Some(f)),
+            Err(es) => {
+                errors.extend(es.iter().map(|e| format!("{}:{e}", path.display())));
+                flows.push(None);
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(SetupError::Flows(errors));
+    }
+
+    let mut sb = SwitchBuilder::new();
+    let mut ports = Vec::new();
+    for b in &cfg.bridges {
+        let fail = match b.fail_mode {
+            config::FailMode::Standalone => FailMode::Standalone,
+            config::FailMode::Secure => FailMode::Secure,
+        };
+        let fdb = Fdb::new(cfg.datapath.fdb_aging as u64, cfg.datapath.fdb_max as usize);
+        let bi = sb.bridge(&b.name, fail, fdb)?;
+        for p in &b.ports {
+            if p.implicit {
+                continue;
+            }
+            let attachment = match &p.kind {
+                PortType::Patch { peer } => Attachment::Patch { peer: peer.clone() },
+                _ => {
+                    let io = port_io(p)?.expect("only patch ports have no I/O");
+                    ports.push(DpPortSpec {
+                        name: p.name.clone(),
+                        io,
+                    });
+                    Attachment::Datapath(0)
+                }
+            };
+            sb.port(
+                bi,
+                BridgePort {
+                    name: p.name.clone(),
+                    ofport: p.ofport,
+                    attachment,
+                    vlan: vlan_mode(&p.vlan),
+                    no_flood: p.no_flood,
+                },
+            )?;
+        }
+    }
+    let ct = conntrack_for(cfg);
+    let sw = sb.build(ct.clone() as Arc<dyn ConnTracker>, now)?;
+    for (b, f) in sw.bridges.iter().zip(&flows) {
+        if let Some(specs) = f {
+            // The flow file is the bridge's initial table, default NORMAL flow included or not.
+            if let Err(e) = b.tables.replace_flows(specs, now) {
+                let file = cfg
+                    .bridge(&b.name)
+                    .and_then(|c| c.flows.as_ref())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                return Err(SetupError::Flows(vec![format!("{file}: {e}")]));
+            }
+        }
+    }
+    // Datapath port numbers are assigned in the order ports were added, as collected above.
+    debug_assert!(ports
+        .iter()
+        .enumerate()
+        .all(|(i, p)| sw.dp_port_by_name(&p.name) == Some(i as u32)));
+    Ok(Built {
+        switch: Arc::new(sw),
+        ports,
+        conntrack: ct,
+    })
+}
+
+/// Opens the real I/O of every datapath port, in order. On error the ports opened so far are
+/// dropped (closing them).
+pub fn open_ports(specs: &[DpPortSpec]) -> Result<Vec<Box<dyn Port>>, SetupError> {
+    let mut out: Vec<Box<dyn Port>> = Vec::with_capacity(specs.len());
+    for s in specs {
+        let err = |source| SetupError::Port {
+            port: s.name.clone(),
+            source,
+        };
+        let p: Box<dyn Port> = match &s.io {
+            PortIo::Afxdp(c) => Box::new(AfXdpPort::open(c).map_err(err)?),
+            PortIo::Tap { ifname } => Box::new(TapPort::open(ifname).map_err(err)?),
+            PortIo::Pcap { rx, tx } => {
+                Box::new(PcapPort::open(&s.name, rx.as_deref(), tx.as_deref()).map_err(err)?)
+            }
+            PortIo::Memory => Box::new(MemoryPort::new(&s.name).0),
+        };
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// Every datapath port as an in-memory port, whatever its configured type (offline runs).
+pub fn memory_ports(specs: &[DpPortSpec]) -> (Vec<Box<dyn Port>>, Vec<MemoryHandle>) {
+    let mut ports: Vec<Box<dyn Port>> = Vec::new();
+    let mut handles = Vec::new();
+    for s in specs {
+        // Replay collects every output of a frame before the next one: room for a flood.
+        let (p, h) = MemoryPort::with_tx_capacity(&s.name, 1 << 16);
+        ports.push(Box::new(p));
+        handles.push(h);
+    }
+    (ports, handles)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cfg(text: &str, dir: &Path) -> Config {
+        config::parse(text, dir, "test.toml").unwrap()
+    }
+
+    #[test]
+    fn builds_bridges_ports_and_patch_peers() {
+        let dir = std::env::temp_dir();
+        let c = cfg(
+            r#"
+[[bridge]]
+name = "br0"
+[[bridge.port]]
+name = "a"
+type = "memory"
+ofport = 3
+tag = 10
+[[bridge.port]]
+name = "p0"
+type = "patch"
+peer = "p1"
+[[bridge]]
+name = "br1"
+fail_mode = "secure"
+[[bridge.port]]
+name = "p1"
+type = "patch"
+peer = "p0"
+[[bridge.port]]
+name = "b"
+type = "memory"
+"#,
+            &dir,
+        );
+        let b = build(&c, 0).unwrap();
+        assert_eq!(b.ports.len(), 2);
+        assert_eq!(b.ports[0].name, "a");
+        assert_eq!(b.ports[1].name, "b");
+        let br0 = b.switch.bridge("br0").unwrap();
+        assert_eq!(br0.port_by_name("a").unwrap().ofport, 3);
+        assert_eq!(br0.port_by_name("a").unwrap().vlan, VlanMode::Access(10));
+        // Standalone starts with NORMAL, secure starts empty.
+        assert_eq!(br0.tables.snapshot().n_rules(), 1);
+        assert_eq!(
+            b.switch.bridge("br1").unwrap().tables.snapshot().n_rules(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_bad_flow_file_fails_everything_with_positions() {
+        let dir = std::env::temp_dir().join(format!("xvs-setup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("good.flows"), "priority=5,actions=drop\n").unwrap();
+        std::fs::write(
+            dir.join("bad.flows"),
+            "priority=1,actions=NORMAL\n\npriority=2,in_port=nope,actions=drop\n",
+        )
+        .unwrap();
+        let c = cfg(
+            r#"
+[[bridge]]
+name = "br0"
+flows = "good.flows"
+[[bridge.port]]
+name = "a"
+type = "memory"
+[[bridge]]
+name = "br1"
+flows = "bad.flows"
+[[bridge.port]]
+name = "b"
+type = "memory"
+"#,
+            &dir,
+        );
+        let e = build(&c, 0).err().expect("must fail");
+        let text = e.to_string();
+        assert!(text.contains("bad.flows:3:"), "{text}");
+        let ok = cfg(
+            r#"
+[[bridge]]
+name = "br0"
+flows = "good.flows"
+[[bridge.port]]
+name = "a"
+type = "memory"
+"#,
+            &dir,
+        );
+        let b = build(&ok, 0).unwrap();
+        let rules = b
+            .switch
+            .bridge("br0")
+            .unwrap()
+            .tables
+            .dump(&pipeline::table::FlowFilter::all());
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].priority(), 5);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,213 @@
+//! The daemon on AF_XDP ports in two more topologies: VLAN access and trunk ports on one
+//! bridge, and two bridges joined by a patch pair. As in `daemon_cli.rs`, the daemon is this
+//! test binary re-executed inside the switch namespace; everything is removed by guards.
+
+use dataplane::control;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use xvs_tests::netns::{is_root, veth_pair, Daemon, Netns};
+
+const CHILD_ENV: &str = "XVS_TOPO_DAEMON_ARGS";
+
+/// The daemon process started by the tests below; does nothing unless started by them.
+#[test]
+#[ignore]
+fn topo_daemon_child() {
+    let Ok(args) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (config, ctl) = args.split_once(' ').expect("CONFIG CONTROL");
+    std::process::exit(dataplane::daemon::run(&dataplane::daemon::RunOptions {
+        config: config.into(),
+        control: ctl.into(),
+    }));
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts the daemon in `s` with `config`; the guard order in callers kills it first.
+fn start(s: &Netns, tag: &str, config: &str) -> (Daemon, PathBuf, TempDir) {
+    let dir = std::env::temp_dir().join(format!("xvs-topo-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let guard = TempDir(dir.clone());
+    std::fs::write(dir.join("xvs.toml"), config).unwrap();
+    let ctl = dir.join("xvs.ctl");
+    let exe = std::env::current_exe().unwrap();
+    let args = format!("{} {}", dir.join("xvs.toml").display(), ctl.display());
+    let mut d = s
+        .spawn(
+            &[
+                exe.to_str().unwrap(),
+                "--ignored",
+                "--exact",
+                "topo_daemon_child",
+                "--nocapture",
+            ],
+            &[(CHILD_ENV, &args)],
+        )
+        .unwrap();
+    let t0 = Instant::now();
+    while !ctl.exists() {
+        assert!(!d.exited(), "the daemon exited at start");
+        assert!(t0.elapsed() < Duration::from_secs(20), "no control socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (d, ctl, guard)
+}
+
+fn ping(ns: &Netns, dst: &str) -> bool {
+    ns.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "1", dst])
+        .is_ok()
+}
+
+fn port(name: &str, ofport: u32, vlan: &str) -> String {
+    format!(
+        "[[bridge.port]]\nname = \"{name}\"\ntype = \"afxdp\"\nofport = {ofport}\nxdp_mode = \"generic\"\n{vlan}\n"
+    )
+}
+
+#[test]
+fn access_ports_and_a_trunk_carry_vlan_10() {
+    if !is_root() {
+        eprintln!("access_ports_and_a_trunk_carry_vlan_10: skipped, needs root");
+        return;
+    }
+    let h1 = Netns::new("daemon-h1").unwrap();
+    let h2 = Netns::new("daemon-h2").unwrap();
+    let h3 = Netns::new("daemon-h3").unwrap();
+    let h4 = Netns::new("daemon-h4").unwrap();
+    let s = Netns::new("daemon-vs").unwrap();
+    veth_pair(&h1, "v1", &s, "a1").unwrap();
+    veth_pair(&h2, "v2", &s, "a2").unwrap();
+    veth_pair(&h3, "v3", &s, "t3").unwrap();
+    veth_pair(&h4, "v4", &s, "a4").unwrap();
+    h1.addr("v1", "198.18.30.1/24").unwrap();
+    h2.addr("v2", "198.18.30.2/24").unwrap();
+    h4.addr("v4", "198.18.30.4/24").unwrap();
+    let cfg = format!(
+        "[datapath]\nmode = \"interrupt\"\n[[bridge]]\nname = \"br0\"\n{}{}{}{}",
+        port("a1", 1, "tag = 10"),
+        port("a2", 2, "tag = 10"),
+        port("t3", 3, "trunks = [10, 20]"),
+        port("a4", 4, "tag = 20"),
+    );
+    let (d, ctl, _dir) = start(&s, "vlan", &cfg);
+
+    let capture = |port: &str| {
+        let ctl = ctl.clone();
+        let port = port.to_string();
+        std::thread::spawn(move || {
+            let rep = control::call(
+                &ctl,
+                "capture",
+                &[port, "1000".to_string(), "3".to_string()],
+            )
+            .unwrap();
+            assert!(rep.ok);
+            dataplane::pcap::PcapReader::new(&rep.body[..])
+                .unwrap()
+                .read_all()
+                .unwrap()
+        })
+    };
+    let (cap_trunk, cap_other) = (capture("t3"), capture("a4"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(ping(&h1, "198.18.30.2"), "access to access in VLAN 10");
+    assert!(!ping(&h1, "198.18.30.4"), "VLAN 10 must not reach VLAN 20");
+    let mac = |ns: &Netns, ifname: &str| -> String {
+        ns.exec_stdout(&["cat", &format!("/sys/class/net/{ifname}/address")])
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let bytes = |m: &str| -> Vec<u8> {
+        m.split(':')
+            .map(|x| u8::from_str_radix(x, 16).unwrap())
+            .collect()
+    };
+    let vid = |f: &dataplane::pcap::Record| {
+        (f.data[12..14] == [0x81, 0x00])
+            .then(|| u16::from_be_bytes([f.data[14], f.data[15]]) & 0xfff)
+    };
+    let (mac1, mac3, mac4) = (mac(&h1, "v1"), mac(&h3, "v3"), mac(&h4, "v4"));
+    let (b1, b3, b4) = (bytes(&mac1), bytes(&mac3), bytes(&mac4));
+    // Every frame the switch sent on the trunk is tagged with its source's VLAN: 10 for host 1
+    // (its ARP broadcasts were flooded there), 20 for host 4's own chatter. Host 3's frames
+    // are received on the trunk (and so captured too), untagged.
+    let trunk = cap_trunk.join().unwrap();
+    assert!(trunk.iter().any(|f| f.data[6..12] == b1[..]));
+    for f in &trunk {
+        let src = &f.data[6..12];
+        if src == &b3[..] {
+            continue;
+        }
+        let want = if src == &b4[..] { 20 } else { 10 };
+        assert_eq!(vid(f), Some(want), "frame from {src:02x?} on the trunk");
+    }
+    // Host 4 sends its own frames (IPv6 neighbour discovery); none of host 1's may arrive.
+    let other = cap_other.join().unwrap();
+    let leaked = other.iter().filter(|f| f.data[6..12] == b1[..]).count();
+    assert_eq!(leaked, 0, "host 1's frames leaked into VLAN 20");
+    let fdb = String::from_utf8(
+        control::call(&ctl, "fdb-show", &["br0".to_string()])
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let line = fdb
+        .lines()
+        .find(|l| l.contains(&mac1))
+        .unwrap_or_else(|| panic!("{fdb}"));
+    assert!(line.contains("    1    10  "), "{fdb}");
+    let out = d.stop("TERM", Duration::from_secs(10)).unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn patch_ports_join_two_bridges() {
+    if !is_root() {
+        eprintln!("patch_ports_join_two_bridges: skipped, needs root");
+        return;
+    }
+    let a = Netns::new("daemon-pa").unwrap();
+    let b = Netns::new("daemon-pb").unwrap();
+    let s = Netns::new("daemon-ps").unwrap();
+    veth_pair(&a, "va", &s, "x0").unwrap();
+    veth_pair(&s, "x1", &b, "vb").unwrap();
+    a.addr("va", "198.18.31.1/24").unwrap();
+    b.addr("vb", "198.18.31.2/24").unwrap();
+    let cfg = format!(
+        "[datapath]\nmode = \"interrupt\"\n[[bridge]]\nname = \"br0\"\n{}\
+         [[bridge.port]]\nname = \"patch0\"\ntype = \"patch\"\nofport = 9\npeer = \"patch1\"\n\
+         [[bridge]]\nname = \"br1\"\n\
+         [[bridge.port]]\nname = \"patch1\"\ntype = \"patch\"\nofport = 9\npeer = \"patch0\"\n{}",
+        port("x0", 1, ""),
+        port("x1", 1, ""),
+    );
+    let (d, ctl, _dir) = start(&s, "patch", &cfg);
+    assert!(ping(&a, "198.18.31.2"), "ping across the patch pair");
+    // Both bridges learned both hosts: br0 sees B behind the patch (port 9).
+    let mac_b = b
+        .exec_stdout(&["cat", "/sys/class/net/vb/address"])
+        .unwrap();
+    let fdb0 = String::from_utf8(
+        control::call(&ctl, "fdb-show", &["br0".to_string()])
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let line = fdb0
+        .lines()
+        .find(|l| l.contains(mac_b.trim()))
+        .unwrap_or_else(|| panic!("{fdb0}"));
+    assert!(line.trim_start().starts_with("9 "), "{fdb0}");
+    let out = d.stop("TERM", Duration::from_secs(10)).unwrap();
+    assert!(out.status.success());
+}
