@@ -16,6 +16,7 @@ pub mod field;
 pub mod flow;
 pub mod key;
 pub mod odp;
+pub mod single;
 pub mod table;
 pub mod trace;
 pub mod wire;

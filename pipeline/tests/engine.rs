@@ -6,92 +6,38 @@ use pipeline::compose::{verify_checksums, PacketBuilder};
 use pipeline::ct::{ConnTracker, CtRequest, CtResult, CtVerdict, Nanos};
 use pipeline::engine::{Engine, Shared};
 use pipeline::extract::extract;
-use pipeline::flow::parse::{parse_flows, ParseContext};
-use pipeline::flow::PortNames;
 use pipeline::key::{self, loc, FlowKey};
 use pipeline::odp::{DpSink, DropReason};
-use pipeline::table::{FlowFilter, FlowTables};
+use pipeline::single::SingleBridge;
+use pipeline::table::FlowFilter;
 use pipeline::wire::Frame;
-use pipeline::xlate::{BridgeId, NormalOutput, PortKind, RecircTable, RuleRef, XlateEnv};
+use pipeline::xlate::RecircTable;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 const VM_MAC: [u8; 6] = [0x50, 0x6b, 0x8d, 0x45, 0x5a, 0x21];
 const ROUTER_MAC: [u8; 6] = [0xe0, 0x19, 0x95, 0xad, 0x56, 0xd0];
 
-/// One bridge; OpenFlow port N is datapath port N.
-struct Env {
-    tables: FlowTables,
-    ports: PortNames,
-}
+/// The single-bridge environment with a per-table packet count helper.
+struct Env(SingleBridge);
 
 impl Env {
     fn new(ports: &[(&str, u32)], flows: &str) -> Env {
-        let mut names = PortNames::new();
-        for (n, p) in ports {
-            names.insert(n, *p);
-        }
-        let env = Env {
-            tables: FlowTables::new(),
-            ports: names,
-        };
-        env.load(flows);
-        env
+        Env(SingleBridge::new(ports, flows).expect("flows load"))
     }
 
     fn load(&self, flows: &str) {
-        let specs =
-            parse_flows(flows, &ParseContext::with_ports(self.ports.clone())).expect("flows parse");
-        self.tables.replace_flows(&specs, 0).expect("flows install");
+        self.0.replace(flows).expect("flows load");
     }
 
     fn packets(&self, table: u8) -> u64 {
-        self.tables
+        self.0
+            .tables
             .dump(&FlowFilter::all())
             .iter()
             .filter(|r| r.spec.table == table)
             .map(|r| r.stats.n_packets())
             .sum()
-    }
-}
-
-struct View<'a> {
-    env: &'a Env,
-    snap: std::sync::Arc<pipeline::table::Snapshot>,
-}
-
-impl XlateEnv for View<'_> {
-    fn ingress(&self, dp_port: u32) -> Option<(BridgeId, u32)> {
-        self.env.ports.name(dp_port).map(|_| (0, dp_port))
-    }
-    fn lookup(&self, _b: BridgeId, table: u8, key: &FlowKey, wc: &mut FlowKey) -> Option<RuleRef> {
-        self.snap
-            .lookup(table, key, wc)
-            .map(|r| r.clone() as RuleRef)
-    }
-    fn port(&self, _b: BridgeId, ofport: u32) -> Option<PortKind> {
-        self.env
-            .ports
-            .name(ofport)
-            .map(|_| PortKind::Datapath(ofport))
-    }
-    fn ports(&self, _b: BridgeId, out: &mut Vec<u32>) {
-        out.extend(self.env.ports.iter().map(|(n, _)| n));
-    }
-    fn normal(
-        &self,
-        _b: BridgeId,
-        _f: &FlowKey,
-        _wc: &mut FlowKey,
-        _now: Nanos,
-        _out: &mut Vec<NormalOutput>,
-    ) {
-    }
-    fn bridge_name(&self, _b: BridgeId) -> String {
-        "brAtlas".into()
-    }
-    fn port_name(&self, _b: BridgeId, ofport: u32) -> Option<String> {
-        self.env.ports.name(ofport).map(str::to_string)
     }
 }
 
@@ -163,15 +109,12 @@ impl Rig {
     }
 
     fn send(&mut self, in_port: u32, frame: &[u8]) -> Vec<(u32, Vec<u8>)> {
-        let view = View {
-            env: &self.env,
-            snap: self.env.tables.snapshot(),
-        };
+        let view = self.env.0.view();
         let sh = Shared {
             env: &view,
             recirc: &self.recirc,
             ct: &self.ct,
-            generation: view.snap.generation(),
+            generation: view.generation(),
         };
         let mut buf = vec![0u8; 256 + frame.len()];
         buf[256..].copy_from_slice(frame);
