@@ -1223,7 +1223,11 @@ impl<'c, 'l> Parser<'c, 'l> {
                 }
                 return err(
                     rest.pos,
-                    format!("unexpected `{}` in action `{}`", &rest.s[..1], t.s),
+                    format!(
+                        "unexpected `{}` in action `{}`",
+                        rest.s.chars().next().unwrap_or(' '),
+                        t.s
+                    ),
                 );
             }
         };

@@ -650,6 +650,10 @@ fn whole_file_reports_every_bad_line() {
     assert_eq!(e.col, 11);
     let e = parse_flows("ip,dl_src=é,in_port=nope,actions=drop", &ctx()).unwrap_err();
     assert_eq!(e[0].col, 11);
+    // A multi-byte character right after an action name (found by fuzzing).
+    let e = parse_flow("actions=c1loneސutput:1", &ctx()).unwrap_err();
+    assert_eq!(e.col, 15);
+    assert!(e.message.contains("unexpected `ސ`"), "{}", e.message);
 }
 
 #[test]
