@@ -537,7 +537,13 @@ fn header_actions() {
     );
     bad("actions=mod_nw_src:1.2.3.400", 20, "invalid IPv4 address");
     bad("actions=mod_nw_tos:5", 20, "ECN bits");
-    bad("actions=mod_nw_ecn:4", 20, "out of range");
+    bad("ip,actions=mod_nw_ecn:4", 23, "out of range");
+    bad("actions=mod_nw_ecn:1", 9, "requires `ip` or `ipv6`");
+    bad("actions=mod_nw_ttl:1", 9, "requires `ip` or `ipv6`");
+    norm(
+        "actions=mod_nw_src:1.2.3.4,mod_nw_tos:8,mod_tp_dst:5",
+        "actions=mod_nw_src:1.2.3.4,mod_nw_tos:8,mod_tp_dst:5",
+    );
     bad("actions=mod_tp_dst:65536", 20, "out of range");
     bad("actions=strip_vlan:1", 19, "takes no argument");
     bad("actions=set_tunnel:0x10000000000000000", 20, "out of range");
