@@ -2175,6 +2175,12 @@ impl<'c, 'l> Parser<'c, 'l> {
             }
             _ => self.typed_value(f, width, name, v, true)?,
         };
+        if f == Field::NwTos && val & mask & 3 != 0 {
+            return err(
+                v.pos,
+                format!("nw_tos {} has ECN bits set (must be a multiple of 4)", v.s),
+            );
+        }
         if mask == 0 {
             return err(v.pos, "set_field with an all-zero mask changes nothing");
         }

@@ -537,6 +537,8 @@ fn header_actions() {
     );
     bad("actions=mod_nw_src:1.2.3.400", 20, "invalid IPv4 address");
     bad("actions=mod_nw_tos:5", 20, "ECN bits");
+    bad("ip,actions=set_field:5->nw_tos", 22, "ECN bits");
+    norm("ip,actions=set_field:8->nw_tos", "ip actions=mod_nw_tos:8");
     bad("ip,actions=mod_nw_ecn:4", 23, "out of range");
     bad("actions=mod_nw_ecn:1", 9, "requires `ip` or `ipv6`");
     bad("actions=mod_nw_ttl:1", 9, "requires `ip` or `ipv6`");
