@@ -9,7 +9,9 @@ use pipeline::flow::parse::{parse_flows, parse_match, ParseContext};
 use pipeline::flow::PortNames;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let mut ports = PortNames::new();
     ports.insert("tap2", 4);
     ports.insert("patch-brAtlas-to-br-int", 1);

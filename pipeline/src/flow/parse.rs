@@ -1223,7 +1223,11 @@ impl<'c, 'l> Parser<'c, 'l> {
                 }
                 return err(
                     rest.pos,
-                    format!("unexpected `{}` in action `{}`", &rest.s[..1], t.s),
+                    format!(
+                        "unexpected `{}` in action `{}`",
+                        rest.s.chars().next().unwrap_or(' '),
+                        t.s
+                    ),
                 );
             }
         };
@@ -1440,12 +1444,20 @@ impl<'c, 'l> Parser<'c, 'l> {
                 }
                 Ok(Action::SetNwTos(v as u8))
             }
-            "mod_nw_ecn" => Ok(Action::SetNwEcn(
-                uint(need_colon("ECN")?, "mod_nw_ecn", 3)? as u8
-            )),
-            "mod_nw_ttl" => Ok(Action::SetNwTtl(
-                uint(need_colon("TTL")?, "mod_nw_ttl", 255)? as u8,
-            )),
+            // Unlike mod_nw_src/tos and mod_tp_*, these two are field writes in OpenFlow 1.0
+            // and carry the field's prerequisite, as in Open vSwitch.
+            "mod_nw_ecn" => {
+                self.check_action_prereq(Field::NwEcn, name)?;
+                Ok(Action::SetNwEcn(
+                    uint(need_colon("ECN")?, "mod_nw_ecn", 3)? as u8
+                ))
+            }
+            "mod_nw_ttl" => {
+                self.check_action_prereq(Field::NwTtl, name)?;
+                Ok(Action::SetNwTtl(
+                    uint(need_colon("TTL")?, "mod_nw_ttl", 255)? as u8,
+                ))
+            }
             "mod_tp_src" => Ok(Action::SetTpSrc(
                 uint(need_colon("PORT")?, "mod_tp_src", 65535)? as u16,
             )),
@@ -2163,6 +2175,12 @@ impl<'c, 'l> Parser<'c, 'l> {
             }
             _ => self.typed_value(f, width, name, v, true)?,
         };
+        if f == Field::NwTos && val & mask & 3 != 0 {
+            return err(
+                v.pos,
+                format!("nw_tos {} has ECN bits set (must be a multiple of 4)", v.s),
+            );
+        }
         if mask == 0 {
             return err(v.pos, "set_field with an all-zero mask changes nothing");
         }

@@ -537,7 +537,15 @@ fn header_actions() {
     );
     bad("actions=mod_nw_src:1.2.3.400", 20, "invalid IPv4 address");
     bad("actions=mod_nw_tos:5", 20, "ECN bits");
-    bad("actions=mod_nw_ecn:4", 20, "out of range");
+    bad("ip,actions=set_field:5->nw_tos", 22, "ECN bits");
+    norm("ip,actions=set_field:8->nw_tos", "ip actions=mod_nw_tos:8");
+    bad("ip,actions=mod_nw_ecn:4", 23, "out of range");
+    bad("actions=mod_nw_ecn:1", 9, "requires `ip` or `ipv6`");
+    bad("actions=mod_nw_ttl:1", 9, "requires `ip` or `ipv6`");
+    norm(
+        "actions=mod_nw_src:1.2.3.4,mod_nw_tos:8,mod_tp_dst:5",
+        "actions=mod_nw_src:1.2.3.4,mod_nw_tos:8,mod_tp_dst:5",
+    );
     bad("actions=mod_tp_dst:65536", 20, "out of range");
     bad("actions=strip_vlan:1", 19, "takes no argument");
     bad("actions=set_tunnel:0x10000000000000000", 20, "out of range");
@@ -650,6 +658,10 @@ fn whole_file_reports_every_bad_line() {
     assert_eq!(e.col, 11);
     let e = parse_flows("ip,dl_src=é,in_port=nope,actions=drop", &ctx()).unwrap_err();
     assert_eq!(e[0].col, 11);
+    // A multi-byte character right after an action name (found by fuzzing).
+    let e = parse_flow("actions=c1loneސutput:1", &ctx()).unwrap_err();
+    assert_eq!(e.col, 15);
+    assert!(e.message.contains("unexpected `ސ`"), "{}", e.message);
 }
 
 #[test]
