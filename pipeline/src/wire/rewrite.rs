@@ -314,7 +314,12 @@ fn set_ipv6(rest: &mut [u8], l4r: core::ops::Range<usize>, df: &Diff) -> u32 {
         n += 1;
     }
     if let Some(v) = df.get(loc::IPV6_DST) {
-        ps.add128(ip.dst(), v);
+        // With a routing header still to be processed the transport checksum covers the final
+        // destination, which this rewrite does not change.
+        let ext = ip.payload_ext();
+        if !super::ipv6::routing_pending(ext.0, ext.1) {
+            ps.add128(ip.dst(), v);
+        }
         ip.set_dst(v);
         n += 1;
     }
