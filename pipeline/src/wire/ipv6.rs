@@ -79,6 +79,14 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     pub fn src(&self) -> u128 {
         be128(&self.b()[field::SRC])
     }
+    /// The payload (bounded by the payload length) and the first next-header value.
+    pub fn payload_ext(&self) -> (&[u8], u8) {
+        let end = HEADER_LEN + self.payload_len() as usize;
+        (
+            self.b().get(HEADER_LEN..end).unwrap_or(&[]),
+            self.next_header(),
+        )
+    }
     pub fn dst(&self) -> u128 {
         be128(&self.b()[field::DST])
     }
@@ -184,6 +192,24 @@ pub fn walk_ext(payload: &[u8], mut nh: u8) -> Option<ExtWalk> {
     }
 }
 
+/// True when the extension headers include a routing header with segments left: the transport
+/// checksum then covers the final destination, not the destination field of the fixed header.
+pub fn routing_pending(payload: &[u8], mut nh: u8) -> bool {
+    let mut ofs = 0usize;
+    // Bounded like the walk itself: each step consumes at least 8 bytes.
+    while let Some(h) = payload.get(ofs..ofs + 4) {
+        let len = match nh {
+            NH_ROUTING if h[3] != 0 => return true,
+            NH_HOPOPT | NH_ROUTING | NH_DSTOPTS => (h[1] as usize + 1) * 8,
+            NH_AUTH => (h[1] as usize + 2) * 4,
+            _ => return false,
+        };
+        nh = h[0];
+        ofs += len;
+    }
+    false
+}
+
 /// One's-complement sum of the IPv6 pseudo-header (not folded, not complemented).
 pub fn pseudo_sum(src: u128, dst: u128, proto: u8, len: u32) -> u32 {
     let mut acc = 0u32;
@@ -243,6 +269,11 @@ mod tests {
             })
         );
         assert_eq!(walk_ext(&p[..12], NH_HOPOPT), None);
+        // Routing header (segments left 1) after hop-by-hop; the fragment header ends the scan.
+        let r = [NH_ROUTING, 0, 0, 0, 0, 0, 0, 0, 17, 0, 4, 1, 0, 0, 0, 0];
+        assert!(routing_pending(&r, NH_HOPOPT));
+        assert!(!routing_pending(&r[..8], NH_HOPOPT));
+        assert!(!routing_pending(&p, NH_HOPOPT));
         assert_eq!(walk_ext(&p[..7], NH_HOPOPT), None);
     }
 }

@@ -211,50 +211,95 @@ pub fn set_fields(
     Ok(n)
 }
 
-/// A change of an address covered by the transport pseudo-header.
-#[derive(Default)]
-struct Pseudo {
-    changes: [(u128, u128); 2],
-    count: usize,
+/// A pending change to a one's-complement sum (RFC 1624 eqn. 3), accumulated over every field
+/// that changes and applied to a checksum once: cheaper than updating the checksum per 16-bit
+/// word, and the same delta serves the pseudo-header part of any transport checksum.
+#[derive(Clone, Copy, Default)]
+struct Delta(u32);
+
+impl Delta {
+    #[inline]
+    fn add16(&mut self, old: u16, new: u16) {
+        self.0 += (!old) as u32 + new as u32;
+    }
+    #[inline]
+    fn add32(&mut self, old: u32, new: u32) {
+        self.add16((old >> 16) as u16, (new >> 16) as u16);
+        self.add16(old as u16, new as u16);
+    }
+    #[inline]
+    fn add128(&mut self, old: u128, new: u128) {
+        self.add32((old >> 96) as u32, (new >> 96) as u32);
+        self.add32((old >> 64) as u32, (new >> 64) as u32);
+        self.add32((old >> 32) as u32, (new >> 32) as u32);
+        self.add32(old as u32, new as u32);
+    }
+    #[inline]
+    fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+    /// The checksum after the accumulated changes.
+    #[inline]
+    fn apply(self, csum: u16) -> u16 {
+        let mut acc = (!csum) as u32 as u64 + self.0 as u64;
+        acc = (acc & 0xffff) + (acc >> 16);
+        acc = (acc & 0xffff) + (acc >> 16);
+        acc = (acc & 0xffff) + (acc >> 16);
+        !(acc as u16)
+    }
 }
 
-impl Pseudo {
-    fn push(&mut self, old: u128, new: u128) {
-        self.changes[self.count] = (old, new);
-        self.count += 1;
-    }
-    fn iter(&self) -> impl Iterator<Item = &(u128, u128)> {
-        self.changes[..self.count].iter()
-    }
+#[inline]
+fn rd16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline]
+fn wr16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
 fn set_ipv4(rest: &mut [u8], l4r: core::ops::Range<usize>, df: &Diff) -> u32 {
     let mut n = 0;
-    let Some(mut ip) = Ipv4Packet::new_checked(&mut *rest) else {
+    let Some(ip) = Ipv4Packet::new_checked(&*rest) else {
         return 0;
     };
-    let proto = ip.protocol();
-    let mut ps = Pseudo::default();
+    let (src, dst, proto) = (ip.src(), ip.dst(), ip.protocol());
+    let h = &mut rest[..super::ipv4::MIN_HEADER_LEN];
+    // `hd` is the header checksum's change, `ps` the transport pseudo-header's.
+    let (mut hd, mut ps) = (Delta::default(), Delta::default());
     if let Some(v) = df.get(loc::NW_SRC) {
-        ps.push(ip.src() as u128, v);
-        ip.set_src(v as u32);
+        let v = v as u32;
+        hd.add32(src, v);
+        ps.add32(src, v);
+        h[12..16].copy_from_slice(&v.to_be_bytes());
         n += 1;
     }
     if let Some(v) = df.get(loc::NW_DST) {
-        ps.push(ip.dst() as u128, v);
-        ip.set_dst(v as u32);
+        let v = v as u32;
+        hd.add32(dst, v);
+        ps.add32(dst, v);
+        h[16..20].copy_from_slice(&v.to_be_bytes());
         n += 1;
     }
     if let Some(v) = df.get(loc::NW_TOS) {
-        ip.set_tos(v as u8);
+        let old = rd16(h, 0);
+        h[1] = v as u8;
+        hd.add16(old, rd16(h, 0));
         n += 1;
     }
     if let Some(v) = df.get(loc::NW_TTL) {
-        ip.set_ttl(v as u8);
+        let old = rd16(h, 8);
+        h[8] = v as u8;
+        hd.add16(old, rd16(h, 8));
         n += 1;
     }
+    if n != 0 {
+        let c = hd.apply(rd16(h, 10));
+        wr16(h, 10, c);
+    }
     let l4 = rest.get_mut(l4r).unwrap_or(&mut []);
-    n + set_l4(l4, proto, false, &ps, df)
+    n + set_l4(l4, proto, false, ps, df)
 }
 
 fn set_ipv6(rest: &mut [u8], l4r: core::ops::Range<usize>, df: &Diff) -> u32 {
@@ -262,14 +307,19 @@ fn set_ipv6(rest: &mut [u8], l4r: core::ops::Range<usize>, df: &Diff) -> u32 {
     let Some(mut ip) = Ipv6Packet::new_checked(&mut *rest) else {
         return 0;
     };
-    let mut ps = Pseudo::default();
+    let mut ps = Delta::default();
     if let Some(v) = df.get(loc::IPV6_SRC) {
-        ps.push(ip.src(), v);
+        ps.add128(ip.src(), v);
         ip.set_src(v);
         n += 1;
     }
     if let Some(v) = df.get(loc::IPV6_DST) {
-        ps.push(ip.dst(), v);
+        // With a routing header still to be processed the transport checksum covers the final
+        // destination, which this rewrite does not change.
+        let ext = ip.payload_ext();
+        if !super::ipv6::routing_pending(ext.0, ext.1) {
+            ps.add128(ip.dst(), v);
+        }
         ip.set_dst(v);
         n += 1;
     }
@@ -289,78 +339,60 @@ fn set_ipv6(rest: &mut [u8], l4r: core::ops::Range<usize>, df: &Diff) -> u32 {
     // extension headers again, and nw_proto is not writable, so the key cannot be stale.
     let proto = df.have.nw_proto();
     let l4 = rest.get_mut(l4r).unwrap_or(&mut []);
-    n + set_l4(l4, proto, true, &ps, df)
+    n + set_l4(l4, proto, true, ps, df)
 }
 
-fn set_l4(l4: &mut [u8], proto: u8, v6: bool, ps: &Pseudo, df: &Diff) -> u32 {
+/// Ports of TCP/UDP/SCTP (at bytes 0..4 of each), with the checksum at `csum_at` for TCP/UDP.
+fn set_ports(l4: &mut [u8], mut d: Delta, csum_at: Option<usize>, df: &Diff) -> (u32, bool) {
     let mut n = 0;
+    if let Some(p) = df.get(loc::TP_SRC) {
+        d.add16(rd16(l4, 0), p as u16);
+        wr16(l4, 0, p as u16);
+        n += 1;
+    }
+    if let Some(p) = df.get(loc::TP_DST) {
+        d.add16(rd16(l4, 2), p as u16);
+        wr16(l4, 2, p as u16);
+        n += 1;
+    }
+    if let Some(at) = csum_at {
+        let c = rd16(l4, at);
+        // UDP: zero means "no checksum" and stays so; a computed zero is sent as 0xffff.
+        let udp_none = at == 6 && c == 0;
+        if !udp_none && !d.is_zero() {
+            let nc = d.apply(c);
+            wr16(l4, at, if at == 6 && nc == 0 { 0xffff } else { nc });
+        }
+    }
+    (n, n != 0)
+}
+
+fn set_l4(l4: &mut [u8], proto: u8, v6: bool, ps: Delta, df: &Diff) -> u32 {
     match proto {
-        IPPROTO_TCP => {
-            if let Some(mut t) = TcpHeader::new_checked(l4) {
-                for (o, nw) in ps.iter() {
-                    t.update_pseudo(*o, *nw);
-                }
-                if let Some(p) = df.get(loc::TP_SRC) {
-                    t.set_src_port(p as u16);
-                    n += 1;
-                }
-                if let Some(p) = df.get(loc::TP_DST) {
-                    t.set_dst_port(p as u16);
-                    n += 1;
-                }
+        IPPROTO_TCP if TcpHeader::new_checked(&*l4).is_some() => set_ports(l4, ps, Some(16), df).0,
+        IPPROTO_UDP if UdpHeader::new_checked(&*l4).is_some() => set_ports(l4, ps, Some(6), df).0,
+        IPPROTO_SCTP if SctpHeader::new_checked(&*l4).is_some() => {
+            let (n, changed) = set_ports(l4, ps, None, df);
+            if changed {
+                SctpHeader::new_unchecked(l4).fill_checksum();
             }
-        }
-        IPPROTO_UDP => {
-            if let Some(mut u) = UdpHeader::new_checked(l4) {
-                for (o, nw) in ps.iter() {
-                    u.update_pseudo(*o, *nw);
-                }
-                if let Some(p) = df.get(loc::TP_SRC) {
-                    u.set_src_port(p as u16);
-                    n += 1;
-                }
-                if let Some(p) = df.get(loc::TP_DST) {
-                    u.set_dst_port(p as u16);
-                    n += 1;
-                }
-            }
-        }
-        IPPROTO_SCTP => {
-            if let Some(mut s) = SctpHeader::new_checked(l4) {
-                let before = n;
-                if let Some(p) = df.get(loc::TP_SRC) {
-                    s.set_src_port(p as u16);
-                    n += 1;
-                }
-                if let Some(p) = df.get(loc::TP_DST) {
-                    s.set_dst_port(p as u16);
-                    n += 1;
-                }
-                if n != before {
-                    s.fill_checksum();
-                }
-            }
+            n
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 if (proto == IPPROTO_ICMPV6) == v6 => {
-            let nd = if v6 {
-                l4::parse_nd(l4)
-            } else {
-                l4::NdInfo::default()
-            };
-            let Some(mut ic) = IcmpHeader::new_checked(&mut *l4) else {
+            if IcmpHeader::new_checked(&*l4).is_none() {
                 return 0;
-            };
-            // ICMPv4 has no pseudo-header; ICMPv6 does.
-            if v6 {
-                for (o, nw) in ps.iter() {
-                    ic.update_pseudo(*o, *nw);
-                }
             }
+            let mut n = 0;
+            // ICMPv4 has no pseudo-header; ICMPv6 does.
+            let mut d = if v6 { ps } else { Delta::default() };
             let (ty, code) = (df.get(loc::ICMP_TYPE), df.get(loc::ICMP_CODE));
             if ty.is_some() || code.is_some() {
-                let t = ty.unwrap_or(df.have.get(loc::ICMP_TYPE)) as u8;
-                let c = code.unwrap_or(df.have.get(loc::ICMP_CODE)) as u8;
-                ic.set_type_code(t, c);
+                let old = rd16(l4, 0);
+                let t = ty.unwrap_or(old as u128 >> 8) as u8;
+                let c = code.unwrap_or(old as u128 & 0xff) as u8;
+                let new = u16::from_be_bytes([t, c]);
+                d.add16(old, new);
+                wr16(l4, 0, new);
                 n += ty.is_some() as u32 + code.is_some() as u32;
             }
             let is_nd = v6
@@ -369,39 +401,41 @@ fn set_l4(l4: &mut [u8], proto: u8, v6: bool, ps: &Pseudo, df: &Diff) -> u32 {
                     df.have.get(loc::ICMP_CODE) as u8,
                 );
             if is_nd && l4.len() >= l4::ND_LEN {
-                n += set_nd(l4, &nd, df);
+                n += set_nd(l4, &mut d, df);
             }
+            if !d.is_zero() {
+                let c = d.apply(rd16(l4, 2));
+                wr16(l4, 2, c);
+            }
+            n
         }
-        _ => {}
+        _ => 0,
     }
-    n
 }
 
 /// ND target and link-layer address options; an option the message lacks is not added.
-fn set_nd(msg: &mut [u8], nd: &l4::NdInfo, df: &Diff) -> u32 {
-    use super::checksum::update128;
+fn set_nd(msg: &mut [u8], d: &mut Delta, df: &Diff) -> u32 {
     let mut n = 0;
-    let mut csum = u16::from_be_bytes([msg[2], msg[3]]);
     if let Some(v) = df.get(loc::ND_TARGET) {
         // The old target comes from the frame: a message flows see as malformed has a zero
         // target in the key but not on the wire.
-        let old = super::ipv6::be128(&msg[l4::icmp_field::ND_TARGET]);
-        csum = update128(csum, old, v);
+        d.add128(super::ipv6::be128(&msg[l4::icmp_field::ND_TARGET]), v);
         msg[l4::icmp_field::ND_TARGET].copy_from_slice(&v.to_be_bytes());
         n += 1;
     }
-    for (l, at, old) in [
-        (loc::ARP_SHA, nd.sll_ofs, nd.sll),
-        (loc::ARP_THA, nd.tll_ofs, nd.tll),
-    ] {
+    let nd = l4::parse_nd(msg);
+    for (l, at) in [(loc::ARP_SHA, nd.sll_ofs), (loc::ARP_THA, nd.tll_ofs)] {
         if let (Some(v), true) = (df.get(l), at != 0 && at + 6 <= msg.len()) {
-            let old = super::ethernet::mac_to_u64(&old) as u128;
-            csum = update128(csum, old, v);
+            let mut old = [0u8; 6];
+            old.copy_from_slice(&msg[at..at + 6]);
+            d.add128(
+                super::ethernet::mac_to_u64(&old) as u128,
+                v & 0xffff_ffff_ffff,
+            );
             msg[at..at + 6].copy_from_slice(&u64_to_mac(v as u64));
             n += 1;
         }
     }
-    msg[2..4].copy_from_slice(&csum.to_be_bytes());
     n
 }
 

@@ -327,3 +327,30 @@ fn stale_layout_never_panics() {
         }
     }
 }
+
+#[test]
+fn ipv6_dst_rewrite_with_pending_routing_header_keeps_transport_checksum() {
+    let (s, d) = (
+        "2001:db8::1".parse().unwrap(),
+        "2001:db8::2".parse().unwrap(),
+    );
+    for (segments_left, csum_changes) in [(1u8, false), (0, true)] {
+        let f = PacketBuilder::tcp6([2; 6], [4; 6], s, d, 1, 2)
+            .ipv6_ext(43, &[4, segments_left])
+            .build();
+        let mut buf = framed(&f);
+        let mut fr = Frame::new(&mut buf, HEADROOM, f.len());
+        let mut have = FlowKey::ZERO;
+        let lay = extract(fr.data(), &mut have);
+        let at = lay.l4_ofs as usize + 16;
+        let before = fr.data()[at..at + 2].to_vec();
+        let mut want = have;
+        want.set(loc::IPV6_DST, 0x2001_0db8 << 96 | 9);
+        assert_eq!(set_fields(&mut fr, &lay, &have, &want), Ok(1));
+        assert_eq!(
+            fr.data()[at..at + 2] != before[..],
+            csum_changes,
+            "segments left {segments_left}"
+        );
+    }
+}
