@@ -14,8 +14,7 @@ use crate::port::pcap::PcapPort;
 use crate::port::tap::TapPort;
 use crate::port::{Port, PortError};
 use crate::switch::{
-    Attachment, BridgePort, FailMode, Switch, SwitchBuilder, SwitchError, TunnelConfig,
-    DEFAULT_MTU,
+    Attachment, BridgePort, FailMode, Switch, SwitchBuilder, SwitchError, TunnelConfig, DEFAULT_MTU,
 };
 use pipeline::ct::{ConnTracker, Nanos};
 use pipeline::flow::parse::{parse_flows, ParseContext};
@@ -168,7 +167,11 @@ fn tunnel_config(
             known.dedup();
             match known.as_slice() {
                 [one] => *one,
-                [] => return Err(err("local_ip is needed (no other geneve port gives one)".into())),
+                [] => {
+                    return Err(err(
+                        "local_ip is needed (no other geneve port gives one)".into()
+                    ))
+                }
                 _ => {
                     return Err(err(
                         "local_ip is needed (other geneve ports give different ones)".into(),
@@ -180,7 +183,11 @@ fn tunnel_config(
     let underlay = cfg
         .bridges
         .iter()
-        .find(|b| !b.ports.iter().any(|p| matches!(p.kind, PortType::Geneve(_))))
+        .find(|b| {
+            !b.ports
+                .iter()
+                .any(|p| matches!(p.kind, PortType::Geneve(_)))
+        })
         .ok_or_else(|| err("no bridge without geneve ports to be the underlay".into()))?;
     Ok(TunnelConfig {
         remote_ip: g.remote_ip,

@@ -154,14 +154,17 @@ pub struct Neighbor {
 
 /// The tunnel next-hop cache: IP to MAC per underlay bridge. Changes bump a generation that
 /// invalidates cached translations (a frame dropped for want of a next hop is retried).
+/// (underlay bridge, IPv4 address) to (MAC, when last learned).
+type NeighMap = BTreeMap<(BridgeId, u32), ([u8; 6], Nanos)>;
+
 #[derive(Default)]
 pub struct NeighCache {
-    map: Mutex<BTreeMap<(BridgeId, u32), ([u8; 6], Nanos)>>,
+    map: Mutex<NeighMap>,
     generation: AtomicU64,
 }
 
 impl NeighCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(BridgeId, u32), ([u8; 6], Nanos)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, NeighMap> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -310,6 +313,17 @@ impl SwitchBuilder {
             .map(|(i, b)| (b.0.clone(), i as BridgeId))
             .collect();
         let mut tlv = self.tlv;
+        // An underlay bridge's LOCAL port is where the switch's own frames enter and where
+        // frames for its addresses go, even when it has no I/O of its own.
+        let underlays: Vec<String> = self
+            .bridges
+            .iter()
+            .flat_map(|b| &b.3)
+            .filter_map(|p| match &p.attachment {
+                Attachment::Tunnel(t) => Some(t.underlay.clone()),
+                _ => None,
+            })
+            .collect();
         // Where every port name lives, for patch peers.
         let mut by_name: BTreeMap<String, (BridgeId, u32, Option<String>)> = BTreeMap::new();
         for (bi, (_, _, _, ports)) in self.bridges.iter().enumerate() {
@@ -391,7 +405,7 @@ impl SwitchBuilder {
                 }
                 map.insert(p.ofport, p);
             }
-            let normal_ports = map
+            let mut normal_ports: Vec<NormalPort> = map
                 .values()
                 .map(|p| NormalPort {
                     ofport: p.ofport,
@@ -399,7 +413,15 @@ impl SwitchBuilder {
                     no_flood: p.no_flood,
                 })
                 .collect();
-            let port_list = map.keys().copied().collect();
+            let mut port_list: Vec<u32> = map.keys().copied().collect();
+            if underlays.contains(&name) && !map.contains_key(&ofp_port::LOCAL) {
+                normal_ports.push(NormalPort {
+                    ofport: ofp_port::LOCAL,
+                    vlan: VlanMode::TrunkAll,
+                    no_flood: false,
+                });
+                port_list.push(ofp_port::LOCAL);
+            }
             let tables = FlowTables::new();
             if fail_mode == FailMode::Standalone {
                 let normal = pipeline::flow::FlowSpec {
@@ -473,7 +495,9 @@ impl Switch {
     /// `tnl-neigh-show`: the next-hop cache, one line per entry.
     pub fn format_neigh_show(&self) -> String {
         use std::fmt::Write as _;
-        let mut s = String::from("IP                                            MAC                 Bridge\n");
+        let mut s = String::from(
+            "IP                                            MAC                 Bridge\n",
+        );
         s.push_str("==========================================================================\n");
         for n in self.neigh.entries() {
             let m = n.mac;
@@ -519,7 +543,10 @@ impl Switch {
                 wc.set_all(loc::NW_DST);
                 let dst = Ipv4Addr::from(flow.get(loc::NW_DST) as u32);
                 if flow.get(loc::TP_DST) as u16 != pipeline::wire::geneve::UDP_PORT
-                    || !self.endpoints.iter().any(|e| e.bridge == bridge && e.ip == dst)
+                    || !self
+                        .endpoints
+                        .iter()
+                        .any(|e| e.bridge == bridge && e.ip == dst)
                 {
                     return;
                 }
@@ -688,7 +715,10 @@ impl XlateEnv for SwitchView<'_> {
     }
 
     fn dp_mtu(&self, dp: u32) -> u32 {
-        self.sw.dp_ports.get(dp as usize).map_or(DEFAULT_MTU, |p| p.mtu)
+        self.sw
+            .dp_ports
+            .get(dp as usize)
+            .map_or(DEFAULT_MTU, |p| p.mtu)
     }
 
     fn bridge_name(&self, bridge: BridgeId) -> String {

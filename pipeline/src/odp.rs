@@ -419,10 +419,8 @@ pub fn execute(
                 buf[COPY_HEADROOM..].copy_from_slice(&e.frame);
                 let mut meta = FlowKey::ZERO;
                 meta.set(loc::IN_PORT, pkt.key.get(loc::IN_PORT));
-                let mut made = Packet::new(
-                    Frame::new(&mut buf, COPY_HEADROOM, e.frame.len()),
-                    meta,
-                );
+                let mut made =
+                    Packet::new(Frame::new(&mut buf, COPY_HEADROOM, e.frame.len()), meta);
                 match execute(&e.actions, &mut made, sink, ct, now) {
                     ExecOutcome::Recirc(id) => sink.recirculate(id, made.frame.data(), &made.key),
                     ExecOutcome::Dropped(r) => sink.dropped(r),
@@ -515,7 +513,11 @@ fn tunnel_pop(rx: &[TunnelRx], pkt: &mut Packet<'_>) -> Result<(), DropReason> {
     let mut meta = FlowKey::ZERO;
     for o in geneve::Options::new(info.options) {
         let o = o.map_err(|_| DropReason::TunnelMalformed)?;
-        match port.tlv.iter().find(|t| t.class == o.class && t.typ == o.typ) {
+        match port
+            .tlv
+            .iter()
+            .find(|t| t.class == o.class && t.typ == o.typ)
+        {
             Some(t) => {
                 let slot = crate::field::Field::TunMetadata(t.field).loc();
                 let (Some(slot), [a, b, c, d]) = (slot, o.data) else {
@@ -527,9 +529,7 @@ fn tunnel_pop(rx: &[TunnelRx], pkt: &mut Packet<'_>) -> Result<(), DropReason> {
                 meta.set(slot, u32::from_be_bytes([*a, *b, *c, *d]) as u128);
             }
             // A receiver must drop what it cannot understand only when marked critical.
-            None if o.typ & geneve::OPT_CRITICAL != 0 => {
-                return Err(DropReason::TunnelMalformed)
-            }
+            None if o.typ & geneve::OPT_CRITICAL != 0 => return Err(DropReason::TunnelMalformed),
             None => {}
         }
     }
@@ -751,10 +751,11 @@ fn format_tnl_push(s: &mut String, h: &TunnelHeader, port_name: &dyn Fn(u32) -> 
         }
         s.push(')');
     }
-    s.push_str(")))");
+    s.push_str("))");
     if let Some(p) = h.out_port {
         let _ = write!(s, ",out_port({})", name(p));
     }
+    s.push(')');
 }
 
 /// `nat`, `nat(src=172.22.7.27)`, `nat(dst=10.0.0.1-10.0.0.9:80-90,random)`.

@@ -129,8 +129,7 @@ pub trait XlateEnv {
         None
     }
     /// Appends the tunnel ports that take Geneve frames from `remote` to `local`.
-    fn tunnel_rx(&self, _underlay: BridgeId, _local: u32, _remote: u32, _out: &mut Vec<TunnelRx>) {
-    }
+    fn tunnel_rx(&self, _underlay: BridgeId, _local: u32, _remote: u32, _out: &mut Vec<TunnelRx>) {}
     /// The next-hop MAC for `ip` on `underlay`, if known.
     fn neighbor(&self, _underlay: BridgeId, _ip: u32) -> Option<[u8; 6]> {
         None
