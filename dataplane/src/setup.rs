@@ -481,4 +481,96 @@ type = "memory"
         assert_eq!(rules[0].priority(), 5);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    const TUNNELS: &str = r#"
+[[bridge]]
+name = "br0"
+[[bridge.port]]
+name = "eth1"
+type = "memory"
+ofport = 10
+[[bridge]]
+name = "brAtlas"
+fail_mode = "secure"
+[[bridge.port]]
+name = "tap2"
+type = "memory"
+ofport = 4
+[[bridge.port]]
+name = "ovn-daf4b9-0"
+type = "geneve"
+remote_ip = "172.22.1.63"
+local_ip = "172.22.1.61"
+key = "flow"
+csum = true
+[[bridge.port]]
+name = "ovn-ba3356-0"
+type = "geneve"
+remote_ip = "172.22.1.62"
+key = 7
+"#;
+
+    #[test]
+    fn geneve_ports_become_tunnels_over_the_uplink_bridge() {
+        let dir = std::env::temp_dir();
+        let b = build(&cfg(TUNNELS, &dir), 0).unwrap();
+        // Tunnels have no I/O: only the two memory ports are datapath ports.
+        assert_eq!(b.ports.len(), 2);
+        let sw = &b.switch;
+        assert_eq!(sw.tunnels.len(), 2);
+        let br0 = sw.bridge_id("br0").unwrap();
+        let t0 = &sw.tunnels[0];
+        assert_eq!(t0.name, "ovn-daf4b9-0");
+        assert_eq!(t0.info.underlay, br0);
+        assert_eq!(
+            t0.info.remote_ip,
+            u32::from(std::net::Ipv4Addr::new(172, 22, 1, 63))
+        );
+        assert_eq!(t0.info.key, None);
+        assert!(t0.info.csum);
+        // The second port has no local_ip: it takes the one the other port gives.
+        let t1 = &sw.tunnels[1];
+        assert_eq!(t1.info.local_ip, t0.info.local_ip);
+        assert_eq!(t1.info.key, Some(7));
+        assert!(!t1.info.csum);
+        assert_eq!(sw.dp_port_name(t1.info.vport), Some("ovn-ba3356-0"));
+        assert_eq!(sw.endpoints.len(), 1);
+        assert_eq!(sw.endpoints[0].bridge, br0);
+        // OVN's option mapping by default.
+        assert_eq!(
+            sw.bridge("brAtlas").unwrap().tlv_map,
+            vec![TlvMap {
+                class: 0x0102,
+                typ: 0x80,
+                len: 4,
+                field: 0
+            }]
+        );
+        assert_eq!(
+            b.switch
+                .bridge("br0")
+                .unwrap()
+                .port_by_name("eth1")
+                .unwrap()
+                .mtu,
+            DEFAULT_MTU
+        );
+    }
+
+    #[test]
+    fn unsupported_tunnel_settings_are_refused() {
+        let dir = std::env::temp_dir();
+        let port = TUNNELS.replace("key = 7\n", "key = 7\ndst_port = 7000\n");
+        let e = build(&cfg(&port, &dir), 0).err().expect("dst_port 7000");
+        assert!(e.to_string().contains("dst_port 7000"), "{e}");
+        let no_local = TUNNELS.replace("local_ip = \"172.22.1.61\"\n", "");
+        let e = build(&cfg(&no_local, &dir), 0).err().expect("no local_ip");
+        assert!(e.to_string().contains("local_ip is needed"), "{e}");
+        let wide = TUNNELS.replace(
+            "fail_mode = \"secure\"\n",
+            "fail_mode = \"secure\"\ntlv_map = [ { class = 0x0102, type = 0x80, len = 8, field = \"tun_metadata0\" } ]\n",
+        );
+        let e = build(&cfg(&wide, &dir), 0).err().expect("8-byte option");
+        assert!(e.to_string().contains("only 4-byte options"), "{e}");
+    }
 }

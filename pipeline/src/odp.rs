@@ -900,3 +900,6 @@ impl fmt::Display for OdpAction {
         f.write_str(&s)
     }
 }
+
+#[cfg(test)]
+mod tests;
