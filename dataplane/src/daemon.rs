@@ -216,7 +216,7 @@ impl State {
     }
 
     fn dp_port_name(&self, dp: u32) -> Option<String> {
-        self.sw.dp_ports.get(dp as usize).map(|p| p.name.clone())
+        self.sw.dp_port_name(dp).map(str::to_string)
     }
 
     /// Handles one request. Verbs that wait (capture) return a deferred reply.
@@ -237,6 +237,7 @@ impl State {
                 [br] => self.dump_flows(br),
                 _ => Err("usage: dump-flows BRIDGE".into()),
             },
+            "tnl-neigh-show" => Ok(self.sw.format_neigh_show()),
             "fdb-show" => match a.as_slice() {
                 [br] => self
                     .sw
@@ -433,9 +434,13 @@ impl State {
 
     fn dump_dp_flows(&self) -> Result<String, String> {
         let names: Vec<String> = self.sw.dp_ports.iter().map(|p| p.name.clone()).collect();
-        let names = Arc::new(names);
+        let tnl: Vec<String> = self.sw.tunnels.iter().map(|t| t.name.clone()).collect();
+        let names = Arc::new((names, tnl));
         let parts = self.ask(move |w, _sw, now| {
-            let pn = |p: u32| names.get(p as usize).cloned();
+            let pn = |p: u32| match p.checked_sub(pipeline::xlate::TNL_VPORT_BASE) {
+                Some(t) => names.1.get(t as usize).cloned(),
+                None => names.0.get(p as usize).cloned(),
+            };
             let mut s = String::new();
             w.dp.engine.end_batch();
             for (e, mask) in w.dp.engine.cache.iter() {
@@ -558,7 +563,7 @@ impl State {
                 .values()
                 .filter_map(|p| match p.attachment {
                     Attachment::Datapath(dp) => Some((p.ofport, dp)),
-                    Attachment::Patch { .. } => None,
+                    Attachment::Patch { .. } | Attachment::Tunnel(_) => None,
                 })
                 .collect();
             let _ = writeln!(s, "{}: {} ports", b.name, ports.len());
@@ -625,8 +630,10 @@ impl State {
             .ports
             .get(&ofport)
             .ok_or_else(|| format!("bridge {br} has no port {ofport}"))?;
-        let dp = match port.attachment {
-            Attachment::Datapath(dp) => dp,
+        let dp = match &port.attachment {
+            Attachment::Datapath(dp) => *dp,
+            // A frame from a tunnel enters by its virtual port; the flow gives the tun_* fields.
+            Attachment::Tunnel(t) => t.vport,
             Attachment::Patch { .. } => {
                 return Err(format!("in_port {} is a patch port", port.name))
             }

@@ -53,6 +53,8 @@ enum Verb {
     DumpFlows { bridge: String },
     /// BRIDGE's MAC learning table.
     FdbShow { bridge: String },
+    /// The tunnel next-hop cache (IP, MAC, underlay bridge), learned from ARP and Geneve frames.
+    TnlNeighShow,
     /// Tracked connections (of one zone with zone=N).
     DumpConntrack { zone: Option<String> },
     /// Remove tracked connections: all, a zone's (zone=N), or one (a ct_nw_src=...,... tuple).
@@ -111,6 +113,7 @@ fn main() {
         }
         Verb::DumpFlows { bridge } => cli::ctl::simple(c, "dump-flows", &[bridge]),
         Verb::FdbShow { bridge } => cli::ctl::simple(c, "fdb-show", &[bridge]),
+        Verb::TnlNeighShow => cli::ctl::simple(c, "tnl-neigh-show", &[]),
         Verb::DumpConntrack { zone } => {
             cli::ctl::simple(c, "dump-conntrack", &zone.into_iter().collect::<Vec<_>>())
         }

@@ -13,9 +13,12 @@ use crate::port::memory::{MemoryHandle, MemoryPort};
 use crate::port::pcap::PcapPort;
 use crate::port::tap::TapPort;
 use crate::port::{Port, PortError};
-use crate::switch::{Attachment, BridgePort, FailMode, Switch, SwitchBuilder, SwitchError};
+use crate::switch::{
+    Attachment, BridgePort, FailMode, Switch, SwitchBuilder, SwitchError, TunnelConfig, DEFAULT_MTU,
+};
 use pipeline::ct::{ConnTracker, Nanos};
 use pipeline::flow::parse::{parse_flows, ParseContext};
+use pipeline::odp::TlvMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -29,6 +32,10 @@ pub enum SetupError {
     Flows(Vec<String>),
     #[error("port \"{port}\": {what} ports are not supported yet")]
     Unsupported { port: String, what: &'static str },
+    #[error("geneve port \"{port}\": {why}")]
+    Tunnel { port: String, why: String },
+    #[error("bridge \"{bridge}\" tlv_map: {why}")]
+    TlvMap { bridge: String, why: String },
     #[error("port \"{port}\": {source}")]
     Port {
         port: String,
@@ -113,14 +120,116 @@ fn port_io(p: &PortConfig) -> Result<Option<PortIo>, SetupError> {
             tx: tx.clone(),
         },
         PortType::Memory => PortIo::Memory,
-        PortType::Patch { .. } => return Ok(None),
-        PortType::Geneve(_) => {
-            return Err(SetupError::Unsupported {
-                port: p.name.clone(),
-                what: "geneve",
-            })
-        }
+        PortType::Patch { .. } | PortType::Geneve(_) => return Ok(None),
     }))
+}
+
+/// The MTU a port sends with.
+fn port_mtu(p: &PortConfig) -> u32 {
+    match &p.kind {
+        PortType::Afxdp { mtu: Some(m), .. } | PortType::Internal { mtu: Some(m), .. } => *m,
+        _ => DEFAULT_MTU,
+    }
+}
+
+/// A geneve port's tunnel settings. The underlay is the first bridge without geneve ports (the
+/// one holding the uplink, br0 in the reference deployment); a port without `local_ip` takes
+/// the one the switch's other geneve ports agree on.
+fn tunnel_config(
+    cfg: &Config,
+    port: &PortConfig,
+    g: &config::GeneveConfig,
+) -> Result<TunnelConfig, SetupError> {
+    let err = |why: String| SetupError::Tunnel {
+        port: port.name.clone(),
+        why,
+    };
+    if g.dst_port != config::GENEVE_PORT {
+        return Err(err(format!(
+            "dst_port {} is not supported (only {})",
+            g.dst_port,
+            config::GENEVE_PORT
+        )));
+    }
+    let local_ip = match g.local_ip {
+        Some(ip) => ip,
+        None => {
+            let mut known: Vec<std::net::Ipv4Addr> = cfg
+                .bridges
+                .iter()
+                .flat_map(|b| &b.ports)
+                .filter_map(|p| match &p.kind {
+                    PortType::Geneve(o) => o.local_ip,
+                    _ => None,
+                })
+                .collect();
+            known.sort();
+            known.dedup();
+            match known.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(err(
+                        "local_ip is needed (no other geneve port gives one)".into()
+                    ))
+                }
+                _ => {
+                    return Err(err(
+                        "local_ip is needed (other geneve ports give different ones)".into(),
+                    ))
+                }
+            }
+        }
+    };
+    let underlay = cfg
+        .bridges
+        .iter()
+        .find(|b| {
+            !b.ports
+                .iter()
+                .any(|p| matches!(p.kind, PortType::Geneve(_)))
+        })
+        .ok_or_else(|| err("no bridge without geneve ports to be the underlay".into()))?;
+    Ok(TunnelConfig {
+        remote_ip: g.remote_ip,
+        local_ip,
+        key: match g.key {
+            config::TunnelKey::Flow => None,
+            config::TunnelKey::Vni(v) => Some(v),
+        },
+        csum: g.csum,
+        dst_port: g.dst_port,
+        underlay: underlay.name.clone(),
+        vport: 0,
+    })
+}
+
+/// A bridge's option mappings as the datapath uses them: one 32-bit slot each.
+fn tlv_map(b: &config::BridgeConfig) -> Result<Vec<TlvMap>, SetupError> {
+    b.tlv_map
+        .iter()
+        .map(|m| {
+            let slots = pipeline::field::TUN_METADATA_MAPPED;
+            if m.len != 4 || m.field >= slots {
+                return Err(SetupError::TlvMap {
+                    bridge: b.name.clone(),
+                    why: format!(
+                        "option {:#x}/{:#x} -> tun_metadata{} with len {}: only 4-byte options in tun_metadata0..{} are supported",
+                        m.class,
+                        m.kind,
+                        m.field,
+                        m.len,
+                        slots - 1
+                    ),
+                });
+            }
+            Ok(TlvMap {
+                class: m.class,
+                typ: m.kind,
+                len: m.len,
+                field: m.field,
+            })
+        })
+        .collect()
 }
 
 /// The tracker for a configuration's limits.
@@ -175,14 +284,16 @@ pub fn build(cfg: &Config, now: Nanos) -> Result<Built, SetupError> {
         };
         let fdb = Fdb::new(cfg.datapath.fdb_aging as u64, cfg.datapath.fdb_max as usize);
         let bi = sb.bridge(&b.name, fail, fdb)?;
+        sb.tlv_map(bi, tlv_map(b)?);
         for p in &b.ports {
             if p.implicit {
                 continue;
             }
             let attachment = match &p.kind {
                 PortType::Patch { peer } => Attachment::Patch { peer: peer.clone() },
+                PortType::Geneve(g) => Attachment::Tunnel(tunnel_config(cfg, p, g)?),
                 _ => {
-                    let io = port_io(p)?.expect("only patch ports have no I/O");
+                    let io = port_io(p)?.expect("only patch and geneve ports have no I/O");
                     ports.push(DpPortSpec {
                         name: p.name.clone(),
                         io,
@@ -198,6 +309,7 @@ pub fn build(cfg: &Config, now: Nanos) -> Result<Built, SetupError> {
                     attachment,
                     vlan: vlan_mode(&p.vlan),
                     no_flood: p.no_flood,
+                    mtu: port_mtu(p),
                 },
             )?;
         }
@@ -368,5 +480,97 @@ type = "memory"
         assert_eq!(rules.len(), 1);
         assert_eq!(rules[0].priority(), 5);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    const TUNNELS: &str = r#"
+[[bridge]]
+name = "br0"
+[[bridge.port]]
+name = "eth1"
+type = "memory"
+ofport = 10
+[[bridge]]
+name = "brAtlas"
+fail_mode = "secure"
+[[bridge.port]]
+name = "tap2"
+type = "memory"
+ofport = 4
+[[bridge.port]]
+name = "ovn-daf4b9-0"
+type = "geneve"
+remote_ip = "172.22.1.63"
+local_ip = "172.22.1.61"
+key = "flow"
+csum = true
+[[bridge.port]]
+name = "ovn-ba3356-0"
+type = "geneve"
+remote_ip = "172.22.1.62"
+key = 7
+"#;
+
+    #[test]
+    fn geneve_ports_become_tunnels_over_the_uplink_bridge() {
+        let dir = std::env::temp_dir();
+        let b = build(&cfg(TUNNELS, &dir), 0).unwrap();
+        // Tunnels have no I/O: only the two memory ports are datapath ports.
+        assert_eq!(b.ports.len(), 2);
+        let sw = &b.switch;
+        assert_eq!(sw.tunnels.len(), 2);
+        let br0 = sw.bridge_id("br0").unwrap();
+        let t0 = &sw.tunnels[0];
+        assert_eq!(t0.name, "ovn-daf4b9-0");
+        assert_eq!(t0.info.underlay, br0);
+        assert_eq!(
+            t0.info.remote_ip,
+            u32::from(std::net::Ipv4Addr::new(172, 22, 1, 63))
+        );
+        assert_eq!(t0.info.key, None);
+        assert!(t0.info.csum);
+        // The second port has no local_ip: it takes the one the other port gives.
+        let t1 = &sw.tunnels[1];
+        assert_eq!(t1.info.local_ip, t0.info.local_ip);
+        assert_eq!(t1.info.key, Some(7));
+        assert!(!t1.info.csum);
+        assert_eq!(sw.dp_port_name(t1.info.vport), Some("ovn-ba3356-0"));
+        assert_eq!(sw.endpoints.len(), 1);
+        assert_eq!(sw.endpoints[0].bridge, br0);
+        // OVN's option mapping by default.
+        assert_eq!(
+            sw.bridge("brAtlas").unwrap().tlv_map,
+            vec![TlvMap {
+                class: 0x0102,
+                typ: 0x80,
+                len: 4,
+                field: 0
+            }]
+        );
+        assert_eq!(
+            b.switch
+                .bridge("br0")
+                .unwrap()
+                .port_by_name("eth1")
+                .unwrap()
+                .mtu,
+            DEFAULT_MTU
+        );
+    }
+
+    #[test]
+    fn unsupported_tunnel_settings_are_refused() {
+        let dir = std::env::temp_dir();
+        let port = TUNNELS.replace("key = 7\n", "key = 7\ndst_port = 7000\n");
+        let e = build(&cfg(&port, &dir), 0).err().expect("dst_port 7000");
+        assert!(e.to_string().contains("dst_port 7000"), "{e}");
+        let no_local = TUNNELS.replace("local_ip = \"172.22.1.61\"\n", "");
+        let e = build(&cfg(&no_local, &dir), 0).err().expect("no local_ip");
+        assert!(e.to_string().contains("local_ip is needed"), "{e}");
+        let wide = TUNNELS.replace(
+            "fail_mode = \"secure\"\n",
+            "fail_mode = \"secure\"\ntlv_map = [ { class = 0x0102, type = 0x80, len = 8, field = \"tun_metadata0\" } ]\n",
+        );
+        let e = build(&cfg(&wide, &dir), 0).err().expect("8-byte option");
+        assert!(e.to_string().contains("only 4-byte options"), "{e}");
     }
 }

@@ -1,17 +1,32 @@
 //! The switch: bridges with their OpenFlow ports, flow tables and MAC learning, the mapping from
 //! datapath ports to bridge ports, and the view of all that translation works against.
 //!
-//! Owns the switch's shared state (read by every datapath thread). It does not own port I/O
-//! (datapath threads do) and does not parse configuration files.
+//! Owns the switch's shared state (read by every datapath thread): also the Geneve tunnel ports
+//! (each with a virtual datapath port a decapsulated frame enters by), the switch's underlay
+//! addresses, and the tunnel next-hop cache that NORMAL fills by snooping ARP and Geneve frames
+//! on underlay bridges. It does not own port I/O (datapath threads do) and does not parse
+//! configuration files.
 
 use crate::mac_learning::{self, Fdb, NormalPort, VlanMode};
 use pipeline::ct::{ConnTracker, Nanos};
 use pipeline::flow::{ofp_port, PortNames};
-use pipeline::key::FlowKey;
+use pipeline::key::{loc, FlowKey};
+use pipeline::odp::{TlvMap, TunnelRx};
 use pipeline::table::{FlowTables, Snapshot};
-use pipeline::xlate::{BridgeId, NormalOutput, PortKind, RecircTable, RuleRef, XlateEnv};
+use pipeline::xlate::{
+    BridgeId, NormalOutput, PortKind, RecircTable, RuleRef, TunnelPortInfo, XlateEnv,
+    TNL_VPORT_BASE,
+};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// MTU of a port whose configuration gives none.
+pub const DEFAULT_MTU: u32 = 1500;
+/// Next-hop entries not refreshed for this long are forgotten (as Open vSwitch's tunnel
+/// neighbor cache does).
+pub const NEIGH_AGING: Nanos = 15 * 60 * 1_000_000_000;
 
 /// Whether a bridge starts with the default NORMAL flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +45,24 @@ pub enum Attachment {
     Datapath(u32),
     /// A patch port to `peer` (a port name in another bridge).
     Patch { peer: String },
+    /// A Geneve tunnel port. `vport` is assigned by [`SwitchBuilder::build`] (the number given
+    /// is ignored).
+    Tunnel(TunnelConfig),
+}
+
+/// A Geneve tunnel port's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelConfig {
+    pub remote_ip: Ipv4Addr,
+    /// The switch's underlay address for this tunnel.
+    pub local_ip: Ipv4Addr,
+    /// A fixed VNI, or `None` for key=flow (`tun_id` decides).
+    pub key: Option<u32>,
+    pub csum: bool,
+    pub dst_port: u16,
+    /// The bridge whose LOCAL port owns `local_ip` (where encapsulated frames continue).
+    pub underlay: String,
+    pub vport: u32,
 }
 
 /// One port of a bridge.
@@ -40,6 +73,8 @@ pub struct BridgePort {
     pub attachment: Attachment,
     pub vlan: VlanMode,
     pub no_flood: bool,
+    /// Largest IP datagram the port sends ([`DEFAULT_MTU`] when not configured).
+    pub mtu: u32,
 }
 
 pub struct Bridge {
@@ -53,6 +88,8 @@ pub struct Bridge {
     patch: BTreeMap<u32, (BridgeId, u32)>,
     normal_ports: Vec<NormalPort>,
     port_list: Vec<u32>,
+    /// Geneve option mappings of this bridge's tunnel ports.
+    pub tlv_map: Vec<TlvMap>,
 }
 
 impl Bridge {
@@ -78,6 +115,105 @@ pub struct DpPort {
     pub name: String,
     pub bridge: BridgeId,
     pub ofport: u32,
+    pub mtu: u32,
+}
+
+/// A tunnel port (its virtual datapath port is `TNL_VPORT_BASE` + its index).
+#[derive(Clone, Debug)]
+pub struct TunnelPort {
+    pub name: String,
+    pub bridge: BridgeId,
+    pub ofport: u32,
+    pub info: TunnelPortInfo,
+}
+
+/// One of the switch's underlay addresses: frames for it that reach `bridge`'s LOCAL port are
+/// the switch's own (Geneve to decapsulate, ARP to answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub bridge: BridgeId,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+/// The MAC the switch uses on underlay address `ip`: locally administered and derived from the
+/// address, so it is stable across restarts and readable in captures (02:00:ac:16:01:3d).
+pub fn endpoint_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x00, o[0], o[1], o[2], o[3]]
+}
+
+/// A learned next hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neighbor {
+    pub bridge: BridgeId,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub learned: Nanos,
+}
+
+/// The tunnel next-hop cache: IP to MAC per underlay bridge. Changes bump a generation that
+/// invalidates cached translations (a frame dropped for want of a next hop is retried).
+/// (underlay bridge, IPv4 address) to (MAC, when last learned).
+type NeighMap = BTreeMap<(BridgeId, u32), ([u8; 6], Nanos)>;
+
+#[derive(Default)]
+pub struct NeighCache {
+    map: Mutex<NeighMap>,
+    generation: AtomicU64,
+}
+
+impl NeighCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, NeighMap> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    pub fn learn(&self, bridge: BridgeId, ip: Ipv4Addr, mac: [u8; 6], now: Nanos) {
+        if mac[0] & 1 != 0 || mac == [0; 6] || ip.is_unspecified() || ip.is_broadcast() {
+            return;
+        }
+        let mut m = self.lock();
+        let old = m.insert((bridge, u32::from(ip)), (mac, now));
+        if old.map(|(o, _)| o) != Some(mac) {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn lookup(&self, bridge: BridgeId, ip: u32) -> Option<[u8; 6]> {
+        self.lock().get(&(bridge, ip)).map(|(m, _)| *m)
+    }
+
+    pub fn expire(&self, now: Nanos) -> usize {
+        let mut m = self.lock();
+        let before = m.len();
+        m.retain(|_, (_, t)| now.saturating_sub(*t) < NEIGH_AGING);
+        let n = before - m.len();
+        if n > 0 {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+        n
+    }
+
+    pub fn flush(&self) {
+        self.lock().clear();
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn entries(&self) -> Vec<Neighbor> {
+        self.lock()
+            .iter()
+            .map(|(&(bridge, ip), &(mac, learned))| Neighbor {
+                bridge,
+                ip: Ipv4Addr::from(ip),
+                mac,
+                learned,
+            })
+            .collect()
+    }
 }
 
 /// Errors building a switch.
@@ -93,12 +229,18 @@ pub enum SwitchError {
     BadPeer { port: String, peer: String },
     #[error("no bridge \"{0}\"")]
     NoBridge(String),
+    #[error("tunnel port \"{port}\": its underlay bridge is its own bridge")]
+    UnderlayLoop { port: String },
 }
 
 /// The switch's shared state.
 pub struct Switch {
     pub bridges: Vec<Bridge>,
     pub dp_ports: Vec<DpPort>,
+    /// Index = virtual port - [`TNL_VPORT_BASE`].
+    pub tunnels: Vec<TunnelPort>,
+    pub endpoints: Vec<Endpoint>,
+    pub neigh: NeighCache,
     pub recirc: RecircTable,
     pub ct: Arc<dyn ConnTracker>,
 }
@@ -107,13 +249,20 @@ pub struct Switch {
 /// peers and assigns datapath port numbers.
 pub struct SwitchBuilder {
     bridges: Vec<(String, FailMode, Fdb, Vec<BridgePort>)>,
+    tlv: BTreeMap<BridgeId, Vec<TlvMap>>,
 }
 
 impl SwitchBuilder {
     pub fn new() -> Self {
         SwitchBuilder {
             bridges: Vec::new(),
+            tlv: BTreeMap::new(),
         }
+    }
+
+    /// Sets the Geneve option mappings of a bridge (none by default).
+    pub fn tlv_map(&mut self, bridge: BridgeId, map: Vec<TlvMap>) {
+        self.tlv.insert(bridge, map);
     }
 
     pub fn bridge(
@@ -154,14 +303,34 @@ impl SwitchBuilder {
 
     pub fn build(self, ct: Arc<dyn ConnTracker>, now: Nanos) -> Result<Switch, SwitchError> {
         let mut dp_ports = Vec::new();
+        let mut tunnels = Vec::new();
+        let mut endpoints: Vec<Endpoint> = Vec::new();
         let mut bridges = Vec::new();
+        let bridge_ids: BTreeMap<String, BridgeId> = self
+            .bridges
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.0.clone(), i as BridgeId))
+            .collect();
+        let mut tlv = self.tlv;
+        // An underlay bridge's LOCAL port is where the switch's own frames enter and where
+        // frames for its addresses go, even when it has no I/O of its own.
+        let underlays: Vec<String> = self
+            .bridges
+            .iter()
+            .flat_map(|b| &b.3)
+            .filter_map(|p| match &p.attachment {
+                Attachment::Tunnel(t) => Some(t.underlay.clone()),
+                _ => None,
+            })
+            .collect();
         // Where every port name lives, for patch peers.
         let mut by_name: BTreeMap<String, (BridgeId, u32, Option<String>)> = BTreeMap::new();
         for (bi, (_, _, _, ports)) in self.bridges.iter().enumerate() {
             for p in ports {
                 let peer = match &p.attachment {
                     Attachment::Patch { peer } => Some(peer.clone()),
-                    Attachment::Datapath(_) => None,
+                    Attachment::Datapath(_) | Attachment::Tunnel(_) => None,
                 };
                 by_name.insert(p.name.clone(), (bi as BridgeId, p.ofport, peer));
             }
@@ -177,7 +346,45 @@ impl SwitchBuilder {
                             name: p.name.clone(),
                             bridge: bi as BridgeId,
                             ofport: p.ofport,
+                            mtu: p.mtu,
                         });
+                    }
+                    Attachment::Tunnel(t) => {
+                        let underlay = *bridge_ids
+                            .get(&t.underlay)
+                            .ok_or_else(|| SwitchError::NoBridge(t.underlay.clone()))?;
+                        if underlay as usize == bi {
+                            return Err(SwitchError::UnderlayLoop {
+                                port: p.name.clone(),
+                            });
+                        }
+                        let vport = TNL_VPORT_BASE + tunnels.len() as u32;
+                        let mut t = t.clone();
+                        t.vport = vport;
+                        let info = TunnelPortInfo {
+                            vport,
+                            remote_ip: u32::from(t.remote_ip),
+                            local_ip: u32::from(t.local_ip),
+                            key: t.key,
+                            csum: t.csum,
+                            dst_port: t.dst_port,
+                            underlay,
+                        };
+                        let ep = Endpoint {
+                            bridge: underlay,
+                            ip: t.local_ip,
+                            mac: endpoint_mac(t.local_ip),
+                        };
+                        if !endpoints.contains(&ep) {
+                            endpoints.push(ep);
+                        }
+                        tunnels.push(TunnelPort {
+                            name: p.name.clone(),
+                            bridge: bi as BridgeId,
+                            ofport: p.ofport,
+                            info,
+                        });
+                        p.attachment = Attachment::Tunnel(t);
                     }
                     Attachment::Patch { peer } => {
                         let ok = by_name.get(peer).filter(|(pb, _, back)| {
@@ -198,7 +405,7 @@ impl SwitchBuilder {
                 }
                 map.insert(p.ofport, p);
             }
-            let normal_ports = map
+            let mut normal_ports: Vec<NormalPort> = map
                 .values()
                 .map(|p| NormalPort {
                     ofport: p.ofport,
@@ -206,7 +413,15 @@ impl SwitchBuilder {
                     no_flood: p.no_flood,
                 })
                 .collect();
-            let port_list = map.keys().copied().collect();
+            let mut port_list: Vec<u32> = map.keys().copied().collect();
+            if underlays.contains(&name) && !map.contains_key(&ofp_port::LOCAL) {
+                normal_ports.push(NormalPort {
+                    ofport: ofp_port::LOCAL,
+                    vlan: VlanMode::TrunkAll,
+                    no_flood: false,
+                });
+                port_list.push(ofp_port::LOCAL);
+            }
             let tables = FlowTables::new();
             if fail_mode == FailMode::Standalone {
                 let normal = pipeline::flow::FlowSpec {
@@ -230,11 +445,15 @@ impl SwitchBuilder {
                 patch,
                 normal_ports,
                 port_list,
+                tlv_map: tlv.remove(&(bi as BridgeId)).unwrap_or_default(),
             });
         }
         Ok(Switch {
             bridges,
             dp_ports,
+            tunnels,
+            endpoints,
+            neigh: NeighCache::default(),
             recirc: RecircTable::new(),
             ct,
         })
@@ -262,6 +481,86 @@ impl Switch {
             .ok_or_else(|| SwitchError::NoBridge(name.to_string()))
     }
 
+    /// The name of a datapath port or of a tunnel's virtual port.
+    pub fn dp_port_name(&self, dp: u32) -> Option<&str> {
+        if dp >= TNL_VPORT_BASE {
+            return self
+                .tunnels
+                .get((dp - TNL_VPORT_BASE) as usize)
+                .map(|t| t.name.as_str());
+        }
+        self.dp_ports.get(dp as usize).map(|p| p.name.as_str())
+    }
+
+    /// `tnl-neigh-show`: the next-hop cache, one line per entry.
+    pub fn format_neigh_show(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::from(
+            "IP                                            MAC                 Bridge\n",
+        );
+        s.push_str("==========================================================================\n");
+        for n in self.neigh.entries() {
+            let m = n.mac;
+            let bridge = self
+                .bridges
+                .get(n.bridge as usize)
+                .map_or("?", |b| b.name.as_str());
+            let _ = writeln!(
+                s,
+                "{:<45} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}   {}",
+                n.ip, m[0], m[1], m[2], m[3], m[4], m[5], bridge
+            );
+        }
+        s
+    }
+
+    /// Learns next hops from a frame NORMAL switches on an underlay bridge: ARP senders, and
+    /// the outer source of Geneve frames for the switch's own addresses. Marks in `wc` what it
+    /// read, so every frame that could teach something is translated.
+    fn snoop(&self, bridge: BridgeId, flow: &FlowKey, wc: &mut FlowKey, now: Nanos) {
+        if flow.in_port() == ofp_port::LOCAL {
+            return; // the switch's own frames
+        }
+        wc.set_all(loc::DL_TYPE);
+        match flow.dl_type() {
+            pipeline::field::ETH_TYPE_ARP => {
+                wc.set_all(loc::NW_SRC);
+                wc.set_all(loc::ARP_SHA);
+                let spa = Ipv4Addr::from(flow.get(loc::NW_SRC) as u32);
+                if self.endpoints.iter().any(|e| e.ip == spa) {
+                    return;
+                }
+                let b = (flow.get(loc::ARP_SHA) as u64).to_be_bytes();
+                let sha = [b[2], b[3], b[4], b[5], b[6], b[7]];
+                self.neigh.learn(bridge, spa, sha, now);
+            }
+            pipeline::field::ETH_TYPE_IP => {
+                wc.set_all(loc::NW_PROTO);
+                if flow.nw_proto() != pipeline::field::IPPROTO_UDP {
+                    return;
+                }
+                wc.set_all(loc::TP_DST);
+                wc.set_all(loc::NW_DST);
+                let dst = Ipv4Addr::from(flow.get(loc::NW_DST) as u32);
+                if flow.get(loc::TP_DST) as u16 != pipeline::wire::geneve::UDP_PORT
+                    || !self
+                        .endpoints
+                        .iter()
+                        .any(|e| e.bridge == bridge && e.ip == dst)
+                {
+                    return;
+                }
+                wc.set_all(loc::NW_SRC);
+                wc.set_all(loc::DL_SRC);
+                let b = (flow.get(loc::DL_SRC) as u64).to_be_bytes();
+                let src = Ipv4Addr::from(flow.get(loc::NW_SRC) as u32);
+                self.neigh
+                    .learn(bridge, src, [b[2], b[3], b[4], b[5], b[6], b[7]], now);
+            }
+            _ => {}
+        }
+    }
+
     pub fn dp_port_by_name(&self, name: &str) -> Option<u32> {
         self.dp_ports
             .iter()
@@ -273,7 +572,7 @@ impl Switch {
     /// batch sees one version of each table set, never half of a replace.
     pub fn view(&self) -> SwitchView<'_> {
         let snaps: Vec<Arc<Snapshot>> = self.bridges.iter().map(|b| b.tables.snapshot()).collect();
-        let mut generation = 0u64;
+        let mut generation = self.neigh.generation().wrapping_mul(0x9e37_79b9_7f4a_7c15);
         for (b, s) in self.bridges.iter().zip(&snaps) {
             generation = generation
                 .wrapping_add(s.generation())
@@ -292,6 +591,7 @@ impl Switch {
             b.fdb.expire(now);
             b.tables.expire(now);
         }
+        self.neigh.expire(now);
     }
 }
 
@@ -305,6 +605,13 @@ pub struct SwitchView<'a> {
 
 impl XlateEnv for SwitchView<'_> {
     fn ingress(&self, dp_port: u32) -> Option<(BridgeId, u32)> {
+        if dp_port >= TNL_VPORT_BASE {
+            return self
+                .sw
+                .tunnels
+                .get((dp_port - TNL_VPORT_BASE) as usize)
+                .map(|t| (t.bridge, t.ofport));
+        }
         self.sw
             .dp_ports
             .get(dp_port as usize)
@@ -330,9 +637,14 @@ impl XlateEnv for SwitchView<'_> {
                 peer_port: *pof,
             });
         }
-        match b.ports.get(&ofport)?.attachment {
-            Attachment::Datapath(dp) => Some(PortKind::Datapath(dp)),
+        match &b.ports.get(&ofport)?.attachment {
+            Attachment::Datapath(dp) => Some(PortKind::Datapath(*dp)),
             Attachment::Patch { .. } => None,
+            Attachment::Tunnel(t) => self
+                .sw
+                .tunnels
+                .get(t.vport.wrapping_sub(TNL_VPORT_BASE) as usize)
+                .map(|tp| PortKind::Tunnel(tp.info)),
         }
     }
 
@@ -351,8 +663,62 @@ impl XlateEnv for SwitchView<'_> {
         out: &mut Vec<NormalOutput>,
     ) {
         if let Some(b) = self.sw.bridges.get(bridge as usize) {
+            if self.is_underlay(bridge) {
+                self.sw.snoop(bridge, flow, wc, now);
+            }
             mac_learning::normal(&b.fdb, &b.normal_ports, flow, wc, now, out);
         }
+    }
+
+    fn is_underlay(&self, bridge: BridgeId) -> bool {
+        self.sw.endpoints.iter().any(|e| e.bridge == bridge)
+    }
+
+    fn local_endpoint(&self, bridge: BridgeId, ip: u32) -> Option<[u8; 6]> {
+        let ip = Ipv4Addr::from(ip);
+        self.sw
+            .endpoints
+            .iter()
+            .find(|e| e.bridge == bridge && e.ip == ip)
+            .map(|e| e.mac)
+    }
+
+    fn tunnel_rx(&self, underlay: BridgeId, local: u32, remote: u32, out: &mut Vec<TunnelRx>) {
+        // Fixed-key ports first: a port for one VNI wins over a key=flow port.
+        for fixed in [true, false] {
+            for t in &self.sw.tunnels {
+                let i = &t.info;
+                if i.underlay == underlay
+                    && i.local_ip == local
+                    && i.remote_ip == remote
+                    && i.key.is_some() == fixed
+                {
+                    out.push(TunnelRx {
+                        vport: i.vport,
+                        vni: i.key,
+                        tlv: self.tlv_map(t.bridge).to_vec(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn neighbor(&self, underlay: BridgeId, ip: u32) -> Option<[u8; 6]> {
+        self.sw.neigh.lookup(underlay, ip)
+    }
+
+    fn tlv_map(&self, bridge: BridgeId) -> &[TlvMap] {
+        self.sw
+            .bridges
+            .get(bridge as usize)
+            .map_or(&[], |b| b.tlv_map.as_slice())
+    }
+
+    fn dp_mtu(&self, dp: u32) -> u32 {
+        self.sw
+            .dp_ports
+            .get(dp as usize)
+            .map_or(DEFAULT_MTU, |p| p.mtu)
     }
 
     fn bridge_name(&self, bridge: BridgeId) -> String {

@@ -7,7 +7,7 @@
 
 use crate::cache::FlowCache;
 use crate::ct::{ConnTracker, CtResult, Nanos};
-use crate::key::{loc, FlowKey, PACKET_WORD};
+use crate::key::{loc, FlowKey, PACKET_WORD, TUN_META_WORDS, W_TUN_META};
 use crate::odp::{
     apply_ct_result, execute, DpSink, DropReason, ExecOutcome, OdpAction, Packet, COPY_HEADROOM,
 };
@@ -207,7 +207,11 @@ fn exec_actions(
         stats.drops[DropReason::NoOutput as usize] += 1;
         return Next::Stop;
     }
-    match execute(actions, pkt, sink, sh.ct, now) {
+    let mut sink = CountingSink {
+        inner: sink,
+        drops: &mut stats.drops,
+    };
+    match execute(actions, pkt, &mut sink, sh.ct, now) {
         ExecOutcome::Done => Next::Stop,
         ExecOutcome::Dropped(r) => {
             stats.drops[r as usize] += 1;
@@ -223,6 +227,25 @@ fn exec_actions(
             result,
             rest: actions.get(resume_at..).unwrap_or(&[]).to_vec(),
         },
+    }
+}
+
+/// Counts the drops of copies (clones, tunnel pushes inside them) that never reach the engine
+/// as an outcome.
+struct CountingSink<'a, 'b> {
+    inner: &'a mut dyn DpSink,
+    drops: &'b mut [u64; DropReason::ALL.len()],
+}
+
+impl DpSink for CountingSink<'_, '_> {
+    fn output(&mut self, port: u32, frame: &[u8]) {
+        self.inner.output(port, frame)
+    }
+    fn recirculate(&mut self, id: u32, frame: &[u8], key: &FlowKey) {
+        self.inner.recirculate(id, frame, key)
+    }
+    fn dropped(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
     }
 }
 
@@ -249,6 +272,10 @@ fn prepare_recirc(key: &mut FlowKey, id: u32) {
     for l in keep {
         fresh.set(l, key.get(l));
     }
+    // Tunnel metadata travels with the frame: after a tunnel pop (id 0) it is what the options
+    // carried; after `ct(table=N)` translation restores it from the frozen state anyway.
+    fresh.w[W_TUN_META..W_TUN_META + TUN_META_WORDS]
+        .copy_from_slice(&key.w[W_TUN_META..W_TUN_META + TUN_META_WORDS]);
     fresh.w[PACKET_WORD..].copy_from_slice(&key.w[PACKET_WORD..]);
     fresh.set(loc::RECIRC_ID, id as u128);
     *key = fresh;

@@ -10,8 +10,90 @@ use crate::ct::{ConnTracker, CtRequest, CtResult, CtVerdict, Nanos};
 use crate::extract::{extract, Layout};
 use crate::flow::NatSpec;
 use crate::key::{self, loc, FlowKey, KEY_WORDS, PACKET_WORD};
+use crate::wire::geneve::{self, GeneveOpt, GeneveOuter};
 use crate::wire::{rewrite, Frame};
 use std::fmt::{self, Write as _};
+
+/// One Geneve option as encapsulation writes it: xvs maps options of 4 data bytes (one
+/// `tun_metadataN` slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelOpt {
+    pub class: u16,
+    /// Type, critical bit included.
+    pub typ: u8,
+    pub data: [u8; 4],
+}
+
+/// A Geneve option class/type mapped to a `tun_metadataN` slot (0..8) on receive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlvMap {
+    pub class: u16,
+    pub typ: u8,
+    /// Data length in bytes an option must have (4: one slot).
+    pub len: u8,
+    pub field: u8,
+}
+
+/// The outer headers of `tnl_push`, decided at translation time. The UDP source port is left to
+/// execution (a hash of the inner frame's flow, for ECMP), as are the length fields and checksums.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelHeader {
+    /// The tunnel port's virtual datapath port (printed as `tnl_port`).
+    pub tnl_port: u32,
+    pub eth_dst: [u8; 6],
+    pub eth_src: [u8; 6],
+    pub ip_src: u32,
+    pub ip_dst: u32,
+    pub tos: u8,
+    pub ttl: u8,
+    pub df: bool,
+    pub dst_port: u16,
+    pub vni: u32,
+    pub csum: bool,
+    pub options: Vec<TunnelOpt>,
+    /// Largest outer IPv4 datagram the underlay ports the frame leaves by accept; a larger one
+    /// is dropped ([`DropReason::TooBig`]), never truncated.
+    pub mtu: u32,
+    /// The first underlay datapath port the walk sent to (printed as `out_port`).
+    pub out_port: Option<u32>,
+}
+
+impl TunnelHeader {
+    /// Bytes the encapsulation adds.
+    pub fn len(&self) -> usize {
+        geneve::OUTER_LEN + self.options.len() * 8
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// One tunnel port a decapsulated frame may enter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelRx {
+    /// The port's virtual datapath port: the frame re-enters translation with this `in_port`.
+    pub vport: u32,
+    /// A fixed-key port takes only this VNI; `None` (key=flow) takes any.
+    pub vni: Option<u32>,
+    /// The overlay bridge's option mappings.
+    pub tlv: Vec<TlvMap>,
+}
+
+/// A frame made by translation (an ARP request for a tunnel's next hop) and what to do with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmitFrame {
+    /// What the frame is, for printing (`arp(tip=172.22.1.62)`).
+    pub what: String,
+    pub frame: Vec<u8>,
+    pub actions: Vec<OdpAction>,
+}
+
+/// `tun_flags` bit for a Geneve OAM frame (the only flag OpenFlow sees).
+pub const TUN_FLAG_OAM: u16 = 1;
+/// Source port range of encapsulated frames.
+pub const TNL_SRC_PORT_MIN: u16 = 32768;
+pub const TNL_SRC_PORT_MAX: u16 = 61000;
 
 /// A rewrite of packet header fields: bits set in `mask` take the values in `value`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +143,17 @@ pub enum OdpAction {
     /// Send to a controller (`controller`, `dec_ttl` at TTL 1...). xvs has no controller
     /// connection: the frame is counted under this reason.
     Userspace(&'static str),
+    /// Encapsulate in Ethernet + IPv4 + UDP + Geneve (native tunnelling); the actions after it
+    /// see the outer frame.
+    TunnelPush(Box<TunnelHeader>),
+    /// Strip the outer headers of a Geneve frame addressed to this switch, set the tunnel
+    /// fields from them and run the pipeline again on the inner frame from the tunnel port
+    /// (first candidate whose key accepts the VNI). Must be the last action of its list.
+    TunnelPop(Box<[TunnelRx]>),
+    /// Run `actions` on a frame built at translation time.
+    Emit(Box<EmitFrame>),
+    /// Stop here, counting the frame under `reason`.
+    Drop(DropReason),
 }
 
 /// Why a frame stopped without (or after) being sent. Counted per reason.
@@ -85,10 +178,19 @@ pub enum DropReason {
     StaleRecirc,
     /// A fragment held by connection tracking for reassembly (not a loss).
     FragmentHeld,
+    /// The encapsulated frame would exceed the underlay MTU.
+    TooBig,
+    /// No next-hop MAC known for a tunnel's remote (an ARP request was sent instead).
+    TunnelNoNeighbor,
+    /// A Geneve frame from a remote no tunnel port names (or whose VNI no port takes).
+    TunnelUnknownRemote,
+    /// A Geneve frame with bad lengths, checksum, or an option of the wrong length or an
+    /// unknown critical option.
+    TunnelMalformed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::NoOutput,
         DropReason::NoHeadroom,
         DropReason::RewriteFailed,
@@ -98,6 +200,10 @@ impl DropReason {
         DropReason::Controller,
         DropReason::StaleRecirc,
         DropReason::FragmentHeld,
+        DropReason::TooBig,
+        DropReason::TunnelNoNeighbor,
+        DropReason::TunnelUnknownRemote,
+        DropReason::TunnelMalformed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +217,10 @@ impl DropReason {
             DropReason::Controller => "controller",
             DropReason::StaleRecirc => "stale_recirc",
             DropReason::FragmentHeld => "fragment_held",
+            DropReason::TooBig => "too_big",
+            DropReason::TunnelNoNeighbor => "tunnel_no_neighbor",
+            DropReason::TunnelUnknownRemote => "tunnel_unknown_remote",
+            DropReason::TunnelMalformed => "tunnel_malformed",
         }
     }
 }
@@ -122,6 +232,8 @@ pub trait DpSink {
     /// A copy of the frame to run again from recirculation `id` (a `Recirc` that is not the last
     /// action). `key` carries the `ct_*` fields the copy continues with.
     fn recirculate(&mut self, id: u32, frame: &[u8], key: &FlowKey);
+    /// A copy made by `clone` (or a tunnel push inside one) was dropped: count it.
+    fn dropped(&mut self, _reason: DropReason) {}
 }
 
 /// A frame with its parsed layout and current key (packet words in sync with the bytes).
@@ -283,9 +395,160 @@ pub fn execute(
                 return execute(branch, pkt, sink, ct, now);
             }
             OdpAction::Userspace(_) => {}
+            OdpAction::TunnelPush(h) => {
+                if let Err(r) = tunnel_push(h, pkt) {
+                    return ExecOutcome::Dropped(r);
+                }
+            }
+            OdpAction::TunnelPop(rx) => {
+                if i + 1 != actions.len() {
+                    // The inner frame replaces this one: elsewhere than last, pop a copy.
+                    if let Some(out) = run_on_copy(std::slice::from_ref(action), pkt, sink, ct, now)
+                    {
+                        return out;
+                    }
+                    continue;
+                }
+                return match tunnel_pop(rx, pkt) {
+                    Ok(()) => ExecOutcome::Recirc(0),
+                    Err(r) => ExecOutcome::Dropped(r),
+                };
+            }
+            OdpAction::Emit(e) => {
+                let mut buf = vec![0u8; COPY_HEADROOM + e.frame.len()];
+                buf[COPY_HEADROOM..].copy_from_slice(&e.frame);
+                let mut meta = FlowKey::ZERO;
+                meta.set(loc::IN_PORT, pkt.key.get(loc::IN_PORT));
+                let mut made =
+                    Packet::new(Frame::new(&mut buf, COPY_HEADROOM, e.frame.len()), meta);
+                match execute(&e.actions, &mut made, sink, ct, now) {
+                    ExecOutcome::Recirc(id) => sink.recirculate(id, made.frame.data(), &made.key),
+                    ExecOutcome::Dropped(r) => sink.dropped(r),
+                    ExecOutcome::Reassembled { .. } | ExecOutcome::Done => {}
+                }
+            }
+            OdpAction::Drop(r) => return ExecOutcome::Dropped(*r),
         }
     }
     ExecOutcome::Done
+}
+
+/// A source port from the inner frame's addresses and ports, so one inner flow keeps one outer
+/// 5-tuple (and one ECMP path) while different flows spread.
+fn tunnel_src_port(key: &FlowKey) -> u16 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for w in [
+        key::W_DL_DST,
+        key::W_DL_SRC,
+        key::W_L2,
+        key::W_NW_ADDR,
+        key::W_TP,
+    ] {
+        h ^= key.w[w];
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        h ^= h >> 29;
+    }
+    let span = (TNL_SRC_PORT_MAX - TNL_SRC_PORT_MIN) as u64;
+    TNL_SRC_PORT_MIN + (h % span) as u16
+}
+
+fn tunnel_push(h: &TunnelHeader, pkt: &mut Packet<'_>) -> Result<(), DropReason> {
+    // The outer IPv4 datagram is the inner frame plus everything after the outer Ethernet.
+    let ip_len = pkt.frame.len() + h.len() - crate::wire::ethernet::HEADER_LEN;
+    if ip_len > h.mtu as usize {
+        return Err(DropReason::TooBig);
+    }
+    const NONE: GeneveOpt<'static> = GeneveOpt {
+        class: 0,
+        typ: 0,
+        data: &[],
+    };
+    let mut opts = [NONE; 8];
+    let n = h.options.len().min(opts.len());
+    for (o, t) in opts.iter_mut().zip(&h.options) {
+        *o = GeneveOpt {
+            class: t.class,
+            typ: t.typ,
+            data: &t.data,
+        };
+    }
+    let outer = GeneveOuter {
+        src_mac: h.eth_src,
+        dst_mac: h.eth_dst,
+        src_ip: h.ip_src,
+        dst_ip: h.ip_dst,
+        tos: h.tos,
+        ttl: h.ttl,
+        df: h.df,
+        src_port: tunnel_src_port(&pkt.key),
+        vni: h.vni,
+        oam: false,
+        options: &opts[..n],
+        csum: h.csum,
+    };
+    match geneve::encap(&mut pkt.frame, &outer) {
+        Ok(()) => {}
+        Err(rewrite::RewriteError::NoRoom) => return Err(DropReason::NoHeadroom),
+        Err(_) => return Err(DropReason::RewriteFailed),
+    }
+    for l in [loc::TUN_ID, loc::TUN_SRC, loc::TUN_DST, loc::TUN_FLAGS] {
+        pkt.key.set(l, 0);
+    }
+    for w in key::W_TUN_META..key::W_TUN_META + key::TUN_META_WORDS {
+        pkt.key.w[w] = 0;
+    }
+    pkt.reparse();
+    Ok(())
+}
+
+/// Decapsulates and sets up the key for the inner frame's pass (`recirc_id` 0, `in_port` the
+/// tunnel's virtual port, tunnel fields from the outer headers, everything else cleared).
+fn tunnel_pop(rx: &[TunnelRx], pkt: &mut Packet<'_>) -> Result<(), DropReason> {
+    // Check everything before touching the frame.
+    let info = geneve::parse(pkt.frame.data()).map_err(|_| DropReason::TunnelMalformed)?;
+    let port = rx
+        .iter()
+        .find(|r| r.vni.is_none_or(|v| v == info.vni))
+        .ok_or(DropReason::TunnelUnknownRemote)?;
+    let mut meta = FlowKey::ZERO;
+    for o in geneve::Options::new(info.options) {
+        let o = o.map_err(|_| DropReason::TunnelMalformed)?;
+        match port
+            .tlv
+            .iter()
+            .find(|t| t.class == o.class && t.typ == o.typ)
+        {
+            Some(t) => {
+                let slot = crate::field::Field::TunMetadata(t.field).loc();
+                let (Some(slot), [a, b, c, d]) = (slot, o.data) else {
+                    return Err(DropReason::TunnelMalformed);
+                };
+                if o.data.len() != t.len as usize {
+                    return Err(DropReason::TunnelMalformed);
+                }
+                meta.set(slot, u32::from_be_bytes([*a, *b, *c, *d]) as u128);
+            }
+            // A receiver must drop what it cannot understand only when marked critical.
+            None if o.typ & geneve::OPT_CRITICAL != 0 => return Err(DropReason::TunnelMalformed),
+            None => {}
+        }
+    }
+    meta.set(loc::IN_PORT, port.vport as u128);
+    meta.set(loc::TUN_ID, info.vni as u128);
+    meta.set(loc::TUN_SRC, info.src_ip as u128);
+    meta.set(loc::TUN_DST, info.dst_ip as u128);
+    meta.set(
+        loc::TUN_FLAGS,
+        if info.oam { TUN_FLAG_OAM as u128 } else { 0 },
+    );
+    let (ofs, len) = (info.inner_ofs, info.inner_len);
+    pkt.frame.pull_head(ofs);
+    pkt.frame.truncate(len);
+    for w in 0..PACKET_WORD {
+        pkt.key.w[w] = meta.w[w];
+    }
+    pkt.reparse();
+    Ok(())
 }
 
 /// Headroom given to copies made by `clone`, enough for a VLAN tag and a tunnel header.
@@ -310,7 +573,8 @@ fn run_on_copy(
     };
     match execute(actions, &mut copy, sink, ct, now) {
         ExecOutcome::Recirc(id) => sink.recirculate(id, copy.frame.data(), &copy.key),
-        ExecOutcome::Reassembled { .. } | ExecOutcome::Done | ExecOutcome::Dropped(_) => {}
+        ExecOutcome::Dropped(r) => sink.dropped(r),
+        ExecOutcome::Reassembled { .. } | ExecOutcome::Done => {}
     }
     None
 }
@@ -414,7 +678,84 @@ fn format_action(s: &mut String, a: &OdpAction, port_name: &dyn Fn(u32) -> Optio
         OdpAction::Userspace(reason) => {
             let _ = write!(s, "userspace({reason})");
         }
+        OdpAction::TunnelPush(h) => format_tnl_push(s, h, port_name),
+        OdpAction::TunnelPop(rx) => {
+            let p = rx.first().map_or(0, |r| r.vport);
+            match port_name(p) {
+                Some(n) => {
+                    let _ = write!(s, "tnl_pop({n})");
+                }
+                None => {
+                    let _ = write!(s, "tnl_pop({p})");
+                }
+            }
+        }
+        OdpAction::Emit(e) => {
+            let _ = write!(
+                s,
+                "emit({},{})",
+                e.what,
+                format_actions(&e.actions, port_name)
+            );
+        }
+        OdpAction::Drop(r) => {
+            let _ = write!(s, "drop({})", r.name());
+        }
     }
+}
+
+pub(crate) fn fmt_mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// `tnl_push(tnl_port(N),header(size=58,type=5,eth(...),ipv4(...),udp(...),geneve(...)),out_port(M))`
+/// (type 5 is Open vSwitch's number for Geneve tunnel headers).
+fn format_tnl_push(s: &mut String, h: &TunnelHeader, port_name: &dyn Fn(u32) -> Option<String>) {
+    let name = |p: u32| port_name(p).unwrap_or_else(|| p.to_string());
+    let _ = write!(
+        s,
+        "tnl_push(tnl_port({}),header(size={},type=5,eth(dst={},src={},dl_type=0x0800),ipv4(src={},dst={},proto=17,tos={:#x},ttl={},frag={:#x}),udp(src=0,dst={},csum={:#x}),geneve(",
+        name(h.tnl_port),
+        h.len(),
+        fmt_mac(&h.eth_dst),
+        fmt_mac(&h.eth_src),
+        std::net::Ipv4Addr::from(h.ip_src),
+        std::net::Ipv4Addr::from(h.ip_dst),
+        h.tos,
+        h.ttl,
+        if h.df { 0x4000 } else { 0 },
+        h.dst_port,
+        if h.csum { 0xffff } else { 0 },
+    );
+    if h.options.iter().any(|o| o.typ & geneve::OPT_CRITICAL != 0) {
+        s.push_str("crit,");
+    }
+    let _ = write!(s, "vni={:#x}", h.vni);
+    if !h.options.is_empty() {
+        s.push_str(",options(");
+        for (i, o) in h.options.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let _ = write!(
+                s,
+                "{{class={:#x},type={:#x},len={},{:#x}}}",
+                o.class,
+                o.typ,
+                o.data.len(),
+                u32::from_be_bytes(o.data)
+            );
+        }
+        s.push(')');
+    }
+    s.push_str("))");
+    if let Some(p) = h.out_port {
+        let _ = write!(s, ",out_port({})", name(p));
+    }
+    s.push(')');
 }
 
 /// `nat`, `nat(src=172.22.7.27)`, `nat(dst=10.0.0.1-10.0.0.9:80-90,random)`.
@@ -559,3 +900,6 @@ impl fmt::Display for OdpAction {
         f.write_str(&s)
     }
 }
+
+#[cfg(test)]
+mod tests;

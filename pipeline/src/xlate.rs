@@ -9,6 +9,14 @@
 //! becomes a datapath `ct` and, with `table=N`, a recirculation whose frozen state resumes the
 //! walk in table N.
 //!
+//! Tunnel ports are native tunnelling as Open vSwitch does it: output to a Geneve port commits
+//! the frame, pushes the outer headers built here (`tnl_push`) and continues the walk in the
+//! underlay bridge as if the outer frame came from its LOCAL port, so the underlay's flows (its
+//! NORMAL learning) pick the uplink. Going the other way, a Geneve frame for one of the switch's
+//! underlay addresses that the underlay bridge sends to LOCAL becomes `tnl_pop`, and the inner
+//! frame enters the overlay bridge from the tunnel port with the tunnel fields set. ARP requests
+//! for those addresses are answered here too: the switch owns them.
+//!
 //! Translation reads tables and ports through [`XlateEnv`], which the switch provides; it never
 //! touches a frame (execution does) and never blocks.
 
@@ -16,7 +24,9 @@ use crate::ct::Nanos;
 use crate::field::{self, Field, SubField};
 use crate::flow::{ofp_port, Action, CtZone, FlowSpec, OutputTarget};
 use crate::key::{self, loc, FlowKey, KEY_WORDS, PACKET_WORD};
-use crate::odp::{DropReason, FieldSet, OdpAction, OdpCt};
+use crate::odp::{
+    DropReason, EmitFrame, FieldSet, OdpAction, OdpCt, TlvMap, TunnelHeader, TunnelOpt, TunnelRx,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +46,26 @@ pub trait RuleHandle: Send + Sync {
 
 pub type RuleRef = Arc<dyn RuleHandle>;
 
+/// Virtual datapath port numbers of tunnel ports start here (a decapsulated frame carries one
+/// as its `in_port`; nothing transmits on them).
+pub const TNL_VPORT_BASE: u32 = 0x4000_0000;
+
+/// A Geneve tunnel port as translation needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelPortInfo {
+    /// Its virtual datapath port (>= [`TNL_VPORT_BASE`]).
+    pub vport: u32,
+    pub remote_ip: u32,
+    /// The switch's underlay address the tunnel uses.
+    pub local_ip: u32,
+    /// A fixed VNI; `None` takes it from `tun_id` (key=flow).
+    pub key: Option<u32>,
+    pub csum: bool,
+    pub dst_port: u16,
+    /// The bridge the encapsulated frame continues in (from its LOCAL port).
+    pub underlay: BridgeId,
+}
+
 /// What an OpenFlow port number of a bridge leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortKind {
@@ -46,6 +76,8 @@ pub enum PortKind {
         peer_bridge: BridgeId,
         peer_port: u32,
     },
+    /// A Geneve tunnel port: frames sent here are encapsulated and continue in the underlay.
+    Tunnel(TunnelPortInfo),
 }
 
 /// One output decided by the NORMAL action: the port and the VLAN TCI the frame must carry
@@ -84,6 +116,32 @@ pub trait XlateEnv {
     /// Names, for trace.
     fn bridge_name(&self, bridge: BridgeId) -> String;
     fn port_name(&self, bridge: BridgeId, ofport: u32) -> Option<String>;
+
+    // Tunnelling. The defaults describe a switch without tunnels.
+
+    /// Whether some tunnel uses `bridge` as its underlay (where frames to LOCAL are checked for
+    /// the switch's own addresses).
+    fn is_underlay(&self, _bridge: BridgeId) -> bool {
+        false
+    }
+    /// The switch's MAC for its underlay address `ip` on `bridge`, if it owns that address.
+    fn local_endpoint(&self, _bridge: BridgeId, _ip: u32) -> Option<[u8; 6]> {
+        None
+    }
+    /// Appends the tunnel ports that take Geneve frames from `remote` to `local`.
+    fn tunnel_rx(&self, _underlay: BridgeId, _local: u32, _remote: u32, _out: &mut Vec<TunnelRx>) {}
+    /// The next-hop MAC for `ip` on `underlay`, if known.
+    fn neighbor(&self, _underlay: BridgeId, _ip: u32) -> Option<[u8; 6]> {
+        None
+    }
+    /// The Geneve option mappings of `bridge`.
+    fn tlv_map(&self, _bridge: BridgeId) -> &[TlvMap] {
+        &[]
+    }
+    /// The largest IP datagram datapath port `dp` sends.
+    fn dp_mtu(&self, _dp: u32) -> u32 {
+        1500
+    }
 }
 
 /// The state a recirculation resumes from: where in which bridge, and the metadata the walk had.
@@ -280,7 +338,9 @@ pub fn translate(
     let actions = if error.is_some() {
         Vec::new()
     } else {
-        std::mem::take(&mut cx.odp)
+        let mut a = std::mem::take(&mut cx.odp);
+        unwrap_trailing_tunnel(&mut a);
+        a
     };
     // Written packet fields were committed with values compared against the frame's: the
     // decision depends on them, so the cache must match them.
@@ -705,6 +765,9 @@ impl Ctx<'_, '_> {
             self.note("skipping output to input port");
             return;
         }
+        if port == ofp_port::LOCAL && self.env.is_underlay(self.bridge) && self.local_intercept() {
+            return;
+        }
         match self.env.port(self.bridge, port) {
             Some(PortKind::Datapath(dp)) => {
                 self.commit();
@@ -714,8 +777,266 @@ impl Ctx<'_, '_> {
                 peer_bridge,
                 peer_port,
             }) => self.patch(peer_bridge, peer_port),
+            Some(PortKind::Tunnel(t)) => self.tunnel_output(&t),
             None => self.note(format!("output to port {port}: no such port, nothing sent")),
         }
+    }
+
+    /// Reads `l` for a decision: the cache must match the bits the frame brought (bits written
+    /// during this walk are constants of the translation).
+    fn read_marked(&mut self, l: key::FieldLoc) -> u128 {
+        let mut m = FlowKey::ZERO;
+        m.set_all(l);
+        for w in 0..KEY_WORDS {
+            self.wc.w[w] |= m.w[w] & !self.written.w[w];
+        }
+        self.flow.get(l)
+    }
+
+    /// Frames for the switch's own underlay addresses that reach LOCAL: Geneve frames are
+    /// decapsulated, ARP requests answered. Returns whether the frame was taken.
+    fn local_intercept(&mut self) -> bool {
+        let dl = self.read_marked(loc::DL_TYPE) as u16;
+        if dl == field::ETH_TYPE_ARP {
+            if self.read_marked(loc::ARP_OP) != 1 {
+                return false;
+            }
+            let tpa = self.read_marked(loc::NW_DST) as u32;
+            if let Some(mac) = self.env.local_endpoint(self.bridge, tpa) {
+                self.arp_reply(mac);
+                return true;
+            }
+        } else if dl == field::ETH_TYPE_IP {
+            if self.read_marked(loc::NW_PROTO) as u8 != field::IPPROTO_UDP
+                || self.read_marked(loc::NW_FRAG) != 0
+            {
+                return false;
+            }
+            let dst = self.read_marked(loc::NW_DST) as u32;
+            if self.read_marked(loc::TP_DST) as u16 != crate::wire::geneve::UDP_PORT
+                || self.env.local_endpoint(self.bridge, dst).is_none()
+            {
+                return false;
+            }
+            self.tunnel_pop(dst);
+            return true;
+        }
+        false
+    }
+
+    /// Turns the frame into the answer to an ARP request for the switch's address and sends it
+    /// back through this bridge from LOCAL.
+    fn arp_reply(&mut self, mac: [u8; 6]) {
+        let sha = self.read_marked(loc::ARP_SHA);
+        let spa = self.read_marked(loc::NW_SRC);
+        let tpa = self.flow.get(loc::NW_DST);
+        self.note(format!(
+            "ARP request for {}: answered with {}",
+            std::net::Ipv4Addr::from(tpa as u32),
+            crate::odp::fmt_mac(&mac)
+        ));
+        let saved = (self.flow, self.base, self.written, self.exit);
+        let outer = std::mem::take(&mut self.odp);
+        for w in 0..PACKET_WORD {
+            self.flow.w[w] = 0;
+        }
+        self.flow.set(loc::IN_PORT, ofp_port::LOCAL as u128);
+        let me = mac_value(&mac);
+        for (l, v) in [
+            (loc::DL_DST, sha),
+            (loc::DL_SRC, me),
+            (loc::ARP_OP, 2),
+            (loc::ARP_SHA, me),
+            (loc::ARP_THA, sha),
+            (loc::NW_SRC, tpa),
+            (loc::NW_DST, spa),
+        ] {
+            self.flow.set(l, v);
+            self.written.set_all(l);
+        }
+        self.depth += 1;
+        self.lookup_and_run(0);
+        self.depth -= 1;
+        let inner = std::mem::replace(&mut self.odp, outer);
+        (self.flow, self.base, self.written, self.exit) = saved;
+        if !inner.is_empty() {
+            self.odp.push(OdpAction::Clone(inner));
+        }
+    }
+
+    /// A Geneve frame addressed to `local`: the tunnel port is chosen by the outer source.
+    fn tunnel_pop(&mut self, local: u32) {
+        let remote = self.read_marked(loc::NW_SRC) as u32;
+        let mut rx = Vec::new();
+        self.env.tunnel_rx(self.bridge, local, remote, &mut rx);
+        self.commit();
+        if rx.is_empty() {
+            self.note(format!(
+                "Geneve frame from {}: no tunnel port has that remote_ip, dropped",
+                std::net::Ipv4Addr::from(remote)
+            ));
+            self.odp.push(OdpAction::Clone(vec![OdpAction::Drop(
+                DropReason::TunnelUnknownRemote,
+            )]));
+            return;
+        }
+        self.note(format!(
+            "Geneve frame from {}: decapsulated, continues from the tunnel port",
+            std::net::Ipv4Addr::from(remote)
+        ));
+        self.odp.push(OdpAction::Clone(vec![OdpAction::TunnelPop(
+            rx.into_boxed_slice(),
+        )]));
+    }
+
+    /// Output to a Geneve port: push the outer headers and continue in the underlay bridge.
+    fn tunnel_output(&mut self, t: &TunnelPortInfo) {
+        if self.depth >= MAX_DEPTH {
+            self.error = Some(DropReason::ResubmitLimit);
+            return;
+        }
+        self.commit();
+        let env = self.env;
+        let vni = match t.key {
+            Some(k) => k,
+            None => (self.read_marked(loc::TUN_ID) as u32) & 0xff_ffff,
+        };
+        let mut options = Vec::new();
+        for m in env.tlv_map(self.bridge) {
+            let Some(l) = Field::TunMetadata(m.field).loc() else {
+                continue;
+            };
+            // Open vSwitch sends an option when the flows set its field; xvs has no presence
+            // bits, so a field written in this walk or holding a non-zero value is present.
+            let written = self.written.get(l) != 0;
+            let v = self.read_marked(l) as u32;
+            if written || v != 0 {
+                options.push(TunnelOpt {
+                    class: m.class,
+                    typ: m.typ,
+                    data: v.to_be_bytes(),
+                });
+            }
+        }
+        let Some(my_mac) = env.local_endpoint(t.underlay, t.local_ip) else {
+            self.note("tunnel: the switch does not own its local_ip on the underlay, dropped");
+            self.odp.push(OdpAction::Clone(vec![OdpAction::Drop(
+                DropReason::TunnelNoNeighbor,
+            )]));
+            return;
+        };
+        let remote = std::net::Ipv4Addr::from(t.remote_ip);
+        let Some(nh_mac) = env.neighbor(t.underlay, t.remote_ip) else {
+            self.note(format!(
+                "tunnel: no next hop known for {remote}: ARP request sent, frame dropped"
+            ));
+            let frame = crate::compose::PacketBuilder::arp_request(
+                my_mac,
+                std::net::Ipv4Addr::from(t.local_ip),
+                remote,
+            )
+            .build();
+            let mut k = FlowKey::ZERO;
+            crate::extract::extract(&frame, &mut k);
+            let actions = self.underlay_walk(t.underlay, k, None);
+            self.odp.push(OdpAction::Clone(vec![
+                OdpAction::Emit(Box::new(EmitFrame {
+                    what: format!("arp(tip={remote})"),
+                    frame,
+                    actions,
+                })),
+                OdpAction::Drop(DropReason::TunnelNoNeighbor),
+            ]));
+            return;
+        };
+        let hdr = TunnelHeader {
+            tnl_port: t.vport,
+            eth_dst: nh_mac,
+            eth_src: my_mac,
+            ip_src: t.local_ip,
+            ip_dst: t.remote_ip,
+            tos: 0,
+            ttl: 64,
+            df: true,
+            dst_port: t.dst_port,
+            vni,
+            csum: t.csum,
+            options,
+            mtu: u32::MAX,
+            out_port: None,
+        };
+        let mut outer = FlowKey::ZERO;
+        for (l, v) in [
+            (loc::DL_DST, mac_value(&nh_mac)),
+            (loc::DL_SRC, mac_value(&my_mac)),
+            (loc::DL_TYPE, field::ETH_TYPE_IP as u128),
+            (loc::NW_SRC, t.local_ip as u128),
+            (loc::NW_DST, t.remote_ip as u128),
+            (loc::NW_PROTO, field::IPPROTO_UDP as u128),
+            (loc::NW_TTL, 64),
+            (loc::TP_DST, t.dst_port as u128),
+        ] {
+            outer.set(l, v);
+        }
+        let mut actions = self.underlay_walk(t.underlay, outer, Some(hdr));
+        // The MTU that matters is the smallest of the ports the walk sends to.
+        let mut mtu = u32::MAX;
+        let mut first = None;
+        visit_outputs(&actions, &mut |p| {
+            mtu = mtu.min(env.dp_mtu(p));
+            first.get_or_insert(p);
+        });
+        if let Some(OdpAction::TunnelPush(h)) = actions.first_mut() {
+            h.mtu = mtu;
+            h.out_port = first;
+        }
+        self.odp.push(OdpAction::Clone(actions));
+    }
+
+    /// Walks `underlay` with `outer` (a frame the switch makes: encapsulated, or an ARP
+    /// request) entering from LOCAL, and returns the actions (`push` first when given). The
+    /// walk's wildcards are dropped: the outer key is made from values this translation already
+    /// depends on.
+    fn underlay_walk(
+        &mut self,
+        underlay: BridgeId,
+        mut outer: FlowKey,
+        push: Option<TunnelHeader>,
+    ) -> Vec<OdpAction> {
+        outer.set(loc::IN_PORT, ofp_port::LOCAL as u128);
+        let saved = (
+            self.flow,
+            self.base,
+            self.written,
+            self.exit,
+            self.bridge,
+            self.wc,
+            self.push_tpid,
+        );
+        let outer_odp = std::mem::take(&mut self.odp);
+        if let Some(h) = push {
+            self.odp.push(OdpAction::TunnelPush(Box::new(h)));
+        }
+        self.flow = outer;
+        self.base = outer;
+        self.written = FlowKey::ZERO;
+        self.bridge = underlay;
+        self.push_tpid = 0x8100;
+        self.depth += 1;
+        self.note_bridge();
+        self.lookup_and_run(0);
+        self.depth -= 1;
+        let inner = std::mem::replace(&mut self.odp, outer_odp);
+        (
+            self.flow,
+            self.base,
+            self.written,
+            self.exit,
+            self.bridge,
+            self.wc,
+            self.push_tpid,
+        ) = saved;
+        inner
     }
 
     /// Continues the walk in the peer bridge of a patch port, as Open vSwitch does: the frame
@@ -870,6 +1191,46 @@ impl Ctx<'_, '_> {
         let [gt, le] = branches;
         self.odp.push(OdpAction::CheckPktLen { len, gt, le });
         self.exit = true;
+    }
+}
+
+/// Calls `f` with every datapath port `actions` output to (nested lists included).
+fn visit_outputs(actions: &[OdpAction], f: &mut dyn FnMut(u32)) {
+    for a in actions {
+        match a {
+            OdpAction::Output(p) => f(*p),
+            OdpAction::Clone(sub) => visit_outputs(sub, f),
+            OdpAction::CheckPktLen { gt, le, .. } => {
+                visit_outputs(gt, f);
+                visit_outputs(le, f);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A tunnel push or pop is made inside a `clone` (it changes the frame, and more outputs may
+/// follow). When nothing follows, the clone is unnecessary: its actions run on the frame itself,
+/// which saves the copy and lets a drop in them count as the frame's outcome.
+fn unwrap_trailing_tunnel(actions: &mut Vec<OdpAction>) {
+    let is_tunnel = |sub: &[OdpAction]| {
+        matches!(
+            sub.first(),
+            Some(OdpAction::TunnelPush(_) | OdpAction::TunnelPop(_) | OdpAction::Drop(_))
+                | Some(OdpAction::Emit(_))
+        )
+    };
+    match actions.last_mut() {
+        Some(OdpAction::Clone(sub)) if is_tunnel(sub) => {
+            let sub = std::mem::take(sub);
+            actions.pop();
+            actions.extend(sub);
+        }
+        Some(OdpAction::CheckPktLen { gt, le, .. }) => {
+            unwrap_trailing_tunnel(gt);
+            unwrap_trailing_tunnel(le);
+        }
+        _ => {}
     }
 }
 
