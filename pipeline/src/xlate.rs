@@ -711,7 +711,13 @@ impl Ctx<'_, '_> {
         };
         let mut any = false;
         for w in PACKET_WORD..KEY_WORDS {
-            let m = self.written.w[w] & (self.flow.w[w] ^ self.base.w[w]);
+            // Whole written fields, not just the differing bits, so the action reads (and
+            // prints) as the values the frame gets.
+            let m = if self.written.w[w] & (self.flow.w[w] ^ self.base.w[w]) != 0 {
+                self.written.w[w]
+            } else {
+                0
+            };
             if w == key::W_L2 {
                 continue; // VLAN handled above; dl_type is never written
             }

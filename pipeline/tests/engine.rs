@@ -363,3 +363,21 @@ fn malformed_frames_never_panic_and_l2_still_switches() {
     garbage[13] = 0x00;
     rig.send(4, &garbage);
 }
+
+#[test]
+fn datapath_set_actions_carry_whole_field_values() {
+    // 50:6b:8d:45:5a:21 -> 50:6b:8d:45:5a:22 differs in two bits; the action must still say
+    // the whole new address.
+    let env = Env::new(
+        SEED_PORTS,
+        "in_port=4 actions=mod_dl_src:50:6b:8d:45:5a:22,output:1",
+    );
+    let recirc = RecircTable::new();
+    let view = env.0.view();
+    let mut k = FlowKey::ZERO;
+    k.set_in_port(4);
+    extract(&vm_udp(), &mut k);
+    let t = pipeline::xlate::translate(&view, &recirc, &k, 0, None);
+    let printed = pipeline::odp::format_actions(&t.actions, &|_| None);
+    assert_eq!(printed, "set(eth(src=50:6b:8d:45:5a:22)),1");
+}
