@@ -1,0 +1,250 @@
+//! Connection tracking: established lookup + NAT rewrite, new connection commit with SNAT port
+//! allocation, and the memory one million connections take (counted by a wrapping allocator).
+
+use conntrack::{Config, Tracker};
+use criterion::{black_box, Criterion, Throughput};
+use pipeline::ct::{ConnTracker, CtRequest, CtVerdict};
+use pipeline::flow::{NatKind, NatSpec};
+use pipeline::key::FlowKey;
+use pipeline::wire::{checksum, Frame};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Counts live heap bytes so the memory figure is measured, not estimated.
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const ETH: usize = 14;
+
+/// Ethernet + IPv4 + TCP (no payload) with correct checksums.
+fn tcp_frame(src: u32, dst: u32, sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+    let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src.to_be_bytes());
+    ip.extend_from_slice(&dst.to_be_bytes());
+    let c = checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&ack.to_be_bytes());
+    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    let mut ps = Vec::new();
+    ps.extend_from_slice(&src.to_be_bytes());
+    ps.extend_from_slice(&dst.to_be_bytes());
+    ps.extend_from_slice(&[0, 6, 0, 20]);
+    let c = checksum::finish(checksum::sum(checksum::sum(0, &ps), &t));
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&t);
+    f
+}
+
+fn run(t: &Tracker, f: &mut [u8], req: &CtRequest<'_>) -> u32 {
+    let len = f.len();
+    match t.execute(&mut Frame::new(f, 0, len), ETH, &FlowKey::ZERO, req, 1) {
+        CtVerdict::Tracked(r) => r.state,
+        _ => 0,
+    }
+}
+
+fn snat_spec() -> NatSpec {
+    NatSpec {
+        kind: Some(NatKind::Src),
+        addr_min: Some(IpAddr::V4(Ipv4Addr::new(172, 22, 7, 27))),
+        addr_max: Some(IpAddr::V4(Ipv4Addr::new(172, 22, 7, 30))),
+        ..NatSpec::default()
+    }
+}
+
+/// Client address and port, and server address, of connection `i`. Servers vary so the
+/// translated tuple space (NAT addresses x ports x servers) is far larger than the population.
+fn client(i: u32) -> (u32, u16, u32) {
+    (
+        0x0a00_0000 + i / 50_000,
+        10_000 + (i % 50_000) as u16,
+        0x0808_0000 + (i * 31) % 4096,
+    )
+}
+
+/// Opens `n` SNATed TCP connections (full handshake); returns the original-direction ACKs.
+fn populate(t: &Tracker, n: u32, spec: &NatSpec) -> Vec<Vec<u8>> {
+    let commit = CtRequest {
+        zone: 9,
+        commit: true,
+        force: false,
+        nat: Some(spec),
+        set_mark: None,
+        set_label: None,
+        alg: None,
+    };
+    let bare = NatSpec::default();
+    let back = CtRequest {
+        commit: false,
+        nat: Some(&bare),
+        ..commit
+    };
+    let mut acks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let (src, sport, server) = client(i);
+        let mut syn = tcp_frame(src, server, sport, 80, 0x02, 100, 0);
+        run(t, &mut syn, &commit);
+        let nat_src =
+            u32::from_be_bytes([syn[ETH + 12], syn[ETH + 13], syn[ETH + 14], syn[ETH + 15]]);
+        let nat_port = u16::from_be_bytes([syn[ETH + 20], syn[ETH + 21]]);
+        let mut sa = tcp_frame(server, nat_src, 80, nat_port, 0x12, 5000, 101);
+        run(t, &mut sa, &back);
+        let mut ack = tcp_frame(src, server, sport, 80, 0x10, 101, 5001);
+        run(t, &mut ack, &commit);
+        acks.push(tcp_frame(src, server, sport, 80, 0x10, 101, 5001));
+    }
+    acks
+}
+
+fn memory_report() {
+    let before = LIVE.load(Ordering::Relaxed);
+    let t = Tracker::new(Config::default());
+    let spec = snat_spec();
+    let commit = CtRequest {
+        zone: 9,
+        commit: true,
+        force: false,
+        nat: Some(&spec),
+        set_mark: None,
+        set_label: None,
+        alg: None,
+    };
+    let start = Instant::now();
+    let mut f = Vec::new();
+    for i in 0..1_000_000u32 {
+        let (src, sport, server) = client(i);
+        f.clear();
+        f.extend_from_slice(&tcp_frame(src, server, sport, 80, 0x02, 100, 0));
+        run(&t, &mut f, &commit);
+    }
+    let el = start.elapsed();
+    let used = LIVE.load(Ordering::Relaxed) - before;
+    println!(
+        "conntrack memory: {} connections hold {:.1} MiB of heap ({} bytes/connection; table's own estimate {:.1} MiB); filled in {:.2?}",
+        t.len(),
+        used as f64 / (1 << 20) as f64,
+        used / t.len().max(1) as isize,
+        t.memory_bytes() as f64 / (1 << 20) as f64,
+        el
+    );
+    assert!(t.len() == 1_000_000, "all committed");
+    assert!(used <= 256 << 20, "1M connections must fit in 256 MiB");
+}
+
+fn benches(c: &mut Criterion) {
+    let spec = snat_spec();
+    let bare = NatSpec::default();
+    let t = Tracker::new(Config::default());
+    let acks = populate(&t, 100_000, &spec);
+    assert_eq!(t.len(), 100_000);
+    let req = CtRequest {
+        zone: 9,
+        commit: false,
+        force: false,
+        nat: Some(&bare),
+        set_mark: None,
+        set_label: None,
+        alg: None,
+    };
+    // Visit the connections in a scattered order so caches do not flatter the lookup.
+    let order: Vec<usize> = (0..acks.len()).map(|i| (i * 7919) % acks.len()).collect();
+    let mut g = c.benchmark_group("conntrack");
+    const BATCH: usize = 1024;
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let mut pos = 0;
+    let mut buf = [0u8; 64];
+    g.bench_function("established_lookup_snat_rewrite", |b| {
+        b.iter(|| {
+            let mut acc = 0;
+            for _ in 0..BATCH {
+                let a = &acks[order[pos]];
+                pos = (pos + 1) % order.len();
+                buf[..a.len()].copy_from_slice(a);
+                acc ^= run(&t, &mut buf[..a.len()], &req);
+            }
+            black_box(acc)
+        })
+    });
+    let t2 = Tracker::new(Config::default());
+    let commit = CtRequest {
+        zone: 9,
+        commit: true,
+        nat: Some(&spec),
+        ..req
+    };
+    let mut next = 0u32;
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("new_connection_commit_snat", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0;
+            while done < iters {
+                if t2.len() >= 500_000 {
+                    t2.flush(None);
+                }
+                let n = (iters - done).min(BATCH as u64);
+                let frames: Vec<Vec<u8>> = (0..n)
+                    .map(|_| {
+                        next = next.wrapping_add(1);
+                        let (src, sport, server) = client(next % 2_000_000);
+                        tcp_frame(
+                            src,
+                            server + (next / 2_000_000) * 4096,
+                            sport,
+                            80,
+                            0x02,
+                            100,
+                            0,
+                        )
+                    })
+                    .collect();
+                let s = Instant::now();
+                for f in frames {
+                    let mut f = f;
+                    black_box(run(&t2, &mut f, &commit));
+                }
+                total += s.elapsed();
+                done += n;
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn main() {
+    memory_report();
+    let mut c = Criterion::default().configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+}
