@@ -389,6 +389,14 @@ impl Ctx<'_, '_> {
                 self.check_pkt_larger(*len, *dst, &actions[i + 1..]);
                 return;
             }
+            if let Action::DecTtl { .. } = a {
+                // An expired TTL ends this action list only: a rule that resubmitted here
+                // goes on with its own actions, as in Open vSwitch.
+                if self.dec_ttl() {
+                    return;
+                }
+                continue;
+            }
             self.run_action(a);
         }
     }
@@ -470,7 +478,9 @@ impl Ctx<'_, '_> {
             Action::SetNwTtl(ttl) => self.write_ip(Field::NwTtl, *ttl as u128),
             Action::SetTpSrc(p) => self.write_field(SubField::whole(Field::TpSrc), *p as u128),
             Action::SetTpDst(p) => self.write_field(SubField::whole(Field::TpDst), *p as u128),
-            Action::DecTtl { .. } => self.dec_ttl(),
+            Action::DecTtl { .. } => {
+                self.dec_ttl();
+            }
             Action::SetTunnel { value, wide } => {
                 let v = if *wide { *value } else { *value & 0xffff_ffff };
                 self.flow.set(loc::TUN_ID, v as u128);
@@ -536,23 +546,26 @@ impl Ctx<'_, '_> {
         self.written.set_all(loc::INNER_VLAN_TCI);
     }
 
-    fn dec_ttl(&mut self) {
+    /// True when the TTL expired: the caller stops its action list.
+    fn dec_ttl(&mut self) -> bool {
         self.wc.set_all(loc::DL_TYPE);
         let dl = self.flow.dl_type();
         if dl != field::ETH_TYPE_IP && dl != field::ETH_TYPE_IPV6 {
-            return;
+            return false;
         }
         self.wc.set_all(loc::NW_TTL);
         let ttl = self.flow.get(loc::NW_TTL) as u8;
         if ttl <= 1 {
-            self.note("TTL expired: the frame goes to the controller (xvs has none) and stops");
+            self.note(
+                "TTL expired: the frame goes to the controller (xvs has none) and this action list stops",
+            );
             self.commit();
             self.odp.push(OdpAction::Userspace("invalid_ttl"));
-            self.exit = true;
-            return;
+            return true;
         }
         self.flow.set(loc::NW_TTL, (ttl - 1) as u128);
         self.written.set_all(loc::NW_TTL);
+        false
     }
 
     fn resubmit(&mut self, port: Option<u32>, table: Option<u8>, ct: bool) {

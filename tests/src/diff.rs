@@ -667,7 +667,10 @@ pub fn check(
                 o.trace(case, port, frame)
             })
         })
-        .map_err(|e| fail(0, format!("Open vSwitch: {e}")))?;
+        .map_err(|e| {
+            let flows: Vec<&str> = case.bridges.iter().map(|b| b.flows.as_str()).collect();
+            fail(0, format!("Open vSwitch: {e}\n{}", flows.join("\n")))
+        })?;
     let Some((i, trace)) = traces.into_iter().next() else {
         return Ok(());
     };
