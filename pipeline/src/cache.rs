@@ -170,7 +170,7 @@ impl FlowCache {
 
     fn swap_masks(&mut self, a: usize, b: usize) {
         // Entries refer to masks by index, and the index hashes include it: rehash both groups.
-        self.masks.swap(a, b);
+        // Unlinking must hash with the masks as they were when the entries were linked.
         let idxs: Vec<u32> = self
             .entries
             .iter()
@@ -184,6 +184,7 @@ impl FlowCache {
         for &i in &idxs {
             self.unlink(i);
         }
+        self.masks.swap(a, b);
         for &i in &idxs {
             let e = self.entries[i as usize].as_mut().expect("live");
             e.mask_index = if e.mask_index == a { b } else { a };
@@ -357,5 +358,52 @@ impl FlowCache {
     /// Number of distinct masks (subtables) searched per lookup.
     pub fn mask_count(&self) -> usize {
         self.masks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::loc;
+
+    #[test]
+    fn reordering_masks_keeps_every_entry_reachable() {
+        let mut c = FlowCache::new(64);
+        let mut m_port = FlowKey::ZERO;
+        m_port.set_all(loc::IN_PORT);
+        let mut m_src = FlowKey::ZERO;
+        m_src.set_all(loc::NW_SRC);
+        let key = |port: u128, src: u128| {
+            let mut k = FlowKey::ZERO;
+            k.set(loc::IN_PORT, port);
+            k.set(loc::NW_SRC, src);
+            k
+        };
+        // Mask 0 first, then several entries under mask 1 sharing hash chains.
+        let a = c
+            .insert(&key(1, 0), &m_port, Vec::new(), Vec::new(), 0)
+            .unwrap();
+        let b = c
+            .insert(&key(2, 0), &m_port, Vec::new(), Vec::new(), 0)
+            .unwrap();
+        let mut under_src = Vec::new();
+        for src in 10..14 {
+            let k = key(9, src);
+            under_src.push((k, c.insert(&k, &m_src, Vec::new(), Vec::new(), 0).unwrap()));
+        }
+        // Hits on mask 1 move it in front of mask 0, more than once back and forth.
+        for round in 0..4 {
+            for _ in 0..(3 << round) {
+                assert_eq!(c.lookup(&under_src[0].0), Some(under_src[0].1));
+            }
+            for _ in 0..(3 << round) {
+                assert_eq!(c.lookup(&key(1, 0)), Some(a));
+            }
+        }
+        assert_eq!(c.lookup(&key(2, 0)), Some(b));
+        for (k, i) in &under_src {
+            assert_eq!(c.lookup(k), Some(*i));
+        }
+        assert_eq!(c.lookup(&key(3, 0)), None);
     }
 }

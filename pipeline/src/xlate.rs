@@ -409,8 +409,11 @@ impl Ctx<'_, '_> {
     }
 
     fn lookup_and_run(&mut self, table: u8) {
-        let saved_table = self.table;
-        self.table = table;
+        let rule = self.lookup_rule(table);
+        self.run_rule(table, rule);
+    }
+
+    fn lookup_rule(&mut self, table: u8) -> Option<RuleRef> {
         let rule = self
             .env
             .lookup(self.bridge, table, &self.flow, &mut self.wc);
@@ -420,6 +423,12 @@ impl Ctx<'_, '_> {
             table,
             rule: r2,
         });
+        rule
+    }
+
+    fn run_rule(&mut self, table: u8, rule: Option<RuleRef>) {
+        let saved_table = self.table;
+        self.table = table;
         if let Some(rule) = rule {
             self.rules.push(rule.clone());
             self.run_actions(&rule.spec().actions);
@@ -439,6 +448,14 @@ impl Ctx<'_, '_> {
             if let Action::CheckPktLarger { len, dst } = a {
                 self.check_pkt_larger(*len, *dst, &actions[i + 1..]);
                 return;
+            }
+            if let Action::DecTtl { .. } = a {
+                // An expired TTL ends this action list only: a rule that resubmitted here
+                // goes on with its own actions, as in Open vSwitch.
+                if self.dec_ttl() {
+                    return;
+                }
+                continue;
             }
             self.run_action(a);
         }
@@ -502,8 +519,9 @@ impl Ctx<'_, '_> {
                 self.wc.set_all(loc::VLAN_TCI);
                 let outer = self.flow.vlan_tci();
                 self.flow.set(loc::INNER_VLAN_TCI, outer as u128);
-                self.flow
-                    .set(loc::VLAN_TCI, (outer | key::VLAN_CFI) as u128);
+                // The new tag starts as VID 0, PCP 0 (Open vSwitch does not copy the tag it
+                // pushes in front of); mod_vlan_vid/pcp set it.
+                self.flow.set(loc::VLAN_TCI, key::VLAN_CFI as u128);
                 self.push_tpid = *tpid;
                 self.mark_vlan_written();
             }
@@ -520,7 +538,9 @@ impl Ctx<'_, '_> {
             Action::SetNwTtl(ttl) => self.write_ip(Field::NwTtl, *ttl as u128),
             Action::SetTpSrc(p) => self.write_field(SubField::whole(Field::TpSrc), *p as u128),
             Action::SetTpDst(p) => self.write_field(SubField::whole(Field::TpDst), *p as u128),
-            Action::DecTtl { .. } => self.dec_ttl(),
+            Action::DecTtl { .. } => {
+                self.dec_ttl();
+            }
             Action::SetTunnel { value, wide } => {
                 let v = if *wide { *value } else { *value & 0xffff_ffff };
                 self.flow.set(loc::TUN_ID, v as u128);
@@ -586,23 +606,26 @@ impl Ctx<'_, '_> {
         self.written.set_all(loc::INNER_VLAN_TCI);
     }
 
-    fn dec_ttl(&mut self) {
+    /// True when the TTL expired: the caller stops its action list.
+    fn dec_ttl(&mut self) -> bool {
         self.wc.set_all(loc::DL_TYPE);
         let dl = self.flow.dl_type();
         if dl != field::ETH_TYPE_IP && dl != field::ETH_TYPE_IPV6 {
-            return;
+            return false;
         }
         self.wc.set_all(loc::NW_TTL);
         let ttl = self.flow.get(loc::NW_TTL) as u8;
         if ttl <= 1 {
-            self.note("TTL expired: the frame goes to the controller (xvs has none) and stops");
+            self.note(
+                "TTL expired: the frame goes to the controller (xvs has none) and this action list stops",
+            );
             self.commit();
             self.odp.push(OdpAction::Userspace("invalid_ttl"));
-            self.exit = true;
-            return;
+            return true;
         }
         self.flow.set(loc::NW_TTL, (ttl - 1) as u128);
         self.written.set_all(loc::NW_TTL);
+        false
     }
 
     fn resubmit(&mut self, port: Option<u32>, table: Option<u8>, ct: bool) {
@@ -621,7 +644,10 @@ impl Ctx<'_, '_> {
             self.error = Some(DropReason::ResubmitLimit);
             return;
         }
-        let old_in = self.flow.get(loc::IN_PORT);
+        // As in Open vSwitch, the resubmit's port and the ct tuple only steer the lookup: the
+        // rule found runs with the frame's own in_port (so IN_PORT and NORMAL see where the
+        // frame came from) and its own addresses and ports.
+        let saved = self.flow;
         if let Some(p) = port {
             self.flow.set(loc::IN_PORT, p as u128);
         }
@@ -629,7 +655,6 @@ impl Ctx<'_, '_> {
         self.depth += 1;
         if ct && self.flow.ct_state() & key::CS_TRACKED != 0 {
             // Look up with the connection's original tuple in place of the frame's.
-            let saved = self.flow;
             self.wc.set_all(loc::CT_STATE);
             for (from, to) in [
                 (loc::CT_NW_SRC, loc::NW_SRC),
@@ -641,22 +666,20 @@ impl Ctx<'_, '_> {
                 let v = self.flow.get(from);
                 self.flow.set(to, v);
             }
-            self.lookup_and_run(table);
-            // Fields the lookup used were the ct tuple's; restore the frame's.
-            for l in [
-                loc::NW_SRC,
-                loc::NW_DST,
-                loc::NW_PROTO,
-                loc::TP_SRC,
-                loc::TP_DST,
-            ] {
-                self.flow.set(l, saved.get(l));
-            }
-        } else {
-            self.lookup_and_run(table);
         }
+        let rule = self.lookup_rule(table);
+        for l in [
+            loc::IN_PORT,
+            loc::NW_SRC,
+            loc::NW_DST,
+            loc::NW_PROTO,
+            loc::TP_SRC,
+            loc::TP_DST,
+        ] {
+            self.flow.set(l, saved.get(l));
+        }
+        self.run_rule(table, rule);
         self.depth -= 1;
-        self.flow.set(loc::IN_PORT, old_in);
     }
 
     /// Makes the frame carry the flow's packet fields: VLAN pushes/pops, then field rewrites.
