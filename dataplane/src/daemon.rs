@@ -433,14 +433,9 @@ impl State {
     }
 
     fn dump_dp_flows(&self) -> Result<String, String> {
-        let names: Vec<String> = self.sw.dp_ports.iter().map(|p| p.name.clone()).collect();
-        let tnl: Vec<String> = self.sw.tunnels.iter().map(|t| t.name.clone()).collect();
-        let names = Arc::new((names, tnl));
-        let parts = self.ask(move |w, _sw, now| {
-            let pn = |p: u32| match p.checked_sub(pipeline::xlate::TNL_VPORT_BASE) {
-                Some(t) => names.1.get(t as usize).cloned(),
-                None => names.0.get(p as usize).cloned(),
-            };
+        let parts = self.ask(move |w, sw, now| {
+            // Datapath ports, tunnel ports and patch port capture points by name.
+            let pn = |p: u32| sw.dp_port_name(p).map(str::to_string);
             let mut s = String::new();
             w.dp.engine.end_batch();
             for (e, mask) in w.dp.engine.cache.iter() {
@@ -702,15 +697,22 @@ impl State {
         let (Ok(count), Ok(secs)) = (count.parse::<usize>(), secs.parse::<f64>()) else {
             return Handled::Now(Reply::err(usage));
         };
-        let Some(dp) = self.sw.dp_port_by_name(port) else {
-            let msg = if self.cfg.port(port).is_some() {
-                format!("port {port} has no datapath I/O (patch ports cannot be captured yet)\n")
-            } else {
-                format!("no port \"{port}\"\n")
-            };
-            return Handled::Now(Reply::err(msg));
+        // A port with I/O is captured where it receives and sends; a patch port where the
+        // translated walk crosses it (the switch copies those frames into its slot).
+        let (slot, patch) = match self.sw.dp_port_by_name(port) {
+            Some(dp) => (self.captures[dp as usize].clone(), None),
+            None => match self.sw.patch_capture(port) {
+                Some(slot) => (slot.clone(), Some(port.clone())),
+                None => {
+                    let msg = if self.cfg.port(port).is_some() {
+                        format!("port {port} cannot be captured (no datapath I/O)\n")
+                    } else {
+                        format!("no port \"{port}\"\n")
+                    };
+                    return Handled::Now(Reply::err(msg));
+                }
+            },
         };
-        let slot = self.captures[dp as usize].clone();
         if slot.active() {
             return Handled::Now(Reply::err(format!(
                 "a capture on {port} is already running\n"
@@ -718,7 +720,12 @@ impl State {
         }
         let st = self.clone();
         Handled::Later(Box::new(move || {
-            slot.start(count);
+            match &patch {
+                Some(name) => {
+                    st.sw.start_patch_capture(name, count);
+                }
+                None => slot.start(count),
+            }
             let deadline = Instant::now() + Duration::from_secs_f64(secs.clamp(0.0, 3600.0));
             while Instant::now() < deadline
                 && slot.count() < count
@@ -726,7 +733,10 @@ impl State {
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let frames = slot.stop();
+            let frames = match &patch {
+                Some(name) => st.sw.stop_patch_capture(name),
+                None => slot.stop(),
+            };
             let mut w = match PcapWriter::new(Vec::new()) {
                 Ok(w) => w,
                 Err(e) => return Reply::err(e.to_string()),

@@ -22,6 +22,7 @@ struct Sink<'a> {
     deferred: &'a mut Vec<(u32, Vec<u8>)>,
     recirculated: &'a mut Vec<(u32, u32, Vec<u8>, FlowKey)>,
     tx_refused: &'a mut u64,
+    sw: &'a Switch,
 }
 
 impl DpSink for Sink<'_> {
@@ -45,6 +46,10 @@ impl DpSink for Sink<'_> {
     fn recirculate(&mut self, id: u32, frame: &[u8], key: &FlowKey) {
         self.recirculated
             .push((self.me as u32, id, frame.to_vec(), *key));
+    }
+
+    fn capture(&mut self, id: u32, frame: &[u8]) {
+        self.sw.record_capture(id, frame);
     }
 }
 
@@ -117,6 +122,7 @@ impl Datapath {
                 deferred: &mut self.deferred,
                 recirculated: &mut self.recirculated,
                 tx_refused: &mut self.stats.tx_refused,
+                sw,
             };
             let engine = &mut self.engine;
             let n = me.rx_burst(&mut |frames: &mut RxFrames<'_>| {
@@ -145,6 +151,7 @@ impl Datapath {
                 deferred: &mut self.deferred,
                 recirculated: &mut bytes_sink(),
                 tx_refused: &mut self.stats.tx_refused,
+                sw,
             };
             self.engine
                 .process_recirculated(frame, id, &key, &shared, &mut sink, now);

@@ -7,6 +7,7 @@
 //! on underlay bridges. It does not own port I/O (datapath threads do) and does not parse
 //! configuration files.
 
+use crate::hooks::CaptureSlot;
 use crate::mac_learning::{self, Fdb, NormalPort, VlanMode};
 use pipeline::ct::{ConnTracker, Nanos};
 use pipeline::flow::{ofp_port, PortNames};
@@ -15,7 +16,7 @@ use pipeline::odp::{TlvMap, TunnelRx};
 use pipeline::table::{FlowTables, Snapshot};
 use pipeline::xlate::{
     BridgeId, NormalOutput, PortKind, RecircTable, RuleRef, TunnelPortInfo, XlateEnv,
-    TNL_VPORT_BASE,
+    CAPTURE_POINT_BASE, TNL_VPORT_BASE,
 };
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -243,6 +244,18 @@ pub struct Switch {
     pub neigh: NeighCache,
     pub recirc: RecircTable,
     pub ct: Arc<dyn ConnTracker>,
+    /// One capture point per patch port; index = capture point - [`CAPTURE_POINT_BASE`].
+    pub patch_captures: Vec<PatchCapture>,
+    /// Bumped when a patch port capture starts or stops: translations add or drop the copies.
+    capture_generation: AtomicU64,
+}
+
+/// Where frames crossing a patch port are copied while a capture on it runs.
+pub struct PatchCapture {
+    pub name: String,
+    pub bridge: BridgeId,
+    pub ofport: u32,
+    pub slot: Arc<CaptureSlot>,
 }
 
 /// Builds a [`Switch`]: bridges and ports first, then [`SwitchBuilder::build`] resolves patch
@@ -306,6 +319,7 @@ impl SwitchBuilder {
         let mut tunnels = Vec::new();
         let mut endpoints: Vec<Endpoint> = Vec::new();
         let mut bridges = Vec::new();
+        let mut patch_captures = Vec::new();
         let bridge_ids: BTreeMap<String, BridgeId> = self
             .bridges
             .iter()
@@ -393,6 +407,12 @@ impl SwitchBuilder {
                         match ok {
                             Some((pb, pof, _)) => {
                                 patch.insert(p.ofport, (*pb, *pof));
+                                patch_captures.push(PatchCapture {
+                                    name: p.name.clone(),
+                                    bridge: bi as BridgeId,
+                                    ofport: p.ofport,
+                                    slot: Arc::default(),
+                                });
                             }
                             None => {
                                 return Err(SwitchError::BadPeer {
@@ -456,6 +476,8 @@ impl SwitchBuilder {
             neigh: NeighCache::default(),
             recirc: RecircTable::new(),
             ct,
+            patch_captures,
+            capture_generation: AtomicU64::new(0),
         })
     }
 }
@@ -483,6 +505,12 @@ impl Switch {
 
     /// The name of a datapath port or of a tunnel's virtual port.
     pub fn dp_port_name(&self, dp: u32) -> Option<&str> {
+        if (CAPTURE_POINT_BASE..TNL_VPORT_BASE).contains(&dp) {
+            return self
+                .patch_captures
+                .get((dp - CAPTURE_POINT_BASE) as usize)
+                .map(|c| c.name.as_str());
+        }
         if dp >= TNL_VPORT_BASE {
             return self
                 .tunnels
@@ -568,11 +596,66 @@ impl Switch {
             .map(|i| i as u32)
     }
 
+    /// The capture slot of patch port `name`, if it is one. The name may be cut to 15
+    /// characters as OpenFlow prints it (`patch-brAtlas-t`) when that names one port only.
+    pub fn patch_capture(&self, name: &str) -> Option<&Arc<CaptureSlot>> {
+        if let Some(c) = self.patch_captures.iter().find(|c| c.name == name) {
+            return Some(&c.slot);
+        }
+        let cut = |n: &str| -> String { n.chars().take(pipeline::flow::MAX_PORT_NAME).collect() };
+        let mut it = self.patch_captures.iter().filter(|c| cut(&c.name) == name);
+        match (it.next(), it.next()) {
+            (Some(c), None) => Some(&c.slot),
+            _ => None,
+        }
+    }
+
+    /// Starts capturing up to `max` frames on patch port `name` (false if it is not one).
+    /// Cached translations are redone so that they copy the frames crossing it.
+    pub fn start_patch_capture(&self, name: &str, max: usize) -> bool {
+        let Some(slot) = self.patch_capture(name) else {
+            return false;
+        };
+        slot.start(max);
+        self.capture_generation.fetch_add(1, Ordering::Release);
+        true
+    }
+
+    /// Stops the capture on patch port `name` and returns what it copied (empty if it is not a
+    /// patch port). Cached translations drop their copies.
+    pub fn stop_patch_capture(&self, name: &str) -> Vec<crate::hooks::Captured> {
+        let Some(slot) = self.patch_capture(name) else {
+            return Vec::new();
+        };
+        let frames = slot.stop();
+        self.capture_generation.fetch_add(1, Ordering::Release);
+        frames
+    }
+
+    /// Copies a frame to capture point `id` if its capture runs.
+    pub fn record_capture(&self, id: u32, frame: &[u8]) {
+        let Some(c) = id
+            .checked_sub(CAPTURE_POINT_BASE)
+            .and_then(|i| self.patch_captures.get(i as usize))
+        else {
+            return;
+        };
+        // A cached translation may still carry the copy for a moment after the stop.
+        if c.slot.active() {
+            c.slot.record(frame);
+        }
+    }
+
     /// Pins the current flow tables of every bridge for one batch of frames: every frame of the
     /// batch sees one version of each table set, never half of a replace.
     pub fn view(&self) -> SwitchView<'_> {
         let snaps: Vec<Arc<Snapshot>> = self.bridges.iter().map(|b| b.tables.snapshot()).collect();
         let mut generation = self.neigh.generation().wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        generation = generation.wrapping_add(
+            self.capture_generation
+                .load(Ordering::Acquire)
+                .wrapping_mul(0xbf58_476d_1ce4_e5b9),
+        );
         for (b, s) in self.bridges.iter().zip(&snaps) {
             generation = generation
                 .wrapping_add(s.generation())
@@ -721,6 +804,14 @@ impl XlateEnv for SwitchView<'_> {
             .map_or(DEFAULT_MTU, |p| p.mtu)
     }
 
+    fn patch_capture(&self, bridge: BridgeId, ofport: u32) -> Option<u32> {
+        self.sw
+            .patch_captures
+            .iter()
+            .position(|c| c.bridge == bridge && c.ofport == ofport && c.slot.active())
+            .map(|i| CAPTURE_POINT_BASE + i as u32)
+    }
+
     fn bridge_name(&self, bridge: BridgeId) -> String {
         self.sw
             .bridges
@@ -735,5 +826,134 @@ impl XlateEnv for SwitchView<'_> {
             .ports
             .get(&ofport)
             .map(|p| p.name.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config;
+    use crate::datapath::Datapath;
+    use crate::setup;
+    use pipeline::cache::FlowCache;
+    use pipeline::compose::PacketBuilder;
+    use pipeline::odp::format_actions;
+
+    /// br0 (NORMAL, port `a`) patched to br1 (port `b`); br1 tags what goes to br0 with VLAN 5.
+    const CFG: &str = r#"
+[[bridge]]
+name = "br0"
+[[bridge.port]]
+name = "a"
+type = "memory"
+ofport = 1
+[[bridge.port]]
+name = "p0-to-br1-with-a-long-name"
+type = "patch"
+ofport = 14
+peer = "p1"
+[[bridge]]
+name = "br1"
+fail_mode = "secure"
+flows = "br1.flows"
+[[bridge.port]]
+name = "p1"
+type = "patch"
+ofport = 1
+peer = "p0-to-br1-with-a-long-name"
+[[bridge.port]]
+name = "b"
+type = "memory"
+ofport = 2
+"#;
+
+    const FLOWS: &str = "\
+priority=10,in_port=b actions=mod_vlan_vid:5,output:p1,strip_vlan
+priority=10,in_port=p1,dl_vlan=5 actions=strip_vlan,output:b
+";
+
+    fn frame(src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
+        PacketBuilder::udp4(
+            src,
+            dst,
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            1000,
+            2000,
+        )
+        .build()
+    }
+
+    fn vid(f: &[u8]) -> Option<u16> {
+        (f.get(12..14) == Some(&[0x81, 0x00])).then(|| u16::from_be_bytes([f[14], f[15]]) & 0xfff)
+    }
+
+    #[test]
+    fn patch_port_capture_copies_both_directions_only_while_running() {
+        let dir = std::env::temp_dir().join(format!("xvs-patch-capture-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("br1.flows"), FLOWS).unwrap();
+        let cfg = config::parse(CFG, &dir, "t.toml").unwrap();
+        let built = setup::build(&cfg, 0).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let sw = &built.switch;
+        let (ports, handles) = setup::memory_ports(&built.ports);
+        let mut dp = Datapath::new(ports, FlowCache::default());
+        let a = sw.dp_port_by_name("a").unwrap() as usize;
+        let b = sw.dp_port_by_name("b").unwrap() as usize;
+        let (ma, mb) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
+        let mut now = 1;
+        let mut send = |dp: &mut Datapath, port: usize, f: &[u8]| {
+            handles[port].inject(f);
+            now += 1;
+            dp.poll_once(sw, now);
+        };
+
+        // Before any capture: the path is cached without copies.
+        send(&mut dp, b, &frame(mb, ma));
+        assert_eq!(vid(&handles[a].take_transmitted()[0]), Some(5));
+        assert!(!sw.patch_capture("p1").unwrap().active());
+
+        // The cut OpenFlow name resolves when it is unambiguous; unknown names do not.
+        assert!(sw.patch_capture("p0-to-br1-with-").is_some());
+        assert!(sw.patch_capture("nope").is_none());
+        assert!(
+            !sw.start_patch_capture("a", 4),
+            "a has I/O: not a patch port"
+        );
+
+        assert!(sw.start_patch_capture("p1", 4));
+        // The cached translation is redone: the frame br1 sends to br0 is copied as it crosses,
+        // tagged, and still delivered.
+        send(&mut dp, b, &frame(mb, ma));
+        assert_eq!(vid(&handles[a].take_transmitted()[0]), Some(5));
+        // The other way: br0 learned mb behind its patch port from the frames above, so a
+        // frame from a to mb crosses to br1, which takes it in.
+        let mut tagged = frame(ma, mb);
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        send(&mut dp, a, &tagged);
+        assert_eq!(handles[b].take_transmitted().len(), 1);
+        let flows: Vec<String> = dp
+            .engine
+            .cache
+            .iter()
+            .map(|(e, _)| format_actions(&e.actions, &|p| sw.dp_port_name(p).map(str::to_string)))
+            .collect();
+        assert!(flows.iter().any(|f| f.contains("capture(p1)")), "{flows:?}");
+        let got = sw.stop_patch_capture("p1");
+        assert_eq!(got.len(), 2, "one frame each way");
+        assert_eq!(vid(&got[0].data), Some(5));
+        assert_eq!(&got[0].data[6..12], &mb);
+        assert_eq!(vid(&got[1].data), Some(5));
+        assert_eq!(&got[1].data[6..12], &ma);
+
+        // Stopped: re-translated without copies, nothing recorded.
+        send(&mut dp, b, &frame(mb, ma));
+        assert_eq!(handles[a].take_transmitted().len(), 1);
+        assert!(dp
+            .engine
+            .cache
+            .iter()
+            .all(|(e, _)| !format_actions(&e.actions, &|_| None).contains("capture")));
+        assert_eq!(sw.patch_capture("p1").unwrap().count(), 0);
     }
 }

@@ -247,6 +247,9 @@ impl DpSink for CountingSink<'_, '_> {
     fn dropped(&mut self, reason: DropReason) {
         self.drops[reason as usize] += 1;
     }
+    fn capture(&mut self, id: u32, frame: &[u8]) {
+        self.inner.capture(id, frame)
+    }
 }
 
 /// Sets up a key for a recirculation: metadata is restored from the frozen state by

@@ -154,6 +154,9 @@ pub enum OdpAction {
     Emit(Box<EmitFrame>),
     /// Stop here, counting the frame under `reason`.
     Drop(DropReason),
+    /// Hand a copy of the frame as it is now to capture point `id` (a patch port the walk
+    /// crossed while a capture on it was running). Not an output: nothing is sent.
+    Capture(u32),
 }
 
 /// Why a frame stopped without (or after) being sent. Counted per reason.
@@ -234,6 +237,8 @@ pub trait DpSink {
     fn recirculate(&mut self, id: u32, frame: &[u8], key: &FlowKey);
     /// A copy made by `clone` (or a tunnel push inside one) was dropped: count it.
     fn dropped(&mut self, _reason: DropReason) {}
+    /// The frame crossing capture point `id` (see [`OdpAction::Capture`]).
+    fn capture(&mut self, _id: u32, _frame: &[u8]) {}
 }
 
 /// A frame with its parsed layout and current key (packet words in sync with the bytes).
@@ -428,6 +433,7 @@ pub fn execute(
                 }
             }
             OdpAction::Drop(r) => return ExecOutcome::Dropped(*r),
+            OdpAction::Capture(id) => sink.capture(*id, pkt.frame.data()),
         }
     }
     ExecOutcome::Done
@@ -701,6 +707,14 @@ fn format_action(s: &mut String, a: &OdpAction, port_name: &dyn Fn(u32) -> Optio
         OdpAction::Drop(r) => {
             let _ = write!(s, "drop({})", r.name());
         }
+        OdpAction::Capture(id) => match port_name(*id) {
+            Some(n) => {
+                let _ = write!(s, "capture({n})");
+            }
+            None => {
+                let _ = write!(s, "capture({id})");
+            }
+        },
     }
 }
 

@@ -50,6 +50,10 @@ pub type RuleRef = Arc<dyn RuleHandle>;
 /// as its `in_port`; nothing transmits on them).
 pub const TNL_VPORT_BASE: u32 = 0x4000_0000;
 
+/// Capture points of patch ports ([`XlateEnv::patch_capture`]) are numbered from here, in the
+/// datapath port number space, so that action printers can name them like ports.
+pub const CAPTURE_POINT_BASE: u32 = 0x2000_0000;
+
 /// A Geneve tunnel port as translation needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TunnelPortInfo {
@@ -141,6 +145,12 @@ pub trait XlateEnv {
     /// The largest IP datagram datapath port `dp` sends.
     fn dp_mtu(&self, _dp: u32) -> u32 {
         1500
+    }
+
+    /// The capture point of patch port `ofport` of `bridge` while a capture on it runs (patch
+    /// ports have no I/O to capture on: frames are copied where the walk crosses them).
+    fn patch_capture(&self, _bridge: BridgeId, _ofport: u32) -> Option<u32> {
+        None
     }
 }
 
@@ -805,7 +815,7 @@ impl Ctx<'_, '_> {
             Some(PortKind::Patch {
                 peer_bridge,
                 peer_port,
-            }) => self.patch(peer_bridge, peer_port),
+            }) => self.patch(port, peer_bridge, peer_port),
             Some(PortKind::Tunnel(t)) => self.tunnel_output(&t),
             None => self.note(format!("output to port {port}: no such port, nothing sent")),
         }
@@ -1070,10 +1080,26 @@ impl Ctx<'_, '_> {
 
     /// Continues the walk in the peer bridge of a patch port, as Open vSwitch does: the frame
     /// enters the peer's table 0 with clean metadata, and this bridge's flow is restored after.
-    fn patch(&mut self, peer_bridge: BridgeId, peer_port: u32) {
+    /// A capture running on either end copies the frame as it crosses (sent on `port`,
+    /// received on `peer_port`).
+    fn patch(&mut self, port: u32, peer_bridge: BridgeId, peer_port: u32) {
         if self.depth >= MAX_DEPTH {
             self.error = Some(DropReason::ResubmitLimit);
             return;
+        }
+        let points = [
+            self.env.patch_capture(self.bridge, port),
+            self.env.patch_capture(peer_bridge, peer_port),
+        ];
+        if points.iter().any(Option::is_some) {
+            // The copy must show the frame as it crosses, pending rewrites included.
+            self.commit();
+            for id in points.into_iter().flatten() {
+                self.note(format!(
+                    "patch port capture: frame copied to capture point {id:#x}"
+                ));
+                self.odp.push(OdpAction::Capture(id));
+            }
         }
         let saved_flow = self.flow;
         let saved_bridge = self.bridge;
