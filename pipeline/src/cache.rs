@@ -95,6 +95,15 @@ fn hash_masked(key: &FlowKey, mask: &FlowKey, words: &[u8], mask_index: usize) -
     h
 }
 
+/// `(key & mask) == value` over the mask's non-zero words only.
+#[inline]
+fn matches_words(key: &FlowKey, value: &FlowKey, mask: &FlowKey, words: &[u8]) -> bool {
+    words.iter().all(|&w| {
+        let w = w as usize;
+        key.w[w] & mask.w[w] == value.w[w]
+    })
+}
+
 impl Default for FlowCache {
     fn default() -> Self {
         Self::new(DEFAULT_MAX_ENTRIES)
@@ -152,7 +161,7 @@ impl FlowCache {
                 let e = self.entries[idx as usize]
                     .as_ref()
                     .expect("indexed entries are live");
-                if e.mask_index == mi && key.matches(&e.key, &g.mask) {
+                if e.mask_index == mi && matches_words(key, &e.key, &g.mask, &g.words) {
                     self.masks[mi].hits += 1;
                     self.stats.hits += 1;
                     // Keep the busiest masks first.

@@ -250,6 +250,7 @@ pub struct Packet<'a> {
 
 impl<'a> Packet<'a> {
     /// Parses `frame`; metadata words of `key` are kept, packet words are overwritten.
+    #[inline]
     pub fn new(frame: Frame<'a>, mut key: FlowKey) -> Packet<'a> {
         let layout = extract(frame.data(), &mut key);
         Packet { frame, layout, key }
