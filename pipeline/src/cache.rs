@@ -243,7 +243,7 @@ impl FlowCache {
     }
 
     /// Caches `actions` for every key that equals `key` on the bits of `mask`. Returns the
-    /// entry's index, or `None` when the cache is full.
+    /// entry's index, or the actions and rules back when the cache is full.
     pub fn insert(
         &mut self,
         key: &FlowKey,
@@ -251,10 +251,10 @@ impl FlowCache {
         actions: Vec<OdpAction>,
         rules: Vec<RuleRef>,
         now: Nanos,
-    ) -> Option<u32> {
+    ) -> Result<u32, (Vec<OdpAction>, Vec<RuleRef>)> {
         if self.live >= self.max_entries {
             self.stats.full += 1;
-            return None;
+            return Err((actions, rules));
         }
         let mi = match self.masks.iter().position(|g| g.mask == *mask) {
             Some(i) => i,
@@ -298,7 +298,7 @@ impl FlowCache {
         self.link(idx);
         self.live += 1;
         self.stats.inserts += 1;
-        Some(idx)
+        Ok(idx)
     }
 
     #[inline]
@@ -391,14 +391,21 @@ mod tests {
         // Mask 0 first, then several entries under mask 1 sharing hash chains.
         let a = c
             .insert(&key(1, 0), &m_port, Vec::new(), Vec::new(), 0)
-            .unwrap();
+            .ok()
+            .expect("room in the cache");
         let b = c
             .insert(&key(2, 0), &m_port, Vec::new(), Vec::new(), 0)
-            .unwrap();
+            .ok()
+            .expect("room in the cache");
         let mut under_src = Vec::new();
         for src in 10..14 {
             let k = key(9, src);
-            under_src.push((k, c.insert(&k, &m_src, Vec::new(), Vec::new(), 0).unwrap()));
+            under_src.push((
+                k,
+                c.insert(&k, &m_src, Vec::new(), Vec::new(), 0)
+                    .ok()
+                    .expect("room in the cache"),
+            ));
         }
         // Hits on mask 1 move it in front of mask 0, more than once back and forth.
         for round in 0..4 {

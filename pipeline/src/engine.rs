@@ -123,22 +123,20 @@ impl Engine {
                         self.stats.drops[reason as usize] += 1;
                         return;
                     }
-                    match self.cache.insert(
-                        &pkt.key,
-                        &t.wc,
-                        t.actions.clone(),
-                        t.rules.clone(),
-                        now,
-                    ) {
-                        Some(idx) => self.cache.account(idx, len, now),
-                        None => {
+                    match self.cache.insert(&pkt.key, &t.wc, t.actions, t.rules, now) {
+                        Ok(idx) => {
+                            self.cache.account(idx, len, now);
+                            let actions = &self.cache.entry(idx).actions;
+                            exec_actions(actions, pkt, &mut self.stats, sh, sink, now)
+                        }
+                        Err((actions, rules)) => {
                             // Cache full: this frame runs uncached and credits its flows now.
-                            for r in &t.rules {
+                            for r in &rules {
                                 r.add_stats(1, len, now);
                             }
+                            exec_actions(&actions, pkt, &mut self.stats, sh, sink, now)
                         }
                     }
-                    exec_actions(&t.actions, pkt, &mut self.stats, sh, sink, now)
                 }
             };
             match next {

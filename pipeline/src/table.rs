@@ -110,7 +110,11 @@ impl Rule {
     pub fn add_stats(&self, packets: u64, bytes: u64, now: Nanos) {
         self.stats.n_packets.fetch_add(packets, Ordering::Relaxed);
         self.stats.n_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.stats.used.fetch_max(now, Ordering::Relaxed);
+        // A plain store when newer: `fetch_max` is a compare-and-swap loop on a line every
+        // thread crediting this flow writes.
+        if self.stats.used.load(Ordering::Relaxed) < now {
+            self.stats.used.store(now, Ordering::Relaxed);
+        }
     }
 
     pub fn table(&self) -> u8 {

@@ -427,12 +427,14 @@ impl Ctx<'_, '_> {
         let rule = self
             .env
             .lookup(self.bridge, table, &self.flow, &mut self.wc);
-        let r2 = rule.clone();
-        self.event(|depth| TraceEvent::Lookup {
-            depth,
-            table,
-            rule: r2,
-        });
+        if self.trace.is_some() {
+            let r2 = rule.clone();
+            self.event(|depth| TraceEvent::Lookup {
+                depth,
+                table,
+                rule: r2,
+            });
+        }
         rule
     }
 
@@ -440,8 +442,9 @@ impl Ctx<'_, '_> {
         let saved_table = self.table;
         self.table = table;
         if let Some(rule) = rule {
-            self.rules.push(rule.clone());
             self.run_actions(&rule.spec().actions);
+            // Kept for crediting statistics; the order does not matter.
+            self.rules.push(rule);
         }
         self.table = saved_table;
     }
