@@ -339,7 +339,8 @@ pub fn translate(
         error: None,
         now,
         trace,
-        push_tpid: 0x8100,
+        flow_tpid: [0x8100; 2],
+        base_tpid: [0x8100; 2],
         scratch_ports: Vec::new(),
     };
     cx.note_bridge();
@@ -388,7 +389,10 @@ struct Ctx<'e, 't> {
     now: Nanos,
     trace: Option<&'t mut Vec<TraceEvent>>,
     /// TPID for the next VLAN push (`push_vlan:0x88a8` sets it).
-    push_tpid: u16,
+    /// TPIDs of the flow's (outer, inner) tags and of the frame's, as far as translation knows
+    /// them (tags the frame arrived with count as 0x8100).
+    flow_tpid: [u16; 2],
+    base_tpid: [u16; 2],
     scratch_ports: Vec<u32>,
 }
 
@@ -525,6 +529,7 @@ impl Ctx<'_, '_> {
                     let inner = self.flow.get(loc::INNER_VLAN_TCI);
                     self.flow.set(loc::VLAN_TCI, inner);
                     self.flow.set(loc::INNER_VLAN_TCI, 0);
+                    self.flow_tpid = [self.flow_tpid[1], 0x8100];
                     self.mark_vlan_written();
                 }
             }
@@ -535,7 +540,7 @@ impl Ctx<'_, '_> {
                 // The new tag starts as VID 0, PCP 0 (Open vSwitch does not copy the tag it
                 // pushes in front of); mod_vlan_vid/pcp set it.
                 self.flow.set(loc::VLAN_TCI, key::VLAN_CFI as u128);
-                self.push_tpid = *tpid;
+                self.flow_tpid = [*tpid, self.flow_tpid[0]];
                 self.mark_vlan_written();
             }
             Action::SetDlSrc(mac) => {
@@ -603,6 +608,8 @@ impl Ctx<'_, '_> {
         self.wc.set_all(loc::VLAN_TCI);
         let tci = self.flow.vlan_tci();
         if tci & key::VLAN_CFI == 0 {
+            // The write pushes an 802.1Q tag.
+            self.flow_tpid[0] = 0x8100;
             0
         } else {
             tci
@@ -705,18 +712,27 @@ impl Ctx<'_, '_> {
             self.flow.vlan_tci(),
             self.flow.get(loc::INNER_VLAN_TCI) as u16,
         );
-        if (have_o, have_i) != (want_o, want_i) {
+        if (have_o, have_i) != (want_o, want_i) || self.base_tpid != self.flow_tpid {
             let present = |t: u16| t & key::VLAN_CFI != 0;
             let wire = |t: u16| t & !key::VLAN_CFI;
-            if present(have_o) && present(want_o) && have_i == want_i {
+            let [tpid_o, tpid_i] = self.flow_tpid;
+            if present(have_o)
+                && present(want_o)
+                && have_i == want_i
+                && self.base_tpid == self.flow_tpid
+            {
                 self.odp.push(OdpAction::SetVlanTci(wire(want_o)));
-            } else if want_i == have_o && present(want_o) && !present(have_i) {
+            } else if want_i == have_o
+                && present(want_o)
+                && !present(have_i)
+                && tpid_i == self.base_tpid[0]
+            {
                 // A push on top of what the frame has.
                 self.odp.push(OdpAction::PushVlan {
-                    tpid: self.push_tpid,
+                    tpid: tpid_o,
                     tci: wire(want_o),
                 });
-            } else if have_i == want_o && !present(want_i) {
+            } else if have_i == want_o && !present(want_i) && self.base_tpid[1] == tpid_o {
                 self.odp.push(OdpAction::PopVlan);
             } else {
                 if present(have_o) {
@@ -727,17 +743,18 @@ impl Ctx<'_, '_> {
                 }
                 if present(want_i) {
                     self.odp.push(OdpAction::PushVlan {
-                        tpid: 0x8100,
+                        tpid: tpid_i,
                         tci: wire(want_i),
                     });
                 }
                 if present(want_o) {
                     self.odp.push(OdpAction::PushVlan {
-                        tpid: self.push_tpid,
+                        tpid: tpid_o,
                         tci: wire(want_o),
                     });
                 }
             }
+            self.base_tpid = self.flow_tpid;
             self.base.set(loc::VLAN_TCI, want_o as u128);
             self.base.set(loc::INNER_VLAN_TCI, want_i as u128);
         }
@@ -877,7 +894,14 @@ impl Ctx<'_, '_> {
             std::net::Ipv4Addr::from(tpa as u32),
             crate::odp::fmt_mac(&mac)
         ));
-        let saved = (self.flow, self.base, self.written, self.exit);
+        let saved = (
+            self.flow,
+            self.base,
+            self.written,
+            self.exit,
+            self.flow_tpid,
+            self.base_tpid,
+        );
         let outer = std::mem::take(&mut self.odp);
         for w in 0..PACKET_WORD {
             self.flow.w[w] = 0;
@@ -900,7 +924,14 @@ impl Ctx<'_, '_> {
         self.lookup_and_run(0);
         self.depth -= 1;
         let inner = std::mem::replace(&mut self.odp, outer);
-        (self.flow, self.base, self.written, self.exit) = saved;
+        (
+            self.flow,
+            self.base,
+            self.written,
+            self.exit,
+            self.flow_tpid,
+            self.base_tpid,
+        ) = saved;
         if !inner.is_empty() {
             self.odp.push(OdpAction::Clone(inner));
         }
@@ -1053,7 +1084,8 @@ impl Ctx<'_, '_> {
             self.exit,
             self.bridge,
             self.wc,
-            self.push_tpid,
+            self.flow_tpid,
+            self.base_tpid,
         );
         let outer_odp = std::mem::take(&mut self.odp);
         if let Some(h) = push {
@@ -1063,7 +1095,8 @@ impl Ctx<'_, '_> {
         self.base = outer;
         self.written = FlowKey::ZERO;
         self.bridge = underlay;
-        self.push_tpid = 0x8100;
+        self.flow_tpid = [0x8100; 2];
+        self.base_tpid = [0x8100; 2];
         self.depth += 1;
         self.note_bridge();
         self.lookup_and_run(0);
@@ -1076,7 +1109,8 @@ impl Ctx<'_, '_> {
             self.exit,
             self.bridge,
             self.wc,
-            self.push_tpid,
+            self.flow_tpid,
+            self.base_tpid,
         ) = saved;
         inner
     }
@@ -1105,6 +1139,7 @@ impl Ctx<'_, '_> {
             }
         }
         let saved_flow = self.flow;
+        let saved_tpid = self.flow_tpid;
         let saved_bridge = self.bridge;
         for w in 0..PACKET_WORD {
             self.flow.w[w] = 0;
@@ -1121,6 +1156,7 @@ impl Ctx<'_, '_> {
         let mut restored = saved_flow;
         restored.w[PACKET_WORD..].copy_from_slice(&saved_flow.w[PACKET_WORD..]);
         self.flow = restored;
+        self.flow_tpid = saved_tpid;
         self.exit = false;
     }
 
@@ -1214,7 +1250,14 @@ impl Ctx<'_, '_> {
     }
 
     fn clone_actions(&mut self, sub: &[Action]) {
-        let saved = (self.flow, self.base, self.written, self.exit);
+        let saved = (
+            self.flow,
+            self.base,
+            self.written,
+            self.exit,
+            self.flow_tpid,
+            self.base_tpid,
+        );
         let outer = std::mem::take(&mut self.odp);
         self.run_actions(sub);
         let inner = std::mem::replace(&mut self.odp, outer);
@@ -1222,7 +1265,14 @@ impl Ctx<'_, '_> {
         for w in PACKET_WORD..KEY_WORDS {
             self.wc.w[w] |= self.written.w[w];
         }
-        (self.flow, self.base, self.written, self.exit) = saved;
+        (
+            self.flow,
+            self.base,
+            self.written,
+            self.exit,
+            self.flow_tpid,
+            self.base_tpid,
+        ) = saved;
         if !inner.is_empty() {
             self.odp.push(OdpAction::Clone(inner));
         }
@@ -1233,11 +1283,25 @@ impl Ctx<'_, '_> {
     /// runs in each branch.
     fn check_pkt_larger(&mut self, len: u16, dst: SubField, rest: &[Action]) {
         self.commit();
-        let saved = (self.flow, self.base, self.written, self.exit);
+        let saved = (
+            self.flow,
+            self.base,
+            self.written,
+            self.exit,
+            self.flow_tpid,
+            self.base_tpid,
+        );
         let outer = std::mem::take(&mut self.odp);
         let mut branches = [Vec::new(), Vec::new()];
         for (i, bit) in [1u128, 0].into_iter().enumerate() {
-            (self.flow, self.base, self.written, self.exit) = saved;
+            (
+                self.flow,
+                self.base,
+                self.written,
+                self.exit,
+                self.flow_tpid,
+                self.base_tpid,
+            ) = saved;
             dst.write(&mut self.flow, bit);
             self.run_actions(rest);
             branches[i] = std::mem::take(&mut self.odp);

@@ -995,11 +995,6 @@ mod gen {
 /// Seeds whose mismatch is a known xvs bug, not yet fixed. They still run and print their
 /// report; the test fails if one of them starts to agree, so this list cannot go stale.
 const KNOWN_XVS_BUGS: &[(u64, &str)] = &[
-    // xlate keeps one TPID for pushed tags: a second push (0x88a8 over 0x8100, or 0x88a8
-    // twice) comes out with the wrong TPID on one of the tags.
-    (26, "per-tag TPID of stacked push_vlan"),
-    (145, "per-tag TPID of stacked push_vlan"),
-    (151, "per-tag TPID of stacked push_vlan"),
     // mod_vlan_pcp on an untagged frame makes a priority tag (VID 0, PCP 7); Open vSwitch's
     // NORMAL floods it with that tag kept, xvs's NORMAL strips it.
     (140, "NORMAL strips a priority tag Open vSwitch keeps"),
