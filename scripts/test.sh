@@ -16,6 +16,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 # Integration tests create their own namespaces and OVS sandboxes; run them one binary at a
 # time but let each binary's tests run in parallel.
-cargo test --workspace --locked --release -- --test-threads=2
+cargo test --workspace --locked --profile ci -- --test-threads=2
 
 echo "== test.sh: all passed"
