@@ -273,7 +273,9 @@ fn daemon_switches_and_answers_its_verbs() {
             control::call(
                 &ctl,
                 "capture",
-                &["p1".to_string(), "4".to_string(), "10".to_string()],
+                // Up to 16 frames or 4 s: the namespaces' own ARP and IPv6 chatter may be
+                // captured too, so the check below counts ICMP frames only.
+                &["p1".to_string(), "16".to_string(), "4".to_string()],
             )
             .unwrap()
         })
@@ -286,7 +288,7 @@ fn daemon_switches_and_answers_its_verbs() {
         .unwrap()
         .read_all()
         .unwrap();
-    assert_eq!(recs.len(), 4);
+    assert!(!recs.is_empty() && recs.len() <= 16, "{} frames", recs.len());
     let icmp = recs
         .iter()
         .filter(|f| f.data.len() > 23 && f.data[12..14] == [8, 0] && f.data[23] == 1)
