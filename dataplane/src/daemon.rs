@@ -178,6 +178,21 @@ fn worker_loop(
 }
 
 impl State {
+    /// The control verbs over a built switch with no datapath threads and no ports open: what
+    /// tests and fuzzing use to drive the dispatcher in process. Verbs that ask the threads
+    /// answer from none; `capture` waits for frames that never come, so callers avoid it.
+    pub fn offline(cfg: Config, built: &setup::Built) -> Arc<State> {
+        Arc::new(State {
+            captures: (0..built.ports.len()).map(|_| Arc::default()).collect(),
+            cfg,
+            sw: built.switch.clone(),
+            ct: built.conntrack.clone(),
+            clock: Clock::new(),
+            threads: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
     /// Runs `f` on every datapath thread and collects the answers, in thread order.
     fn ask<T: Send + 'static>(
         &self,

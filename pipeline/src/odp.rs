@@ -394,7 +394,8 @@ pub fn execute(
                 };
                 return execute(branch, pkt, sink, ct, now);
             }
-            OdpAction::Userspace(_) => {}
+            // No controller to receive it: the copy it stands for is lost, and counted.
+            OdpAction::Userspace(_) => sink.dropped(DropReason::Controller),
             OdpAction::TunnelPush(h) => {
                 if let Err(r) = tunnel_push(h, pkt) {
                     return ExecOutcome::Dropped(r);
