@@ -512,3 +512,187 @@ fn fix_ip_checksum(f: &mut [u8]) {
     }
     f[24..26].copy_from_slice(&(!(s as u16)).to_be_bytes());
 }
+
+/// Hostile frames over real AF_XDP ports: namespace A sends them on a veth whose peer is an
+/// AF_XDP port of a NORMAL switch run in process (its thread entered the switch's namespace);
+/// the other port leads to namespace B. Small UMEMs (128 receive chunks) so the frames cycle
+/// every chunk many times. After every poll, every receive chunk is lent to the kernel or
+/// waiting to be, every transmit chunk free or in flight, and lending matches returning; at the
+/// end every frame A sent was received or counted as a kernel drop.
+#[test]
+fn hostile_frames_over_afxdp_return_every_umem_chunk() {
+    use dataplane::port::afxdp::UmemAccount;
+    use dataplane::port::PortStats;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::{Duration, Instant};
+    use xvs_tests::netns::{is_root, veth_pair, Netns};
+
+    if !is_root() {
+        eprintln!("hostile_frames_over_afxdp_return_every_umem_chunk: skipped, needs root");
+        return;
+    }
+    let a = Netns::new("robust-ha").unwrap();
+    let s = Netns::new("robust-hs").unwrap();
+    let b = Netns::new("robust-hb").unwrap();
+    veth_pair(&a, "va", &s, "p0").unwrap();
+    veth_pair(&s, "p1", &b, "vb").unwrap();
+    for (ns, ifname) in [(&a, "va"), (&b, "vb"), (&s, "p0"), (&s, "p1")] {
+        ns.exec(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{ifname}.disable_ipv6=1"),
+        ])
+        .unwrap();
+    }
+    let cfg_text = r#"
+[[bridge]]
+name = "br0"
+[[bridge.port]]
+name = "p0"
+type = "afxdp"
+xdp_mode = "generic"
+[[bridge.port]]
+name = "p1"
+type = "afxdp"
+xdp_mode = "generic"
+"#;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let ns_path = format!("/run/netns/{}", s.name());
+    let stop2 = stop.clone();
+    type Report = (
+        Vec<(String, PortStats)>,
+        Vec<(String, UmemAccount)>,
+        u64,
+        u64,
+    );
+    let switch = std::thread::spawn(move || -> Report {
+        let f = std::fs::File::open(&ns_path).unwrap();
+        use std::os::fd::AsRawFd;
+        // setns only changes this thread's network namespace; the fd is a namespace file.
+        assert_eq!(
+            unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns"
+        );
+        let cfg = config::parse(cfg_text, std::path::Path::new("/"), "afxdp.toml").unwrap();
+        let mut built = setup::build(&cfg, 0).unwrap();
+        for p in &mut built.ports {
+            if let setup::PortIo::Afxdp(c) = &mut p.io {
+                c.frame_count = 256;
+            }
+        }
+        let ports = setup::open_ports(&built.ports).unwrap();
+        let mut dp = Datapath::new(ports, FlowCache::default());
+        ready_tx.send(()).unwrap();
+        let t0 = Instant::now();
+        let mut polls = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            let now = t0.elapsed().as_nanos() as u64 + 1;
+            dp.poll_once(&built.switch, now);
+            polls += 1;
+            for (name, acc) in dp.umem_accounts() {
+                assert!(acc.balanced(), "{name} after poll {polls}: {acc:?}");
+            }
+        }
+        (
+            dp.port_stats(),
+            dp.umem_accounts(),
+            dp.engine.stats.frames,
+            polls,
+        )
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("AF_XDP ports open");
+
+    // The hostile set, from A's MAC to B's (unknown, so flooded to p1).
+    let (ma, mb) = ([2u8, 0, 0, 0, 0, 0xa], [2u8, 0, 0, 0, 0, 0xb]);
+    let ip = |n| Ipv4Addr::new(198, 18, 7, n);
+    let mut frames = Vec::new();
+    let mut garbage = mb.to_vec();
+    garbage.extend_from_slice(&ma);
+    garbage.extend((0..300u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    frames.push(garbage);
+    let mut bad = PacketBuilder::udp4(ma, mb, ip(1), ip(2), 1, 2).build();
+    bad[24] ^= 0xff;
+    frames.push(bad);
+    frames.push(
+        PacketBuilder::tcp4(ma, mb, ip(1), ip(2), 1, 2)
+            .tcp_flags(0x1ff)
+            .build(),
+    );
+    frames.push(
+        PacketBuilder::udp4(ma, mb, ip(1), ip(2), 1, 2)
+            .ip_options(&[0x94, 4, 0, 0])
+            .build(),
+    );
+    frames.push(PacketBuilder::udp4(ma, mb, ip(1), ip(2), 1, 2).build());
+    frames.push(
+        PacketBuilder::udp4(ma, mb, ip(1), ip(2), 1, 2)
+            .payload_len(1472)
+            .build(),
+    );
+    let mut deep = PacketBuilder::udp4(ma, mb, ip(1), ip(2), 1, 2);
+    for d in 0..5 {
+        deep = deep.vlan(10 + d);
+    }
+    frames.push(deep.build());
+    let mut short_ip = PacketBuilder::tcp4(ma, mb, ip(1), ip(2), 1, 2).build();
+    short_ip[16] = 0x05;
+    frames.push(short_ip);
+    let rounds = 250;
+    let hex: String = frames
+        .iter()
+        .map(|f| f.iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n")
+        .collect();
+    std::fs::write(
+        std::env::temp_dir().join(format!("xvs-robust-frames-{}", std::process::id())),
+        &hex,
+    )
+    .unwrap();
+    let script = format!(
+        "import socket,time\n\
+         fs=[bytes.fromhex(l) for l in open('{}').read().split()]\n\
+         s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n\
+         s.bind(('va',0))\n\
+         n=0\n\
+         for r in range({rounds}):\n\
+         \x20   for f in fs:\n\
+         \x20       s.send(f); n+=1\n\
+         \x20   time.sleep(0.002)\n\
+         print(n)\n",
+        std::env::temp_dir()
+            .join(format!("xvs-robust-frames-{}", std::process::id()))
+            .display()
+    );
+    let out = a.exec_stdout(&["python3", "-c", &script]).unwrap();
+    let _ = std::fs::remove_file(
+        std::env::temp_dir().join(format!("xvs-robust-frames-{}", std::process::id())),
+    );
+    let sent: u64 = out.trim().parse().unwrap();
+    assert_eq!(sent, (rounds * frames.len()) as u64);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let (stats, umem, engine_frames, polls) = switch.join().expect("switch thread");
+    let p0 = stats.iter().find(|(n, _)| n == "p0").unwrap().1;
+    let p1 = stats.iter().find(|(n, _)| n == "p1").unwrap().1;
+    eprintln!("afxdp: sent {sent}; p0 {p0:?}; p1 {p1:?}; {polls} polls; umem {umem:?}");
+    assert_eq!(
+        p0.rx_packets + p0.rx_dropped,
+        sent,
+        "every frame received or counted as dropped"
+    );
+    assert_eq!(engine_frames, p0.rx_packets + p1.rx_packets);
+    assert_eq!(p0.invalid_descs, 0);
+    // NORMAL floods every frame A sent to p1 (B's MAC is never learned).
+    assert_eq!(p1.tx_packets + p1.tx_dropped(), p0.rx_packets);
+    for (name, acc) in &umem {
+        assert!(acc.balanced(), "{name}: {acc:?}");
+        let st = stats.iter().find(|(n, _)| n == name).unwrap().1;
+        assert_eq!(acc.rx_returned, st.rx_packets, "{name}: {acc:?}");
+        assert_eq!(acc.rx_in_kernel, acc.rx_chunks, "{name}: all lent back");
+    }
+    drop((a, s, b));
+}
