@@ -187,10 +187,12 @@ pub enum DropReason {
     /// A Geneve frame with bad lengths, checksum, or an option of the wrong length or an
     /// unknown critical option.
     TunnelMalformed,
+    /// Shorter than an Ethernet header: dropped on receipt, never switched.
+    Runt,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::NoOutput,
         DropReason::NoHeadroom,
         DropReason::RewriteFailed,
@@ -204,6 +206,7 @@ impl DropReason {
         DropReason::TunnelNoNeighbor,
         DropReason::TunnelUnknownRemote,
         DropReason::TunnelMalformed,
+        DropReason::Runt,
     ];
 
     pub fn name(self) -> &'static str {
@@ -221,6 +224,7 @@ impl DropReason {
             DropReason::TunnelNoNeighbor => "tunnel_no_neighbor",
             DropReason::TunnelUnknownRemote => "tunnel_unknown_remote",
             DropReason::TunnelMalformed => "tunnel_malformed",
+            DropReason::Runt => "runt",
         }
     }
 }

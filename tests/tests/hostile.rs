@@ -248,6 +248,7 @@ fn runts_oversized_and_garbage_through_normal() {
         let runt = &from_b[..len];
         let fate = sw.send("m1", runt);
         assert!(fate.dropped(), "{len}-byte runt: {fate:?}");
+        assert_eq!(fate.drops, vec![DropReason::Runt], "{len}-byte runt");
     }
 
     // A bare Ethernet header is a frame: switched to where B was learned.
