@@ -39,6 +39,24 @@ fn bridge() -> &'static SingleBridge {
     })
 }
 
+/// One tracker for every input (building one costs more than running an input), emptied of
+/// connections and held fragments before each.
+fn tracker() -> &'static conntrack::Tracker {
+    static T: OnceLock<conntrack::Tracker> = OnceLock::new();
+    let t = T.get_or_init(|| {
+        let t = conntrack::Tracker::new(conntrack::Config {
+            max_conns: 64,
+            ..Default::default()
+        });
+        t.set_zone_limit(9, 16);
+        t
+    });
+    t.sweep(u64::MAX / 2, usize::MAX);
+    t.flush(None);
+    assert!(t.is_empty());
+    t
+}
+
 #[derive(Default)]
 struct Sink {
     outputs: Vec<(u32, Vec<u8>)>,
@@ -73,11 +91,7 @@ fn check_outputs(sink: &Sink, valid_in: bool) {
 
 fuzz_target!(|data: &[u8]| {
     let br = bridge();
-    let ct = conntrack::Tracker::new(conntrack::Config {
-        max_conns: 64,
-        ..Default::default()
-    });
-    ct.set_zone_limit(9, 16);
+    let ct = tracker();
     let recirc = RecircTable::new();
     let mut engine = Engine::new(FlowCache::new(256));
     let mut b = Bytes(data);
@@ -101,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
         let sh = Shared {
             env: &view,
             recirc: &recirc,
-            ct: &ct,
+            ct,
             generation: view.generation(),
         };
         let before = engine.stats;
