@@ -170,7 +170,9 @@ impl FlowCache {
 
     fn swap_masks(&mut self, a: usize, b: usize) {
         // Entries refer to masks by index, and the index hashes include it: rehash both groups.
-        self.masks.swap(a, b);
+        // Unlinking recomputes each entry's hash from its mask, so it must happen before the
+        // masks move (afterwards the hash is another bucket's, the entry stays linked where it
+        // was and relinking it makes a chain that loops).
         let idxs: Vec<u32> = self
             .entries
             .iter()
@@ -184,6 +186,7 @@ impl FlowCache {
         for &i in &idxs {
             self.unlink(i);
         }
+        self.masks.swap(a, b);
         for &i in &idxs {
             let e = self.entries[i as usize].as_mut().expect("live");
             e.mask_index = if e.mask_index == a { b } else { a };
@@ -357,5 +360,75 @@ impl FlowCache {
     /// Number of distinct masks (subtables) searched per lookup.
     pub fn mask_count(&self) -> usize {
         self.masks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::loc;
+
+    fn key(port: u32, dl_type: u16) -> FlowKey {
+        let mut k = FlowKey::ZERO;
+        k.set_in_port(port);
+        k.set(loc::DL_TYPE, dl_type as u128);
+        k
+    }
+
+    /// Every entry is found by its own key, and a walk of every hash chain ends.
+    fn check(c: &mut FlowCache, keys: &[(FlowKey, u32)]) {
+        for (k, idx) in keys {
+            assert_eq!(c.lookup(k), Some(*idx), "{:?}", k.w);
+        }
+        for &head in c.index.values() {
+            let mut cur = Some(head);
+            let mut steps = 0;
+            while let Some(i) = cur {
+                steps += 1;
+                assert!(steps <= c.entries.len(), "hash chain loops");
+                cur = c.entries[i as usize]
+                    .as_ref()
+                    .expect("linked entries are live")
+                    .next;
+            }
+        }
+    }
+
+    #[test]
+    fn promoting_a_busy_mask_keeps_every_entry_reachable() {
+        let mut c = FlowCache::new(64);
+        let mut port_only = FlowKey::ZERO;
+        port_only.set_all(loc::IN_PORT);
+        let mut port_and_type = port_only;
+        port_and_type.set_all(loc::DL_TYPE);
+        let mut keys = Vec::new();
+        for p in 1..=4 {
+            let k = key(p, 0x0800);
+            let i = c.insert(&k, &port_only, Vec::new(), Vec::new(), 0).unwrap();
+            keys.push((k, i));
+        }
+        for p in 10..=14 {
+            let k = key(p, 0x86dd);
+            let i = c
+                .insert(&k, &port_and_type, Vec::new(), Vec::new(), 0)
+                .unwrap();
+            keys.push((k, i));
+        }
+        check(&mut c, &keys);
+        // Hits on the second mask move it in front of the first (a swap of the two groups).
+        for _ in 0..20 {
+            assert_eq!(c.lookup(&keys[6].0), Some(keys[6].1));
+        }
+        assert_eq!(c.masks[0].mask, port_and_type, "the busy mask moved first");
+        check(&mut c, &keys);
+        // And back again.
+        for _ in 0..100 {
+            assert_eq!(c.lookup(&keys[0].0), Some(keys[0].1));
+        }
+        assert_eq!(c.masks[0].mask, port_only);
+        check(&mut c, &keys);
+        assert_eq!(c.expire(1), keys.len());
+        assert!(c.index.is_empty());
+        assert_eq!(c.lookup(&keys[0].0), None);
     }
 }
