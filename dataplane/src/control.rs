@@ -28,7 +28,7 @@ pub const MAX_REQUEST: usize = 1 << 20;
 pub const STATUS_OK: u8 = 0;
 pub const STATUS_ERROR: u8 = 1;
 /// How long a peer may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -205,14 +205,36 @@ pub fn accept_request(stream: &mut UnixStream) -> Result<Request, ControlError> 
         .unwrap_or(u32::MAX);
     if uid != 0 {
         let e = ControlError::NotRoot(uid);
-        let _ = write_reply(stream, &Reply::err(e.to_string()));
+        refuse(stream, &e);
         return Err(e);
     }
     match read_request(stream) {
         Ok(r) => Ok(r),
         Err(e) => {
-            let _ = write_reply(stream, &Reply::err(e.to_string()));
+            refuse(stream, &e);
             Err(e)
+        }
+    }
+}
+
+/// Bytes of an unread request drained after an error reply, at most.
+const DRAIN_MAX: usize = 2 * MAX_REQUEST;
+/// How long draining waits for more bytes.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Sends the error reply, then reads (and drops) what the peer is still sending before the
+/// connection closes: closing with unread bytes makes the kernel reset the connection, and
+/// the peer would lose the reply.
+fn refuse(stream: &mut UnixStream, e: &ControlError) {
+    let _ = write_reply(stream, &Reply::err(e.to_string()));
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(DRAIN_TIMEOUT));
+    let mut buf = [0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < DRAIN_MAX {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
         }
     }
 }

@@ -10,9 +10,10 @@
 //! They poll in bursts, busy (`mode = "poll"`) or sleeping on the ports' descriptors when a poll
 //! finds nothing (`mode = "interrupt"`, woken by frames, by requests, or after 100 ms). Control
 //! requests reach them as closures over a channel that they drain between polls, so nothing on
-//! the per-frame path takes a lock. The main thread serves the socket and runs the 1 s
-//! housekeeping (flow and MAC expiry, a bounded conntrack sweep); each datapath thread drops its
-//! own megaflows idle for 10 s.
+//! the per-frame path takes a lock. The main thread accepts control connections (each served on
+//! a thread of its own, so a slow peer blocks nobody) and runs the 1 s housekeeping (flow and
+//! MAC expiry, a bounded conntrack sweep); each datapath thread drops its own megaflows idle
+//! for 10 s.
 //!
 //! This module owns the threads, the clock (nanoseconds since the daemon started), signals and
 //! the server side of every control verb.
@@ -44,7 +45,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -59,6 +60,8 @@ const CT_SWEEP_BUDGET: usize = 65_536;
 /// How long a control request waits for the datapath threads' answers.
 const THREAD_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 const WAKER: Token = Token(usize::MAX);
+/// Control connections served at once.
+const MAX_CONNECTIONS: usize = 32;
 
 /// Nanoseconds since the daemon started (monotonic).
 #[derive(Clone, Copy)]
@@ -178,6 +181,21 @@ fn worker_loop(
 }
 
 impl State {
+    /// The control verbs over a built switch with no datapath threads and no ports open: what
+    /// tests and fuzzing use to drive the dispatcher in process. Verbs that ask the threads
+    /// answer from none; `capture` waits for frames that never come, so callers avoid it.
+    pub fn offline(cfg: Config, built: &setup::Built) -> Arc<State> {
+        Arc::new(State {
+            captures: (0..built.ports.len()).map(|_| Arc::default()).collect(),
+            cfg,
+            sw: built.switch.clone(),
+            ct: built.conntrack.clone(),
+            clock: Clock::new(),
+            threads: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
     /// Runs `f` on every datapath thread and collects the answers, in thread order.
     fn ask<T: Send + 'static>(
         &self,
@@ -928,6 +946,28 @@ fn serve_one(state: &Arc<State>, mut stream: UnixStream) {
     }
 }
 
+/// Serves one connection on a thread of its own, so a peer slow to send its request (it has
+/// [`control::READ_TIMEOUT`]) holds up nobody else. At most [`MAX_CONNECTIONS`] are served at
+/// once; beyond that a peer is told the daemon is busy.
+fn serve_in_thread(state: &Arc<State>, mut stream: UnixStream, in_flight: &Arc<AtomicUsize>) {
+    if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+        let _ = stream.set_nonblocking(true);
+        let _ = control::write_reply(&mut stream, &Reply::err("busy: too many connections\n"));
+        return;
+    }
+    let (st, n) = (state.clone(), in_flight.clone());
+    let spawned = std::thread::Builder::new()
+        .name("xvs-ctl".into())
+        .spawn(move || {
+            serve_one(&st, stream);
+            n.fetch_sub(1, Ordering::AcqRel);
+        });
+    if spawned.is_err() {
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Options of `xvs run`.
 pub struct RunOptions {
     pub config: PathBuf,
@@ -1074,11 +1114,12 @@ fn run_inner(opts: &RunOptions) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Os(format!("control socket: {e}")))?;
     let mut events = Events::with_capacity(8);
     let mut last_hk = clock.now();
+    let in_flight = Arc::new(AtomicUsize::new(0));
     while !term.load(Ordering::Relaxed) {
         let _ = poll.poll(&mut events, Some(MAX_SLEEP));
         loop {
             match server.listener.accept() {
-                Ok((s, _)) => serve_one(&state, s),
+                Ok((s, _)) => serve_in_thread(&state, s, &in_flight),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => break,
             }

@@ -4,6 +4,7 @@
 //! Owns port I/O scheduling and frame accounting per burst. Switching decisions are the
 //! pipeline's; shared switch state is [`crate::switch::Switch`].
 
+use crate::port::afxdp::UmemAccount;
 use crate::port::{Port, PortStats, RxFrames, TxVerdict};
 use crate::switch::Switch;
 use pipeline::cache::FlowCache;
@@ -92,6 +93,14 @@ impl Datapath {
         self.ports
             .iter()
             .map(|p| (p.name().to_string(), p.stats()))
+            .collect()
+    }
+
+    /// UMEM chunk accounting of every port that has a UMEM, by port name.
+    pub fn umem_accounts(&self) -> Vec<(String, UmemAccount)> {
+        self.ports
+            .iter()
+            .filter_map(|p| p.umem_account().map(|a| (p.name().to_string(), a)))
             .collect()
     }
 

@@ -162,6 +162,10 @@ impl Port for HookedPort {
     fn stats(&self) -> PortStats {
         self.inner.stats()
     }
+
+    fn umem_account(&self) -> Option<crate::port::afxdp::UmemAccount> {
+        self.inner.umem_account()
+    }
 }
 
 /// The slot of a port another thread owns: transmissions are queued for the owner.

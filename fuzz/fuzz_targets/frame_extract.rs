@@ -25,8 +25,19 @@ fuzz_target!(|data: &[u8]| {
     let mut want = have;
     let v = u64::from_le_bytes(*ctl) as u128;
     let fields = [
-        loc::DL_SRC, loc::NW_SRC, loc::NW_DST, loc::NW_TOS, loc::NW_TTL, loc::TP_SRC, loc::TP_DST,
-        loc::IPV6_SRC, loc::IPV6_LABEL, loc::ICMP_TYPE, loc::ARP_OP, loc::ARP_SHA, loc::ARP_THA,
+        loc::DL_SRC,
+        loc::NW_SRC,
+        loc::NW_DST,
+        loc::NW_TOS,
+        loc::NW_TTL,
+        loc::TP_SRC,
+        loc::TP_DST,
+        loc::IPV6_SRC,
+        loc::IPV6_LABEL,
+        loc::ICMP_TYPE,
+        loc::ARP_OP,
+        loc::ARP_SHA,
+        loc::ARP_THA,
         loc::ND_TARGET,
     ];
     for (i, l) in fields.iter().enumerate() {
@@ -47,7 +58,9 @@ fuzz_target!(|data: &[u8]| {
     let mut l = lay;
     match ctl[2] % 4 {
         0 => {
-            let ok = rewrite::push_vlan(&mut f, &mut l, 0x8100, u16::from_le_bytes([ctl[3], ctl[4]])).is_ok();
+            let ok =
+                rewrite::push_vlan(&mut f, &mut l, 0x8100, u16::from_le_bytes([ctl[3], ctl[4]]))
+                    .is_ok();
             assert_eq!(f.len(), frame.len() + 4 * ok as usize);
             if ok && lay.vlans < 2 {
                 let mut k = FlowKey::ZERO;

@@ -179,7 +179,9 @@ impl FlowCache {
 
     fn swap_masks(&mut self, a: usize, b: usize) {
         // Entries refer to masks by index, and the index hashes include it: rehash both groups.
-        // Unlinking must hash with the masks as they were when the entries were linked.
+        // Unlinking recomputes each entry's hash from its mask, so it must happen before the
+        // masks move (afterwards the hash is another bucket's, the entry stays linked where it
+        // was and relinking it makes a chain that loops).
         let idxs: Vec<u32> = self
             .entries
             .iter()
@@ -375,51 +377,71 @@ mod tests {
     use super::*;
     use crate::key::loc;
 
+    fn key(port: u32, dl_type: u16) -> FlowKey {
+        let mut k = FlowKey::ZERO;
+        k.set_in_port(port);
+        k.set(loc::DL_TYPE, dl_type as u128);
+        k
+    }
+
+    /// Every entry is found by its own key, and a walk of every hash chain ends.
+    fn check(c: &mut FlowCache, keys: &[(FlowKey, u32)]) {
+        for (k, idx) in keys {
+            assert_eq!(c.lookup(k), Some(*idx), "{:?}", k.w);
+        }
+        for &head in c.index.values() {
+            let mut cur = Some(head);
+            let mut steps = 0;
+            while let Some(i) = cur {
+                steps += 1;
+                assert!(steps <= c.entries.len(), "hash chain loops");
+                cur = c.entries[i as usize]
+                    .as_ref()
+                    .expect("linked entries are live")
+                    .next;
+            }
+        }
+    }
+
     #[test]
-    fn reordering_masks_keeps_every_entry_reachable() {
+    fn promoting_a_busy_mask_keeps_every_entry_reachable() {
         let mut c = FlowCache::new(64);
-        let mut m_port = FlowKey::ZERO;
-        m_port.set_all(loc::IN_PORT);
-        let mut m_src = FlowKey::ZERO;
-        m_src.set_all(loc::NW_SRC);
-        let key = |port: u128, src: u128| {
-            let mut k = FlowKey::ZERO;
-            k.set(loc::IN_PORT, port);
-            k.set(loc::NW_SRC, src);
-            k
-        };
-        // Mask 0 first, then several entries under mask 1 sharing hash chains.
-        let a = c
-            .insert(&key(1, 0), &m_port, Vec::new(), Vec::new(), 0)
-            .ok()
-            .expect("room in the cache");
-        let b = c
-            .insert(&key(2, 0), &m_port, Vec::new(), Vec::new(), 0)
-            .ok()
-            .expect("room in the cache");
-        let mut under_src = Vec::new();
-        for src in 10..14 {
-            let k = key(9, src);
-            under_src.push((
-                k,
-                c.insert(&k, &m_src, Vec::new(), Vec::new(), 0)
-                    .ok()
-                    .expect("room in the cache"),
-            ));
+        let mut port_only = FlowKey::ZERO;
+        port_only.set_all(loc::IN_PORT);
+        let mut port_and_type = port_only;
+        port_and_type.set_all(loc::DL_TYPE);
+        let mut keys = Vec::new();
+        for p in 1..=4 {
+            let k = key(p, 0x0800);
+            let i = c
+                .insert(&k, &port_only, Vec::new(), Vec::new(), 0)
+                .ok()
+                .expect("room in the cache");
+            keys.push((k, i));
         }
-        // Hits on mask 1 move it in front of mask 0, more than once back and forth.
-        for round in 0..4 {
-            for _ in 0..(3 << round) {
-                assert_eq!(c.lookup(&under_src[0].0), Some(under_src[0].1));
-            }
-            for _ in 0..(3 << round) {
-                assert_eq!(c.lookup(&key(1, 0)), Some(a));
-            }
+        for p in 10..=14 {
+            let k = key(p, 0x86dd);
+            let i = c
+                .insert(&k, &port_and_type, Vec::new(), Vec::new(), 0)
+                .ok()
+                .expect("room in the cache");
+            keys.push((k, i));
         }
-        assert_eq!(c.lookup(&key(2, 0)), Some(b));
-        for (k, i) in &under_src {
-            assert_eq!(c.lookup(k), Some(*i));
+        check(&mut c, &keys);
+        // Hits on the second mask move it in front of the first (a swap of the two groups).
+        for _ in 0..20 {
+            assert_eq!(c.lookup(&keys[6].0), Some(keys[6].1));
         }
-        assert_eq!(c.lookup(&key(3, 0)), None);
+        assert_eq!(c.masks[0].mask, port_and_type, "the busy mask moved first");
+        check(&mut c, &keys);
+        // And back again.
+        for _ in 0..100 {
+            assert_eq!(c.lookup(&keys[0].0), Some(keys[0].1));
+        }
+        assert_eq!(c.masks[0].mask, port_only);
+        check(&mut c, &keys);
+        assert_eq!(c.expire(1), keys.len());
+        assert!(c.index.is_empty());
+        assert_eq!(c.lookup(&keys[0].0), None);
     }
 }

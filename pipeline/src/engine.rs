@@ -14,6 +14,9 @@ use crate::odp::{
 use crate::wire::Frame;
 use crate::xlate::{translate, RecircTable, XlateEnv};
 
+/// Frames shorter than an Ethernet header are dropped as runts.
+pub const RUNT_LEN: usize = 14;
+
 /// Recirculations allowed per frame (a `ct(table=N)` in a loop would otherwise spin).
 pub const MAX_RECIRC: u32 = 8;
 
@@ -68,6 +71,11 @@ impl Engine {
         now: Nanos,
     ) {
         self.stats.frames += 1;
+        if frame.len() < RUNT_LEN {
+            // Nothing to switch on: no flow should see it, whatever its wildcards.
+            self.stats.drops[DropReason::Runt as usize] += 1;
+            return;
+        }
         self.cache.revalidate(sh.generation);
         // Built in place (a key is 296 bytes: every copy shows in the cached path). Packet
         // words need no clearing: extraction overwrites every one of them.

@@ -190,10 +190,12 @@ pub enum DropReason {
     /// A Geneve frame with bad lengths, checksum, or an option of the wrong length or an
     /// unknown critical option.
     TunnelMalformed,
+    /// Shorter than an Ethernet header: dropped on receipt, never switched.
+    Runt,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::NoOutput,
         DropReason::NoHeadroom,
         DropReason::RewriteFailed,
@@ -207,6 +209,7 @@ impl DropReason {
         DropReason::TunnelNoNeighbor,
         DropReason::TunnelUnknownRemote,
         DropReason::TunnelMalformed,
+        DropReason::Runt,
     ];
 
     pub fn name(self) -> &'static str {
@@ -224,6 +227,7 @@ impl DropReason {
             DropReason::TunnelNoNeighbor => "tunnel_no_neighbor",
             DropReason::TunnelUnknownRemote => "tunnel_unknown_remote",
             DropReason::TunnelMalformed => "tunnel_malformed",
+            DropReason::Runt => "runt",
         }
     }
 }
@@ -400,7 +404,8 @@ pub fn execute(
                 };
                 return execute(branch, pkt, sink, ct, now);
             }
-            OdpAction::Userspace(_) => {}
+            // No controller to receive it: the copy it stands for is lost, and counted.
+            OdpAction::Userspace(_) => sink.dropped(DropReason::Controller),
             OdpAction::TunnelPush(h) => {
                 if let Err(r) = tunnel_push(h, pkt) {
                     return ExecOutcome::Dropped(r);

@@ -381,3 +381,20 @@ fn datapath_set_actions_carry_whole_field_values() {
     let printed = pipeline::odp::format_actions(&t.actions, &|_| None);
     assert_eq!(printed, "set(eth(src=50:6b:8d:45:5a:22)),1");
 }
+
+#[test]
+fn runts_are_dropped_before_any_flow_sees_them() {
+    // A flow that would forward anything: a runt still goes nowhere, counted as a runt.
+    let mut rig = Rig::new(&[("a", 1), ("b", 2)], "in_port=1,actions=output:2");
+    let frame = vm_udp();
+    for len in [0usize, 1, 13] {
+        assert!(rig.send(1, &frame[..len]).is_empty(), "{len} bytes");
+    }
+    assert_eq!(rig.engine.stats.drop_count(DropReason::Runt), 3);
+    assert_eq!(rig.engine.stats.translations, 0);
+    assert_eq!(
+        rig.send(1, &frame[..14]).len(),
+        1,
+        "a bare Ethernet header is a frame"
+    );
+}

@@ -288,7 +288,11 @@ fn daemon_switches_and_answers_its_verbs() {
         .unwrap()
         .read_all()
         .unwrap();
-    assert!(!recs.is_empty() && recs.len() <= 16, "{} frames", recs.len());
+    assert!(
+        !recs.is_empty() && recs.len() <= 16,
+        "{} frames",
+        recs.len()
+    );
     let icmp = recs
         .iter()
         .filter(|f| f.data.len() > 23 && f.data[12..14] == [8, 0] && f.data[23] == 1)

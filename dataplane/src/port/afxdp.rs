@@ -172,6 +172,9 @@ struct Queue {
     tx_reserved: u32,
     /// Descriptors submitted and not yet completed.
     tx_outstanding: u32,
+    /// Receive chunks put on the fill ring, and taken back off the rx ring, since opening.
+    rx_lent: u64,
+    rx_returned: u64,
 }
 
 // SAFETY: a Queue exclusively owns its UMEM mapping, socket and rings; nothing else holds the
@@ -241,6 +244,8 @@ impl Queue {
             tx_free: (half..n).map(|i| i as u64 * FRAME_SIZE as u64).collect(),
             tx_reserved: 0,
             tx_outstanding: 0,
+            rx_lent: 0,
+            rx_returned: 0,
         };
         // From here on, dropping `q` releases whatever has been created.
         let umem_cfg = xdp::xsk_umem_config {
@@ -351,6 +356,7 @@ impl Queue {
                     *w |= 1 << (i % 64);
                 }
             }
+            self.rx_lent += 1;
             // SAFETY: slot `idx + k` was reserved above, so it is ours to write until submit.
             unsafe { *xdp::xsk_ring_prod__fill_addr(fill, idx.wrapping_add(k)) = addr };
         }
@@ -496,6 +502,7 @@ impl Queue {
                 continue;
             }
             self.in_kernel[w] &= !bit;
+            self.rx_returned += 1;
             if head + len > FRAME_SIZE {
                 invalid += 1;
                 self.fill_backlog.push(chunk);
@@ -523,6 +530,20 @@ impl Queue {
         self.fill_backlog.extend_from_slice(&chunks[..got]);
         self.refill();
         (got, invalid, bytes)
+    }
+
+    fn umem_account(&self) -> UmemAccount {
+        let tx_chunks = (self.area_len / FRAME_SIZE) as u64 - self.rx_chunks as u64;
+        UmemAccount {
+            rx_chunks: self.rx_chunks as u64,
+            rx_in_kernel: self.in_kernel.iter().map(|w| w.count_ones() as u64).sum(),
+            rx_backlog: self.fill_backlog.len() as u64,
+            rx_lent: self.rx_lent,
+            rx_returned: self.rx_returned,
+            tx_chunks,
+            tx_free: self.tx_free.len() as u64,
+            tx_in_flight: (self.tx_reserved + self.tx_outstanding) as u64,
+        }
     }
 
     fn xdp_stats(&self) -> Option<xdp::xdp_statistics> {
@@ -564,6 +585,46 @@ impl Drop for Queue {
             libc::munmap(self.area.as_ptr().cast(), self.area_len);
             drop(Box::from_raw(self.rings.as_ptr()));
         }
+    }
+}
+
+/// Where a port's UMEM chunks are (summed over its queues), to check that none leaks: between
+/// bursts every receive chunk is lent to the kernel or waiting in the backlog to be, and every
+/// transmit chunk is free or in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UmemAccount {
+    pub rx_chunks: u64,
+    /// Receive chunks whose lent bit is set (on the fill ring, in the kernel, or on the rx ring).
+    pub rx_in_kernel: u64,
+    /// Receive chunks back from the kernel waiting for room on the fill ring.
+    pub rx_backlog: u64,
+    /// Receive chunks lent to the kernel since the port opened.
+    pub rx_lent: u64,
+    /// Receive chunks the kernel handed back since the port opened.
+    pub rx_returned: u64,
+    pub tx_chunks: u64,
+    pub tx_free: u64,
+    /// Transmit chunks on the tx ring (reserved or submitted) and not yet completed.
+    pub tx_in_flight: u64,
+}
+
+impl UmemAccount {
+    /// Every chunk is where it should be between bursts, and lending and returning agree.
+    pub fn balanced(&self) -> bool {
+        self.rx_in_kernel + self.rx_backlog == self.rx_chunks
+            && self.rx_lent - self.rx_returned == self.rx_in_kernel
+            && self.tx_free + self.tx_in_flight == self.tx_chunks
+    }
+
+    fn add(&mut self, o: &UmemAccount) {
+        self.rx_chunks += o.rx_chunks;
+        self.rx_in_kernel += o.rx_in_kernel;
+        self.rx_backlog += o.rx_backlog;
+        self.rx_lent += o.rx_lent;
+        self.rx_returned += o.rx_returned;
+        self.tx_chunks += o.tx_chunks;
+        self.tx_free += o.tx_free;
+        self.tx_in_flight += o.tx_in_flight;
     }
 }
 
@@ -690,6 +751,14 @@ impl Port for AfXdpPort {
 
     fn poll_fds(&self) -> Vec<RawFd> {
         self.queues.iter().map(|q| q.fd).collect()
+    }
+
+    fn umem_account(&self) -> Option<UmemAccount> {
+        let mut a = UmemAccount::default();
+        for q in &self.queues {
+            a.add(&q.umem_account());
+        }
+        Some(a)
     }
 
     fn stats(&self) -> PortStats {

@@ -160,6 +160,11 @@ pub trait Port: Send {
 
     /// The port's counters.
     fn stats(&self) -> PortStats;
+
+    /// Where the port's UMEM chunks are, for ports that have a UMEM (AF_XDP).
+    fn umem_account(&self) -> Option<afxdp::UmemAccount> {
+        None
+    }
 }
 
 /// Heap frame buffers for the ports that copy frames in (TAP, pcap, memory): [`RX_BATCH`]

@@ -273,3 +273,25 @@ fn tunnel_actions_print_like_open_vswitch() {
         "tnl_pop(9),drop(too_big)"
     );
 }
+
+#[test]
+fn a_frame_for_the_missing_controller_is_counted() {
+    // dec_ttl at TTL 1 translates to userspace(invalid_ttl) and nothing else: without a count
+    // the frame would vanish from every statistic.
+    let mut buf = inner();
+    let len = buf.len();
+    let mut k = FlowKey::ZERO;
+    extract(&buf, &mut k);
+    let mut pkt = Packet::new(Frame::new(&mut buf, 0, len), k);
+    let mut out = Out::default();
+    let r = execute(
+        &[OdpAction::Userspace("invalid_ttl")],
+        &mut pkt,
+        &mut out,
+        &NoCt,
+        0,
+    );
+    assert!(matches!(r, ExecOutcome::Done));
+    assert!(out.sent.is_empty());
+    assert_eq!(out.dropped, vec![DropReason::Controller]);
+}
