@@ -552,11 +552,11 @@ impl Tracker {
             }
             match gb {
                 None => {
-                    ga.add_conn(c, ha, hb, true, seed);
+                    ga.add_conn(c, ha, hb, true);
                 }
                 Some(mut gb) => {
-                    let (idx, gen) = ga.add_conn(c, ha, hb, false, seed);
-                    let k = gb.add_key(r, hb, a as u32, idx, gen, seed);
+                    let (idx, gen) = ga.add_conn(c, ha, hb, false);
+                    let k = gb.add_key(r, hb, a as u32, idx, gen);
                     let conn = ga.conns.get_mut(idx);
                     conn.rep_key = k;
                     conn.rep_shard = b as u16;
