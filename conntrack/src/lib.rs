@@ -279,6 +279,7 @@ impl Tracker {
         invalid(zone)
     }
 
+    #[inline]
     fn timeout(&self, c: &Conn) -> Nanos {
         let cfg = &self.cfg;
         match c.orig.proto {
@@ -446,6 +447,7 @@ impl Tracker {
         } else {
             None
         };
+        c.expires = now.saturating_add(self.timeout(c));
         let res = CtResult {
             state,
             zone: req.zone,
@@ -453,9 +455,6 @@ impl Tracker {
             label: c.label_u128(),
             orig: Some(ct_tuple(&c.orig)),
         };
-        let c = *g.conns.get(idx);
-        let to = self.timeout(&c);
-        g.conns.get_mut(idx).expires = now.saturating_add(to);
         drop(g);
         if let Some(t) = target {
             packet::rewrite(d, p, &t);
