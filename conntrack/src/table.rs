@@ -13,7 +13,8 @@
 
 use crate::tcp::Peer;
 use crate::tuple::Tuple;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub const SHARDS: usize = 1 << SHARD_BITS;
 const CHUNK: usize = 1024;
@@ -172,6 +173,53 @@ impl Bucket {
     }
 }
 
+/// Asks the CPU to start loading the cache line at `p` without waiting for it.
+///
+/// Batches use it to overlap the cache misses of many frames. It is the one `unsafe` in the
+/// crate: the prefetch instruction is only a hint — it never faults, never reads into the
+/// program, and has no effect the program can observe, so `p` may be stale or dangling (a
+/// bucket array replaced by a concurrent resize) without harm.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 performs no architectural memory access and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Prefetches every cache line of `*r`.
+#[inline(always)]
+fn prefetch_record<T>(r: &T) {
+    let p = r as *const T as *const u8;
+    let n = std::mem::size_of::<T>();
+    let mut o = 0;
+    while o < n {
+        prefetch(p.wrapping_add(o));
+        o += 64;
+    }
+    prefetch(p.wrapping_add(n - 1));
+}
+
+/// Where a shard's bucket array is, published outside its lock so a batch can prefetch the
+/// bucket a frame will probe before taking the lock. Only ever used as a prefetch address: a
+/// stale value costs a useless prefetch, nothing else.
+pub struct IndexHint {
+    base: AtomicPtr<Bucket>,
+    mask: AtomicU32,
+}
+
+impl IndexHint {
+    #[inline]
+    pub fn prefetch(&self, h: u64) {
+        let i = tag_of(h) & self.mask.load(Relaxed);
+        prefetch(self.base.load(Relaxed).wrapping_add(i as usize));
+    }
+}
+
 /// The tag kept beside an entry: the hash's high half. Its low bits choose the bucket (the
 /// shard uses the hash's low bits), so the table can grow without touching any record.
 #[inline]
@@ -185,14 +233,37 @@ pub struct Index {
     buckets: Vec<Bucket>,
     mask: u32,
     len: usize,
+    hint: Arc<IndexHint>,
 }
 
 impl Index {
     fn new() -> Index {
+        let mut buckets = vec![Bucket::EMPTY; 16];
+        let hint = Arc::new(IndexHint {
+            base: AtomicPtr::new(buckets.as_mut_ptr()),
+            mask: AtomicU32::new(15),
+        });
         Index {
-            buckets: vec![Bucket::EMPTY; 16],
+            buckets,
             mask: 15,
             len: 0,
+            hint,
+        }
+    }
+
+    /// Prefetches the records of the entries whose tag matches `tag` in its home bucket (the
+    /// bucket itself is read, so it should have been prefetched first).
+    #[inline]
+    fn prefetch_matches(&self, tag: u32, mut each: impl FnMut(u32)) {
+        if let Some(bk) = self.buckets.get((tag & self.mask) as usize) {
+            let mut m = bk.matches(tag);
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if bk.ents[i] != EMPTY {
+                    each(bk.ents[i]);
+                }
+            }
         }
     }
 
@@ -253,6 +324,8 @@ impl Index {
                 }
             }
         }
+        self.hint.base.store(self.buckets.as_mut_ptr(), Relaxed);
+        self.hint.mask.store(self.mask, Relaxed);
     }
 
     /// Removes entry `e` (tagged `tag`); false when it is not there.
@@ -351,6 +424,18 @@ impl Shard {
         })
     }
 
+    /// Prefetches the records a lookup of hash `h` will compare (one, almost always).
+    #[inline]
+    pub fn prefetch(&self, h: u64) {
+        self.index.prefetch_matches(tag_of(h), |e| {
+            let i = e & IDX_MASK;
+            match e >> TAG_SHIFT {
+                E_ORIG | E_REPLY_LOCAL => prefetch_record(self.conns.get(i)),
+                _ => prefetch_record(self.keys.get(i)),
+            }
+        });
+    }
+
     pub fn contains(&self, t: &Tuple, h: u64) -> bool {
         self.index
             .find(tag_of(h), |e| entry_tuple(&self.conns, &self.keys, e) == t)
@@ -445,12 +530,30 @@ impl Shard {
 
 pub struct Shards {
     shards: Box<[Mutex<Shard>]>,
+    hints: Box<[Arc<IndexHint>]>,
 }
 
 impl Shards {
     pub fn new() -> Self {
-        Shards {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
+        let shards: Box<[Mutex<Shard>]> = (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect();
+        let hints = shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .index
+                    .hint
+                    .clone()
+            })
+            .collect();
+        Shards { shards, hints }
+    }
+
+    /// Prefetches, without locking, the bucket a lookup of hash `h` starts at.
+    #[inline]
+    pub fn prefetch_bucket(&self, h: u64) {
+        if let Some(hint) = self.hints.get(Self::shard_of(h)) {
+            hint.prefetch(h);
         }
     }
 
