@@ -28,7 +28,7 @@ pub mod tuple;
 
 use frag::{FragConfig, FragOutcome, Reassembler};
 use packet::{Bad, Parsed, L4};
-use pipeline::ct::{ConnTracker, CtRequest, CtResult, CtTuple, CtVerdict, Nanos};
+use pipeline::ct::{ConnTracker, CtItem, CtRequest, CtResult, CtTuple, CtVerdict, Nanos};
 use pipeline::flow::NatKind;
 use pipeline::key::*;
 use pipeline::wire::Frame;
@@ -279,6 +279,7 @@ impl Tracker {
         invalid(zone)
     }
 
+    #[inline]
     fn timeout(&self, c: &Conn) -> Nanos {
         let cfg = &self.cfg;
         match c.orig.proto {
@@ -325,7 +326,12 @@ impl Tracker {
     }
 
     fn lookup(&self, t: &Tuple) -> Lookup<'_> {
-        let h = t.hash(self.cfg.seed);
+        self.lookup_hashed(t, t.hash(self.cfg.seed))
+    }
+
+    /// [`Tracker::lookup`] with the tuple's hash already computed.
+    #[inline]
+    fn lookup_hashed(&self, t: &Tuple, h: u64) -> Lookup<'_> {
         let g = self.shards.lock(Shards::shard_of(h));
         match g.find(t, h) {
             None => Lookup::Miss,
@@ -369,16 +375,31 @@ impl Tracker {
             Err(Bad::Fragment) => return Err(Bad::Fragment),
             Err(_) => return Ok(self.bad(req.zone)),
         };
+        let h = p.tuple.hash(self.cfg.seed);
+        self.track_parsed(d, &p, h, req, now)
+    }
+
+    /// [`Tracker::track`] once the datagram is parsed (from `d`, unchanged since) and its
+    /// tuple hashed.
+    #[inline]
+    fn track_parsed(
+        &self,
+        d: &mut [u8],
+        p: &Parsed,
+        h: u64,
+        req: &CtRequest<'_>,
+        now: Nanos,
+    ) -> Result<CtResult, Bad> {
         match p.kind {
-            L4::IcmpError { inner_l3 } => return Ok(self.related(d, &p, inner_l3, req)),
+            L4::IcmpError { inner_l3 } => return Ok(self.related(d, p, inner_l3, req)),
             L4::IcmpOther => return Ok(self.bad(req.zone)),
             _ => {}
         }
         for _ in 0..2 {
-            if let Some(r) = self.existing(d, &p, req, now) {
+            if let Some(r) = self.existing(d, p, h, req, now) {
                 return Ok(r);
             }
-            match self.create(d, &p, req, now) {
+            match self.create(d, p, h, req, now) {
                 NewOutcome::Done(r) => return Ok(r),
                 NewOutcome::Retry => continue,
             }
@@ -392,10 +413,11 @@ impl Tracker {
         &self,
         d: &mut [u8],
         p: &Parsed,
+        h: u64,
         req: &CtRequest<'_>,
         now: Nanos,
     ) -> Option<CtResult> {
-        let Lookup::Hit(mut g, idx, reply) = self.lookup(&p.tuple) else {
+        let Lookup::Hit(mut g, idx, reply) = self.lookup_hashed(&p.tuple, h) else {
             return None;
         };
         let c = g.conns.get(idx);
@@ -446,6 +468,7 @@ impl Tracker {
         } else {
             None
         };
+        c.expires = now.saturating_add(self.timeout(c));
         let res = CtResult {
             state,
             zone: req.zone,
@@ -453,9 +476,6 @@ impl Tracker {
             label: c.label_u128(),
             orig: Some(ct_tuple(&c.orig)),
         };
-        let c = *g.conns.get(idx);
-        let to = self.timeout(&c);
-        g.conns.get_mut(idx).expires = now.saturating_add(to);
         drop(g);
         if let Some(t) = target {
             packet::rewrite(d, p, &t);
@@ -463,7 +483,14 @@ impl Tracker {
         Some(res)
     }
 
-    fn create(&self, d: &mut [u8], p: &Parsed, req: &CtRequest<'_>, now: Nanos) -> NewOutcome {
+    fn create(
+        &self,
+        d: &mut [u8],
+        p: &Parsed,
+        ha: u64,
+        req: &CtRequest<'_>,
+        now: Nanos,
+    ) -> NewOutcome {
         let zone = req.zone;
         let o = p.tuple;
         let mut c = Conn {
@@ -519,7 +546,6 @@ impl Tracker {
                 if s.random { self.next_random() } else { 0 },
             )
         });
-        let ha = o.hash(seed);
         let a = Shards::shard_of(ha);
         loop {
             let cand = match &mut cands {
@@ -552,11 +578,11 @@ impl Tracker {
             }
             match gb {
                 None => {
-                    ga.add_conn(c, ha, hb, true, seed);
+                    ga.add_conn(c, ha, hb, true);
                 }
                 Some(mut gb) => {
-                    let (idx, gen) = ga.add_conn(c, ha, hb, false, seed);
-                    let k = gb.add_key(r, hb, a as u32, idx, gen, seed);
+                    let (idx, gen) = ga.add_conn(c, ha, hb, false);
+                    let k = gb.add_key(r, hb, a as u32, idx, gen);
                     let conn = ga.conns.get_mut(idx);
                     conn.rep_key = k;
                     conn.rep_shard = b as u16;
@@ -840,7 +866,72 @@ pub fn format_conn(c: &Conn) -> String {
     s
 }
 
+impl Tracker {
+    /// Up to [`pipeline::BATCH_SIZE`] items of [`ConnTracker::execute_batch`]: parse and hash
+    /// every frame and prefetch its bucket, then prefetch the records those buckets point at
+    /// (one short lock per frame), then track each frame in order as `execute` would. The two
+    /// prefetch passes only warm caches; the last pass does every lookup for real, so the
+    /// outcome is that of one `execute` after the other.
+    fn execute_chunk(
+        &self,
+        items: &mut [CtItem<'_, '_>],
+        req: &CtRequest<'_>,
+        now: Nanos,
+        out: &mut [Option<CtVerdict>],
+    ) {
+        let mut pre: [Option<(Parsed, u64)>; pipeline::BATCH_SIZE] = [None; pipeline::BATCH_SIZE];
+        for (it, slot) in items.iter().zip(pre.iter_mut()) {
+            if it.key.nw_frag() & FRAG_ANY != 0 {
+                continue;
+            }
+            let Ok(p) = packet::parse(
+                it.frame.data(),
+                it.l3_ofs,
+                req.zone,
+                self.cfg.verify_checksums,
+            ) else {
+                continue;
+            };
+            if matches!(p.kind, L4::IcmpError { .. } | L4::IcmpOther) {
+                continue;
+            }
+            let h = p.tuple.hash(self.cfg.seed);
+            self.shards.prefetch_bucket(h);
+            *slot = Some((p, h));
+        }
+        for (_, h) in pre.iter().flatten() {
+            self.shards.lock(Shards::shard_of(*h)).prefetch(*h);
+        }
+        for ((it, o), pre) in items.iter_mut().zip(out.iter_mut()).zip(pre.iter()) {
+            *o = Some(match pre {
+                Some((p, h)) => match self.track_parsed(it.frame.data_mut(), p, *h, req, now) {
+                    Ok(r) => CtVerdict::Tracked(r),
+                    Err(_) => self.fragment(it.frame, it.l3_ofs, req, now),
+                },
+                None => self.execute(it.frame, it.l3_ofs, it.key, req, now),
+            });
+        }
+    }
+}
+
 impl ConnTracker for Tracker {
+    fn execute_batch(
+        &self,
+        items: &mut [CtItem<'_, '_>],
+        req: &CtRequest<'_>,
+        now: Nanos,
+        out: &mut [Option<CtVerdict>],
+    ) -> usize {
+        let n = items.len().min(out.len());
+        for (items, out) in items[..n]
+            .chunks_mut(pipeline::BATCH_SIZE)
+            .zip(out[..n].chunks_mut(pipeline::BATCH_SIZE))
+        {
+            self.execute_chunk(items, req, now, out);
+        }
+        n
+    }
+
     fn execute(
         &self,
         frame: &mut Frame<'_>,

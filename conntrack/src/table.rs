@@ -1,9 +1,10 @@
 //! Storage of connections: sharded hash tables over compact connection records.
 //!
 //! This module owns memory layout and locking. Each of [`SHARDS`] shards has its own mutex, a
-//! slab of connection records and a slab of reply-key records, and one `hashbrown::HashTable`
-//! of 4-byte entries that index those slabs (the key is compared in the slab, so the table
-//! holds no copies). A connection lives in the shard of its original tuple's hash; its reply
+//! slab of connection records and a slab of reply-key records, and an open-addressing index of
+//! 4-byte entries into those slabs, each kept beside 32 bits of its hash in 64-byte buckets (the
+//! key is compared in the slab only on a tag match, so the index holds no copies and a lookup
+//! touches one bucket line and the one record it wants). A connection lives in the shard of its original tuple's hash; its reply
 //! tuple is indexed in the shard of the reply tuple's hash, through a small key record that
 //! points back at the connection (or directly, when both land in the same shard). A lookup
 //! therefore takes one shard lock, or two in sequence for a reply-direction packet whose
@@ -12,8 +13,8 @@
 
 use crate::tcp::Peer;
 use crate::tuple::Tuple;
-use hashbrown::HashTable;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub const SHARDS: usize = 1 << SHARD_BITS;
 const CHUNK: usize = 1024;
@@ -129,8 +130,237 @@ impl<T: Copy + Default> Slab<T> {
     }
 }
 
+/// Slots per bucket: seven (tag, entry) pairs and an overflow count fill one 64-byte line.
+const SLOTS: usize = 7;
+/// An unused slot's entry.
+const EMPTY: u32 = u32::MAX;
+/// Grow when more than this share (in eighths) of the slots is used; linear probing over
+/// 7-slot buckets stays short below it.
+const MAX_LOAD_EIGHTHS: usize = 6;
+
+/// One cache line of the index: a probe reads the tags (32 hash bits each) and touches a
+/// record only on a tag match, so a lookup costs this line plus the record it wants.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Bucket {
+    tags: [u32; SLOTS],
+    /// Entries living past this bucket because it was full when they were inserted: a probe
+    /// that misses here goes on only while this is non-zero.
+    overflow: u32,
+    ents: [u32; SLOTS],
+}
+
+impl Bucket {
+    const EMPTY: Bucket = Bucket {
+        tags: [0; SLOTS],
+        overflow: 0,
+        ents: [EMPTY; SLOTS],
+    };
+
+    /// Slots whose tag equals `tag` (bit i for slot i).
+    #[inline]
+    fn matches(&self, tag: u32) -> u32 {
+        let mut m = 0;
+        for i in 0..SLOTS {
+            m |= ((self.tags[i] == tag) as u32) << i;
+        }
+        m
+    }
+
+    #[inline]
+    fn free_slot(&self) -> Option<usize> {
+        self.ents.iter().position(|&e| e == EMPTY)
+    }
+}
+
+/// Asks the CPU to start loading the cache line at `p` without waiting for it.
+///
+/// Batches use it to overlap the cache misses of many frames. It is the one `unsafe` in the
+/// crate: the prefetch instruction is only a hint — it never faults, never reads into the
+/// program, and has no effect the program can observe, so `p` may be stale or dangling (a
+/// bucket array replaced by a concurrent resize) without harm.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 performs no architectural memory access and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Prefetches every cache line of `*r`.
+#[inline(always)]
+fn prefetch_record<T>(r: &T) {
+    let p = r as *const T as *const u8;
+    let n = std::mem::size_of::<T>();
+    let mut o = 0;
+    while o < n {
+        prefetch(p.wrapping_add(o));
+        o += 64;
+    }
+    prefetch(p.wrapping_add(n - 1));
+}
+
+/// Where a shard's bucket array is, published outside its lock so a batch can prefetch the
+/// bucket a frame will probe before taking the lock. Only ever used as a prefetch address: a
+/// stale value costs a useless prefetch, nothing else.
+pub struct IndexHint {
+    base: AtomicPtr<Bucket>,
+    mask: AtomicU32,
+}
+
+impl IndexHint {
+    #[inline]
+    pub fn prefetch(&self, h: u64) {
+        let i = tag_of(h) & self.mask.load(Relaxed);
+        prefetch(self.base.load(Relaxed).wrapping_add(i as usize));
+    }
+}
+
+/// The tag kept beside an entry: the hash's high half. Its low bits choose the bucket (the
+/// shard uses the hash's low bits), so the table can grow without touching any record.
+#[inline]
+pub fn tag_of(h: u64) -> u32 {
+    (h >> 32) as u32
+}
+
+/// Open-addressing index of one shard: tagged 4-byte entries in 64-byte buckets, linear
+/// probing between buckets.
+pub struct Index {
+    buckets: Vec<Bucket>,
+    mask: u32,
+    len: usize,
+    hint: Arc<IndexHint>,
+}
+
+impl Index {
+    fn new() -> Index {
+        let mut buckets = vec![Bucket::EMPTY; 16];
+        let hint = Arc::new(IndexHint {
+            base: AtomicPtr::new(buckets.as_mut_ptr()),
+            mask: AtomicU32::new(15),
+        });
+        Index {
+            buckets,
+            mask: 15,
+            len: 0,
+            hint,
+        }
+    }
+
+    /// Prefetches the records of the entries whose tag matches `tag` in its home bucket (the
+    /// bucket itself is read, so it should have been prefetched first).
+    #[inline]
+    fn prefetch_matches(&self, tag: u32, mut each: impl FnMut(u32)) {
+        if let Some(bk) = self.buckets.get((tag & self.mask) as usize) {
+            let mut m = bk.matches(tag);
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if bk.ents[i] != EMPTY {
+                    each(bk.ents[i]);
+                }
+            }
+        }
+    }
+
+    /// The entry tagged `tag` for which `eq` holds.
+    #[inline]
+    fn find(&self, tag: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mut b = tag & self.mask;
+        // Bounded: a probe never needs more than every bucket.
+        for _ in 0..self.buckets.len() {
+            let bk = self.buckets.get(b as usize)?;
+            let mut m = bk.matches(tag);
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let e = bk.ents[i];
+                if e != EMPTY && eq(e) {
+                    return Some(e);
+                }
+            }
+            if bk.overflow == 0 {
+                return None;
+            }
+            b = (b + 1) & self.mask;
+        }
+        None
+    }
+
+    fn insert(&mut self, tag: u32, e: u32) {
+        if (self.len + 1) * 8 > self.buckets.len() * SLOTS * MAX_LOAD_EIGHTHS {
+            self.grow();
+        }
+        self.place(tag, e);
+        self.len += 1;
+    }
+
+    fn place(&mut self, tag: u32, e: u32) {
+        let mut b = tag & self.mask;
+        loop {
+            let bk = &mut self.buckets[b as usize];
+            if let Some(i) = bk.free_slot() {
+                bk.tags[i] = tag;
+                bk.ents[i] = e;
+                return;
+            }
+            bk.overflow += 1;
+            b = (b + 1) & self.mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let n = self.buckets.len() * 2;
+        let old = std::mem::replace(&mut self.buckets, vec![Bucket::EMPTY; n]);
+        self.mask = n as u32 - 1;
+        for bk in &old {
+            for i in 0..SLOTS {
+                if bk.ents[i] != EMPTY {
+                    self.place(bk.tags[i], bk.ents[i]);
+                }
+            }
+        }
+        self.hint.base.store(self.buckets.as_mut_ptr(), Relaxed);
+        self.hint.mask.store(self.mask, Relaxed);
+    }
+
+    /// Removes entry `e` (tagged `tag`); false when it is not there.
+    fn remove(&mut self, tag: u32, e: u32) -> bool {
+        let home = tag & self.mask;
+        let mut b = home;
+        for _ in 0..self.buckets.len() {
+            let bk = &mut self.buckets[b as usize];
+            if let Some(i) = (0..SLOTS).find(|&i| bk.ents[i] == e && bk.tags[i] == tag) {
+                bk.ents[i] = EMPTY;
+                bk.tags[i] = 0;
+                // The buckets it was pushed past no longer hold it up.
+                let mut p = home;
+                while p != b {
+                    self.buckets[p as usize].overflow -= 1;
+                    p = (p + 1) & self.mask;
+                }
+                self.len -= 1;
+                return true;
+            }
+            if bk.overflow == 0 {
+                return false;
+            }
+            b = (b + 1) & self.mask;
+        }
+        false
+    }
+
+    fn bytes(&self) -> usize {
+        self.buckets.capacity() * std::mem::size_of::<Bucket>()
+    }
+}
+
 pub struct Shard {
-    pub table: HashTable<u32>,
+    pub index: Index,
     pub conns: Slab<Conn>,
     pub keys: Slab<KeyRec>,
     /// Lookups that found a connection (summed into the counters on demand).
@@ -160,7 +390,7 @@ fn entry_tuple<'a>(conns: &'a Slab<Conn>, keys: &'a Slab<KeyRec>, e: u32) -> &'a
 impl Shard {
     fn new() -> Self {
         Shard {
-            table: HashTable::new(),
+            index: Index::new(),
             conns: Slab::new(),
             keys: Slab::new(),
             hits: 0,
@@ -170,9 +400,9 @@ impl Shard {
 
     #[inline]
     pub fn find(&self, t: &Tuple, h: u64) -> Option<Found> {
-        let e = *self
-            .table
-            .find(h, |&e| entry_tuple(&self.conns, &self.keys, e) == t)?;
+        let e = self
+            .index
+            .find(tag_of(h), |e| entry_tuple(&self.conns, &self.keys, e) == t)?;
         let i = e & IDX_MASK;
         Some(match e >> TAG_SHIFT {
             E_ORIG => Found::Local {
@@ -194,26 +424,31 @@ impl Shard {
         })
     }
 
+    /// Prefetches the records a lookup of hash `h` will compare (one, almost always).
+    #[inline]
+    pub fn prefetch(&self, h: u64) {
+        self.index.prefetch_matches(tag_of(h), |e| {
+            let i = e & IDX_MASK;
+            match e >> TAG_SHIFT {
+                E_ORIG | E_REPLY_LOCAL => prefetch_record(self.conns.get(i)),
+                _ => prefetch_record(self.keys.get(i)),
+            }
+        });
+    }
+
     pub fn contains(&self, t: &Tuple, h: u64) -> bool {
-        self.table
-            .find(h, |&e| entry_tuple(&self.conns, &self.keys, e) == t)
+        self.index
+            .find(tag_of(h), |e| entry_tuple(&self.conns, &self.keys, e) == t)
             .is_some()
     }
 
-    fn insert_entry(&mut self, h: u64, e: u32, seed: u64) {
-        let Shard {
-            table, conns, keys, ..
-        } = self;
-        table.insert_unique(h, e, |&e| entry_tuple(conns, keys, e).hash(seed));
+    fn insert_entry(&mut self, h: u64, e: u32) {
+        self.index.insert(tag_of(h), e);
     }
 
     fn remove_entry(&mut self, t: &Tuple, h: u64, e: u32) {
-        let Shard { table, .. } = self;
-        if let Ok(o) = table.find_entry(h, |&x| x == e) {
-            o.remove();
-        } else {
-            debug_assert!(false, "missing table entry for {t:?}");
-        }
+        let removed = self.index.remove(tag_of(h), e);
+        debug_assert!(removed, "missing table entry for {t:?}");
     }
 
     /// Adds a connection (both tuples already final). When `local_reply`, the reply tuple is
@@ -224,36 +459,27 @@ impl Shard {
         h_orig: u64,
         h_reply: u64,
         local_reply: bool,
-        seed: u64,
     ) -> (u32, u32) {
         c.flags |= F_LIVE;
         let idx = self.conns.alloc_slot();
         c.gen = self.conns.get(idx).gen;
         let gen = c.gen;
         *self.conns.get_mut(idx) = c;
-        self.insert_entry(h_orig, E_ORIG << TAG_SHIFT | idx, seed);
+        self.insert_entry(h_orig, E_ORIG << TAG_SHIFT | idx);
         if local_reply && c.reply != c.orig {
-            self.insert_entry(h_reply, E_REPLY_LOCAL << TAG_SHIFT | idx, seed);
+            self.insert_entry(h_reply, E_REPLY_LOCAL << TAG_SHIFT | idx);
         }
         (idx, gen)
     }
 
-    pub fn add_key(
-        &mut self,
-        t: Tuple,
-        h: u64,
-        conn_shard: u32,
-        conn_idx: u32,
-        gen: u32,
-        seed: u64,
-    ) -> u32 {
+    pub fn add_key(&mut self, t: Tuple, h: u64, conn_shard: u32, conn_idx: u32, gen: u32) -> u32 {
         let conn = conn_shard << REF_IDX_BITS | conn_idx;
         let k = self.keys.alloc(KeyRec {
             tuple: t,
             conn,
             gen,
         });
-        self.insert_entry(h, E_KEY << TAG_SHIFT | k, seed);
+        self.insert_entry(h, E_KEY << TAG_SHIFT | k);
         k
     }
 
@@ -295,13 +521,7 @@ impl Shard {
 
     /// Bytes held by this shard's table and slabs (capacity, not just live entries).
     pub fn bytes(&self) -> usize {
-        // hashbrown stores one control byte per bucket plus the entry.
-        let buckets = if self.table.capacity() == 0 {
-            0
-        } else {
-            (self.table.capacity() * 8 / 7).next_power_of_two()
-        };
-        buckets * (std::mem::size_of::<u32>() + 1)
+        self.index.bytes()
             + self.conns.chunks.len() * CHUNK * std::mem::size_of::<Conn>()
             + self.keys.chunks.len() * CHUNK * std::mem::size_of::<KeyRec>()
             + (self.conns.free.capacity() + self.keys.free.capacity()) * 4
@@ -310,20 +530,38 @@ impl Shard {
 
 pub struct Shards {
     shards: Box<[Mutex<Shard>]>,
+    hints: Box<[Arc<IndexHint>]>,
 }
 
 impl Shards {
     pub fn new() -> Self {
-        Shards {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
+        let shards: Box<[Mutex<Shard>]> = (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect();
+        let hints = shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .index
+                    .hint
+                    .clone()
+            })
+            .collect();
+        Shards { shards, hints }
+    }
+
+    /// Prefetches, without locking, the bucket a lookup of hash `h` starts at.
+    #[inline]
+    pub fn prefetch_bucket(&self, h: u64) {
+        if let Some(hint) = self.hints.get(Self::shard_of(h)) {
+            hint.prefetch(h);
         }
     }
 
-    /// The shard a tuple hash belongs to. Uses bits the table itself does not (hashbrown takes
-    /// the low bits for the bucket and the top seven for its tag).
+    /// The shard a tuple hash belongs to: the hash's low bits, which the index (keyed on the
+    /// high half, see [`tag_of`]) does not use.
     #[inline]
     pub fn shard_of(h: u64) -> usize {
-        ((h >> 40) as usize) % SHARDS
+        h as usize & (SHARDS - 1)
     }
 
     #[inline]
@@ -371,5 +609,51 @@ mod tests {
             std::mem::size_of::<Conn>()
         );
         assert!(std::mem::size_of::<KeyRec>() <= 48);
+    }
+
+    #[test]
+    fn bucket_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Bucket>(), 64);
+    }
+
+    /// Entries crowded into one home bucket spill into the next ones, stay findable through
+    /// removals in the middle of the chain and through growth, and leave no overflow behind.
+    #[test]
+    fn index_overflow_chains_survive_removal_and_growth() {
+        let mut ix = Index::new();
+        // Same low bits: same home bucket at every table size up to 2^16 buckets.
+        let tag = |i: u32| 5 | (i << 16);
+        let n = 40u32;
+        for i in 0..n {
+            ix.insert(tag(i), i);
+        }
+        for i in 0..n {
+            assert_eq!(ix.find(tag(i), |e| e == i), Some(i));
+        }
+        assert_eq!(ix.find(tag(n), |_| true), None);
+        for i in (0..n).step_by(3) {
+            assert!(ix.remove(tag(i), i));
+            assert!(!ix.remove(tag(i), i));
+        }
+        for i in 0..n {
+            let want = (i % 3 != 0).then_some(i);
+            assert_eq!(ix.find(tag(i), |e| e == i), want);
+        }
+        // Force growth with unrelated entries; the crowded ones must survive the move.
+        for j in 0..2000u32 {
+            ix.insert(j.wrapping_mul(0x9e37_79b9), 1000 + j);
+        }
+        for i in (0..n).filter(|i| i % 3 != 0) {
+            assert_eq!(ix.find(tag(i), |e| e == i), Some(i));
+            assert!(ix.remove(tag(i), i));
+        }
+        for j in 0..2000u32 {
+            assert!(ix.remove(j.wrapping_mul(0x9e37_79b9), 1000 + j));
+        }
+        assert_eq!(ix.len, 0);
+        assert!(ix
+            .buckets
+            .iter()
+            .all(|b| b.overflow == 0 && b.ents == [EMPTY; SLOTS]));
     }
 }

@@ -62,6 +62,14 @@ pub enum CtVerdict {
     Reassembled { frame: Vec<u8>, result: CtResult },
 }
 
+/// One frame of a [`ConnTracker::execute_batch`] call: what [`ConnTracker::execute`] takes.
+pub struct CtItem<'p, 'f> {
+    pub frame: &'p mut Frame<'f>,
+    /// Offset of the IP header in the frame.
+    pub l3_ofs: usize,
+    pub key: &'p FlowKey,
+}
+
 /// Connection tracking as the pipeline sees it. Implementations are shared by datapath threads.
 pub trait ConnTracker: Send + Sync {
     /// Tracks (and, for `commit`, remembers) the frame's connection in `req.zone`, applying NAT
@@ -75,4 +83,23 @@ pub trait ConnTracker: Send + Sync {
         req: &CtRequest<'_>,
         now: Nanos,
     ) -> CtVerdict;
+
+    /// Tracks several frames under one request, with the same outcome as calling
+    /// [`execute`](Self::execute) on each in order; `out[i]` receives item `i`'s verdict.
+    /// Returns how many items were handled (the shorter of the two slices). Implementations
+    /// may overlap the memory accesses of the frames (hashing all, then prefetching, then
+    /// processing); the default simply loops.
+    fn execute_batch(
+        &self,
+        items: &mut [CtItem<'_, '_>],
+        req: &CtRequest<'_>,
+        now: Nanos,
+        out: &mut [Option<CtVerdict>],
+    ) -> usize {
+        let n = items.len().min(out.len());
+        for (it, o) in items.iter_mut().zip(out.iter_mut()) {
+            *o = Some(self.execute(it.frame, it.l3_ofs, it.key, req, now));
+        }
+        n
+    }
 }
