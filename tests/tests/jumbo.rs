@@ -410,17 +410,22 @@ fn an_mtu_above_the_limit_is_refused_naming_the_port() {
     let dir = std::env::temp_dir().join(format!("xvs-jumbo-refuse-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let _g = TempDir(dir.clone());
-    for (mtu, want) in [
+    let tap =
+        "[[bridge.port]]\nname = \"ax\"\ntype = \"internal\"\nifname = \"jumbotap0\"\nmtu = 9000\n";
+    for (port, mtu, want) in [
         (
+            afxdp_port("ax", 1, "generic", 9500),
             9500,
             "mtu 9500 is above 9216, the largest an AF_XDP port carries",
         ),
-        (60, ""),
+        (afxdp_port("ax", 1, "generic", 60), 60, ""),
+        (
+            tap.to_string(),
+            9000,
+            "mtu 9000 is above 3822, the largest an internal (TAP) port carries",
+        ),
     ] {
-        let cfg = format!(
-            "[[bridge]]\nname = \"br0\"\n{}",
-            afxdp_port("ax", 1, "generic", mtu)
-        );
+        let cfg = format!("[[bridge]]\nname = \"br0\"\n{port}");
         std::fs::write(dir.join("x.toml"), &cfg).unwrap();
         let args = format!(
             "{} {}",

@@ -64,10 +64,12 @@ pub fn mtu(ifname: &str) -> Result<u32, PortError> {
         .ok_or_else(|| PortError::Config(format!("cannot read the MTU of {ifname}")))
 }
 
-/// `(min_mtu, max_mtu)` of the interface, as the kernel reports them.
+/// `(min_mtu, max_mtu)` of the interface, as the kernel reports them; `None` when it reports
+/// none or no upper limit (a maximum of 0, as loopback does).
 pub fn mtu_limits(index: u32) -> Option<(u32, u32)> {
     let a = link_attrs(index)?;
-    Some((a.min_mtu?, a.max_mtu?))
+    let (min, max) = (a.min_mtu?, a.max_mtu?);
+    (max > 0).then_some((min, max))
 }
 
 #[derive(Default)]
@@ -148,4 +150,30 @@ fn link_attrs(index: u32) -> Option<LinkAttrs> {
         attrs = attrs.get(len.next_multiple_of(4)..).unwrap_or(&[]);
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netlink_reports_what_sysfs_says_for_loopback() {
+        let sys: u32 = std::fs::read_to_string("/sys/class/net/lo/mtu")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(mtu("lo").unwrap(), sys);
+        // Loopback reports a maximum of 0: no upper limit.
+        assert_eq!(
+            mtu_limits(super::super::afxdp::ifindex("lo").unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn a_missing_interface_is_named() {
+        let e = set_mtu("xvs-no-such0", 9000).unwrap_err().to_string();
+        assert!(e.contains("xvs-no-such0"), "{e}");
+    }
 }
