@@ -321,6 +321,12 @@ fn ahv01_config(mtu: u32) -> String {
         &format!("flows = \"{}\"", flows.display()),
     );
     let text = text.replace("ofport = 10\n", "ofport = 10\ntag = 2207\n");
+    // The deployment sleeps when idle; XVS_JUMBO_POLL=1 measures the busy-polling datapath.
+    let text = if std::env::var_os("XVS_JUMBO_POLL").is_some() {
+        text.replace("mode = \"interrupt\"", "mode = \"poll\"")
+    } else {
+        text
+    };
     let mode = std::env::var("XVS_JUMBO_XDP_MODE").unwrap_or_else(|_| "generic".into());
     // The two AF_XDP ports are the only ones with an xdp_mode.
     assert_eq!(text.matches("xdp_mode = \"generic\"").count(), 2);
@@ -390,6 +396,10 @@ fn jumbo_frames_through_the_gateway_snat_pipeline() {
     assert!(ct.contains("172.22.7.27"), "SNAT entry in zone 9: {ct}");
     // The VM sends the data: tap2 (brAtlas port 4) received it in multi-buffer frames.
     let stats = ctl_text(&ctl, "port-stats", &["brAtlas"]);
+    eprintln!("{stats}{}", ctl_text(&ctl, "port-stats", &["br0"]));
+    if let Ok(n) = vm.exec_stdout(&["nstat", "-az", "TcpRetransSegs"]) {
+        eprintln!("VM TCP: {}", n.lines().last().unwrap_or(""));
+    }
     let (pk, by, _) = port_counters(&stats, 4);
     assert!(
         by / pk.max(1) > 4096,

@@ -586,6 +586,9 @@ impl Queue {
         let rx_chunks = self.rx_chunks;
         let stride = self.scratch_stride.max(1);
         let mut scratch = self.scratch.chunks_exact_mut(stride);
+        // The buffer of a dropped chain, reused by the next one: a burst never needs more
+        // buffers than frames it delivers.
+        let mut spare: Option<&mut [u8]> = None;
         let mut k = 0u32;
         while k < n && !frames.is_full() {
             // The chain starting at `k`: descriptors up to the first without "continued".
@@ -637,7 +640,7 @@ impl Queue {
                 continue;
             }
             // A multi-buffer frame: gather it, then give its chunks back at once.
-            let mut slot = scratch.next();
+            let mut slot = spare.take().or_else(|| scratch.next());
             let mut total = 0usize;
             let mut ok = slot.is_some();
             for j in k..end {
@@ -678,7 +681,10 @@ impl Queue {
                     bytes += total as u64;
                     frames.push(Frame::new(buf, HEADROOM, total));
                 }
-                _ => invalid += 1,
+                other => {
+                    spare = other;
+                    invalid += 1;
+                }
             }
         }
         if k < n {
