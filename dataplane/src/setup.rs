@@ -8,11 +8,12 @@
 
 use crate::config::{self, Config, PortConfig, PortType, PortVlan, Trunks};
 use crate::mac_learning::{Fdb, VlanMode};
-use crate::port::afxdp::{AfXdpConfig, AfXdpPort, XdpMode};
+use crate::port::afxdp::{self, AfXdpConfig, AfXdpPort, XdpMode};
+use crate::port::link;
 use crate::port::memory::{MemoryHandle, MemoryPort};
 use crate::port::pcap::PcapPort;
 use crate::port::tap::TapPort;
-use crate::port::{Port, PortError};
+use crate::port::{Port, PortError, MAX_FRAME_LEN};
 use crate::switch::{
     Attachment, BridgePort, FailMode, Switch, SwitchBuilder, SwitchError, TunnelConfig, DEFAULT_MTU,
 };
@@ -51,6 +52,7 @@ pub enum PortIo {
     /// A TAP device (an `internal` port).
     Tap {
         ifname: String,
+        mtu: Option<u32>,
     },
     Pcap {
         rx: Option<PathBuf>,
@@ -101,10 +103,11 @@ fn port_io(p: &PortConfig) -> Result<Option<PortIo>, SetupError> {
             ifname,
             xdp_mode,
             queues,
-            mtu: _,
+            mtu,
         } => {
             let mut c = AfXdpConfig::new(ifname);
             c.queues = (0..*queues).collect();
+            c.mtu = *mtu;
             c.xdp_mode = match xdp_mode {
                 config::XdpMode::Auto => XdpMode::Auto,
                 config::XdpMode::Native => XdpMode::Native,
@@ -112,8 +115,9 @@ fn port_io(p: &PortConfig) -> Result<Option<PortIo>, SetupError> {
             };
             PortIo::Afxdp(c)
         }
-        PortType::Internal { ifname, mtu: _ } => PortIo::Tap {
+        PortType::Internal { ifname, mtu } => PortIo::Tap {
             ifname: ifname.clone(),
+            mtu: *mtu,
         },
         PortType::Pcap { rx, tx } => PortIo::Pcap {
             rx: rx.clone(),
@@ -351,8 +355,34 @@ pub fn open_ports(specs: &[DpPortSpec]) -> Result<Vec<Box<dyn Port>>, SetupError
             source,
         };
         let p: Box<dyn Port> = match &s.io {
-            PortIo::Afxdp(c) => Box::new(AfXdpPort::open(c).map_err(err)?),
-            PortIo::Tap { ifname } => Box::new(TapPort::open(ifname).map_err(err)?),
+            PortIo::Afxdp(c) => {
+                if let Some(m) = c.mtu {
+                    // Before XDP is attached: veth checks its peer's MTU against the program
+                    // at attach time and caps later changes while one is attached.
+                    if m > afxdp::MAX_MTU {
+                        return Err(err(PortError::Config(format!(
+                            "mtu {m} is above {}, the largest an AF_XDP port carries",
+                            afxdp::MAX_MTU
+                        ))));
+                    }
+                    link::set_mtu(&c.ifname, m).map_err(err)?;
+                }
+                Box::new(AfXdpPort::open(c).map_err(err)?)
+            }
+            PortIo::Tap { ifname, mtu } => {
+                let most = (MAX_FRAME_LEN - 18) as u32;
+                if mtu.is_some_and(|m| m > most) {
+                    return Err(err(PortError::Config(format!(
+                        "mtu {} is above {most}, the largest an internal (TAP) port carries",
+                        mtu.unwrap_or_default()
+                    ))));
+                }
+                let tap = TapPort::open(ifname).map_err(err)?;
+                if let Some(m) = mtu {
+                    link::set_mtu(ifname, *m).map_err(err)?;
+                }
+                Box::new(tap)
+            }
             PortIo::Pcap { rx, tx } => {
                 Box::new(PcapPort::open(&s.name, rx.as_deref(), tx.as_deref()).map_err(err)?)
             }

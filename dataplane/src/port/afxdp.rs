@@ -28,6 +28,23 @@
 //! A bitmap records which receive chunks are currently lent to the kernel. A descriptor coming
 //! back on the rx ring is used only if its chunk's bit is set, and the bit is cleared before the
 //! chunk is borrowed, so no chunk can be borrowed twice even if the kernel misbehaved.
+//!
+//! # Jumbo frames (multi-buffer)
+//!
+//! A port with a configured MTU binds with `XDP_USE_SG` (frames longer than one chunk holds,
+//! [`MAX_FRAME_LEN`], need it; see [`AfXdpConfig::multi_buffer`] for why every MTU port does). The kernel then delivers such a frame as a chain of descriptors, every one but
+//! the last flagged `XDP_PKT_CONTD`. Receive gathers a chain into one of the queue's scratch
+//! buffers (allocated once, [`HEADROOM`] in front, one per frame of a burst) and hands the
+//! pipeline one contiguous [`Frame`]; the chain's chunks go straight back to the fill ring.
+//! Frames that fit one chunk still take the in-place path. Transmit splits a long frame over
+//! as many transmit chunks as it needs, flagged the same way. The copy costs about as much as
+//! the kernel's own copy into the UMEM in copy mode (see the README's jumbo notes).
+//!
+//! `XDP_USE_SG` only helps if the XDP program in front of the socket is frags-aware
+//! (`BPF_F_XDP_HAS_FRAGS`): veth in native mode refuses a program without it when the MTU is
+//! above one page, and libxdp's default socket program is loaded without it. Multi-buffer
+//! ports therefore load their own program ([`FragsProg`]): six instructions that redirect to an
+//! XSKMAP by receive queue, loaded with the frags flag.
 #![allow(unsafe_code)]
 
 use super::{
@@ -40,10 +57,25 @@ use std::io;
 use std::os::fd::RawFd;
 use std::ptr::{self, NonNull};
 
+const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 const SOL_XDP: libc::c_int = 283;
 const XDP_STATISTICS: libc::c_int = 7;
+/// Bind flag asking for multi-buffer frames (`linux/if_xdp.h`, Linux 6.6; newer than the
+/// headers the bindings were generated from).
+const XDP_USE_SG: u16 = 1 << 4;
+/// Descriptor option: the frame continues in the next descriptor.
+const XDP_PKT_CONTD: u32 = 1 << 0;
+/// Ethernet header plus one VLAN tag: how much longer than the MTU a frame may be (what the
+/// kernel itself lets through a device).
+const L2_OVERHEAD: usize = 18;
+/// Largest MTU an AF_XDP port carries (multi-buffer; each frame of a burst has a scratch
+/// buffer this large).
+pub const MAX_MTU: u32 = 9216;
+/// Descriptors looked at per receive burst in multi-buffer mode: room for a full burst of
+/// three-chunk frames and then some.
+const RX_PEEK_SG: u32 = (RX_BATCH * 4) as u32;
 
 /// Which XDP attach mode to ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +129,10 @@ pub struct AfXdpConfig {
     pub frame_count: u32,
     /// Try zero-copy binding in native mode before falling back to copy mode.
     pub zero_copy: bool,
+    /// The interface's MTU, when configured: frames up to MTU + 18 bytes are carried (longer
+    /// ones are dropped and counted, never truncated), in multi-buffer mode. `None` carries
+    /// frames up to [`MAX_FRAME_LEN`] the way libxdp sets a socket up. At most [`MAX_MTU`].
+    pub mtu: Option<u32>,
 }
 
 impl AfXdpConfig {
@@ -108,7 +144,20 @@ impl AfXdpConfig {
             xdp_mode: XdpMode::Auto,
             frame_count: 4096,
             zero_copy: true,
+            mtu: None,
         }
+    }
+
+    /// The longest frame the port carries.
+    pub fn max_frame_len(&self) -> usize {
+        self.mtu.map_or(MAX_FRAME_LEN, |m| m as usize + L2_OVERHEAD)
+    }
+
+    /// Whether the port binds multi-buffer, with its own frags-aware program: whenever an MTU
+    /// is configured, not only above one chunk, because veth in native mode checks the *peer's*
+    /// MTU against the program (a port at 1500 facing a peer at 9000 needs frags support too).
+    pub fn multi_buffer(&self) -> bool {
+        self.mtu.is_some()
     }
 }
 
@@ -175,6 +224,12 @@ struct Queue {
     /// Receive chunks put on the fill ring, and taken back off the rx ring, since opening.
     rx_lent: u64,
     rx_returned: u64,
+    /// Longest frame transmitted or gathered.
+    max_frame: usize,
+    /// Multi-buffer mode: [`RX_BATCH`] gather buffers of `scratch_stride` bytes back to back;
+    /// empty otherwise (a chained frame is then rejected).
+    scratch: Box<[u8]>,
+    scratch_stride: usize,
 }
 
 // SAFETY: a Queue exclusively owns its UMEM mapping, socket and rings; nothing else holds the
@@ -186,11 +241,14 @@ fn os_err(port: &str, what: &'static str, rc: libc::c_int) -> PortError {
 }
 
 impl Queue {
+    /// Opens one socket. With `xskmap`, libxdp loads no program and the socket is entered in
+    /// that map (the port's own [`FragsProg`]).
     fn open(
         cfg: &AfXdpConfig,
         queue_id: u32,
         xdp_flags: u32,
         bind_flags: u16,
+        xskmap: Option<RawFd>,
     ) -> Result<Queue, PortError> {
         let n = cfg.frame_count;
         if !n.is_power_of_two() || n < 64 {
@@ -230,6 +288,13 @@ impl Queue {
             comp: empty_cons(),
         })));
         let half = n / 2;
+        let sg = bind_flags & XDP_USE_SG != 0;
+        let max_frame = if sg {
+            cfg.max_frame_len()
+        } else {
+            MAX_FRAME_LEN
+        };
+        let scratch_stride = (HEADROOM + max_frame).next_multiple_of(64);
         let mut q = Queue {
             queue_id,
             area,
@@ -246,6 +311,9 @@ impl Queue {
             tx_outstanding: 0,
             rx_lent: 0,
             rx_returned: 0,
+            max_frame,
+            scratch: vec![0u8; if sg { RX_BATCH * scratch_stride } else { 0 }].into_boxed_slice(),
+            scratch_stride,
         };
         // From here on, dropping `q` releases whatever has been created.
         let umem_cfg = xdp::xsk_umem_config {
@@ -273,7 +341,13 @@ impl Queue {
         let sock_cfg = xdp::xsk_socket_config {
             rx_size: half,
             tx_size: half,
-            __bindgen_anon_1: xdp::xsk_socket_config__bindgen_ty_1 { libxdp_flags: 0 },
+            __bindgen_anon_1: xdp::xsk_socket_config__bindgen_ty_1 {
+                libxdp_flags: if xskmap.is_some() {
+                    xdp::XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD
+                } else {
+                    0
+                },
+            },
             xdp_flags,
             bind_flags,
         };
@@ -296,6 +370,13 @@ impl Queue {
         }
         // SAFETY: `q.xsk` is a live socket created above.
         q.fd = unsafe { xdp::xsk_socket__fd(q.xsk) };
+        if let Some(map) = xskmap {
+            // SAFETY: live socket; `map` is an XSKMAP fd owned by the port's program.
+            let rc = unsafe { xdp::xsk_socket__update_xskmap(q.xsk, map) };
+            if rc != 0 {
+                return Err(os_err(&cfg.ifname, "xsk_socket__update_xskmap", rc));
+            }
+        }
         // Lend every receive chunk to the kernel.
         q.fill_backlog
             .extend((0..half).rev().map(|i| i as u64 * FRAME_SIZE as u64));
@@ -333,8 +414,7 @@ impl Queue {
     /// Index of the receive chunk at `addr`, if `addr` is in the receive half.
     #[inline]
     fn rx_chunk_index(&self, addr: u64) -> Option<usize> {
-        let i = (addr / FRAME_SIZE as u64) as usize;
-        (i < self.rx_chunks as usize).then_some(i)
+        rx_chunk_index(self.rx_chunks, addr)
     }
 
     /// Moves chunks from the backlog onto the fill ring.
@@ -436,98 +516,201 @@ impl Queue {
     }
 
     fn tx(&mut self, frame: &[u8]) -> TxVerdict {
-        if frame.len() > MAX_FRAME_LEN {
+        if frame.len() > self.max_frame {
             return TxVerdict::TooBig;
         }
-        if self.tx_free.is_empty() {
+        // Only a multi-buffer queue accepts frames longer than a chunk (`max_frame`), so the
+        // others always take one descriptor.
+        let parts = frame.len().div_ceil(FRAME_SIZE).max(1);
+        if self.tx_free.len() < parts {
             self.reclaim();
+            if self.tx_free.len() < parts {
+                return TxVerdict::RingFull;
+            }
         }
-        let Some(addr) = self.tx_free.pop() else {
-            return TxVerdict::RingFull;
-        };
         let tx = self.txr();
         let mut idx = 0u32;
-        // SAFETY: live tx ring.
-        if unsafe { xdp::xsk_ring_prod__reserve(tx, 1, &mut idx) } != 1 {
-            self.tx_free.push(addr);
+        // SAFETY: live tx ring. Reserving is all or nothing.
+        if unsafe { xdp::xsk_ring_prod__reserve(tx, parts as u32, &mut idx) } != parts as u32 {
             return TxVerdict::RingFull;
         }
-        // SAFETY: `addr` came off the free list, so it is a transmit chunk inside the area that
-        // neither the kernel nor any borrow holds; the copy stays inside it (len <= FRAME_SIZE).
-        unsafe {
-            ptr::copy_nonoverlapping(
-                frame.as_ptr(),
-                self.area.as_ptr().add(addr as usize),
-                frame.len(),
-            );
-            let d = xdp::xsk_ring_prod__tx_desc(tx, idx);
-            (*d).addr = addr;
-            (*d).len = frame.len() as u32;
-            (*d).options = 0;
+        for k in 0..parts {
+            let Some(addr) = self.tx_free.pop() else {
+                // Checked above; unreachable, but a short chain must not be submitted.
+                return TxVerdict::RingFull;
+            };
+            let start = k * FRAME_SIZE;
+            let part = frame
+                .get(start..frame.len().min(start + FRAME_SIZE))
+                .unwrap_or(&[]);
+            let last = k + 1 == parts;
+            // SAFETY: `addr` came off the free list, so it is a transmit chunk inside the area
+            // that neither the kernel nor any borrow holds; the copy stays inside it
+            // (part.len() <= FRAME_SIZE). Slot `idx + k` is one of the `parts` reserved.
+            unsafe {
+                ptr::copy_nonoverlapping(
+                    part.as_ptr(),
+                    self.area.as_ptr().add(addr as usize),
+                    part.len(),
+                );
+                let d = xdp::xsk_ring_prod__tx_desc(tx, idx.wrapping_add(k as u32));
+                (*d).addr = addr;
+                (*d).len = part.len() as u32;
+                (*d).options = if last { 0 } else { XDP_PKT_CONTD };
+            }
         }
-        self.tx_reserved += 1;
+        self.tx_reserved += parts as u32;
         TxVerdict::Queued
     }
 
-    /// Receives one burst and hands it to `f`; returns the number of frames delivered and the
-    /// number of descriptors rejected.
+    /// Receives one burst and hands it to `f`; returns the number of frames delivered, the
+    /// number of frames rejected (bad descriptors, chains too long or without a scratch buffer)
+    /// and the bytes delivered.
     fn rx_burst(&mut self, f: &mut dyn FnMut(&mut RxFrames<'_>)) -> (usize, usize, u64) {
         let rx = self.rx();
         let mut idx = 0u32;
+        let want = if self.scratch.is_empty() {
+            RX_BATCH as u32
+        } else {
+            RX_PEEK_SG
+        };
         // SAFETY: live rx ring.
-        let n = unsafe { xdp::xsk_ring_cons__peek(rx, RX_BATCH as u32, &mut idx) };
+        let n = unsafe { xdp::xsk_ring_cons__peek(rx, want, &mut idx) };
         if n == 0 {
             self.wake_rx_if_needed();
             return (0, 0, 0);
         }
+        // SAFETY (for every `desc(k)` below): slot `idx + k`, k < n, was returned by peek and
+        // is not released before the descriptors have been copied out.
+        let desc = |k: u32| unsafe { *xdp::xsk_ring_cons__rx_desc(rx, idx.wrapping_add(k)) };
         let mut chunks = [0u64; RX_BATCH];
+        let mut n_chunks = 0;
         let mut frames = RxFrames::new();
         let mut invalid = 0;
         let mut bytes = 0u64;
-        for k in 0..n {
-            // SAFETY: slot `idx + k` was returned by peek and not yet released.
-            let d = unsafe { *xdp::xsk_ring_cons__rx_desc(rx, idx.wrapping_add(k)) };
-            let chunk = d.addr & !(FRAME_SIZE as u64 - 1);
-            let head = (d.addr - chunk) as usize;
-            let len = d.len as usize;
-            let Some(i) = self.rx_chunk_index(chunk) else {
-                invalid += 1;
-                continue;
-            };
-            let (w, bit) = (i / 64, 1u64 << (i % 64));
-            let lent = self.in_kernel.get(w).is_some_and(|x| x & bit != 0);
-            if !lent {
-                // Not ours to take (duplicate or stray descriptor): never borrow it.
-                invalid += 1;
+        let area = self.area;
+        let rx_chunks = self.rx_chunks;
+        let stride = self.scratch_stride.max(1);
+        let mut scratch = self.scratch.chunks_exact_mut(stride);
+        // The buffer of a dropped chain, reused by the next one: a burst never needs more
+        // buffers than frames it delivers.
+        let mut spare: Option<&mut [u8]> = None;
+        let mut k = 0u32;
+        while k < n && !frames.is_full() {
+            // The chain starting at `k`: descriptors up to the first without "continued".
+            let mut end = k;
+            let mut complete = false;
+            while end < n {
+                let more = desc(end).options & XDP_PKT_CONTD != 0;
+                end += 1;
+                if !more {
+                    complete = true;
+                    break;
+                }
+            }
+            if !complete {
+                // The kernel publishes whole frames, so the rest of this one is beyond the
+                // peek window: leave it on the ring for the next burst.
+                break;
+            }
+            if end - k == 1 {
+                let d = desc(k);
+                k = end;
+                let chunk = d.addr & !(FRAME_SIZE as u64 - 1);
+                let head = (d.addr - chunk) as usize;
+                let len = d.len as usize;
+                if !take_lent(&mut self.in_kernel, rx_chunks, chunk) {
+                    // Not ours to take (duplicate or stray descriptor): never borrow it.
+                    invalid += 1;
+                    continue;
+                }
+                self.rx_returned += 1;
+                if head + len > FRAME_SIZE {
+                    invalid += 1;
+                    self.fill_backlog.push(chunk);
+                    continue;
+                }
+                if let Some(c) = chunks.get_mut(n_chunks) {
+                    *c = chunk;
+                    n_chunks += 1;
+                }
+                // SAFETY: `chunk` is a receive chunk inside the mapping (index < rx_chunks)
+                // whose bit we just cleared, so the kernel has handed it back and no other
+                // borrow of it exists (each bit is cleared at most once per lending, and every
+                // frame of this burst is a distinct chunk). The slice covers exactly that chunk
+                // and lives no longer than this call, after which the chunk is lent again.
+                let buf = unsafe {
+                    std::slice::from_raw_parts_mut(area.as_ptr().add(chunk as usize), FRAME_SIZE)
+                };
+                bytes += len as u64;
+                frames.push(Frame::new(buf, head, len));
                 continue;
             }
-            self.in_kernel[w] &= !bit;
-            self.rx_returned += 1;
-            if head + len > FRAME_SIZE {
-                invalid += 1;
+            // A multi-buffer frame: gather it, then give its chunks back at once.
+            let mut slot = spare.take().or_else(|| scratch.next());
+            let mut total = 0usize;
+            let mut ok = slot.is_some();
+            for j in k..end {
+                let d = desc(j);
+                let chunk = d.addr & !(FRAME_SIZE as u64 - 1);
+                let head = (d.addr - chunk) as usize;
+                let len = d.len as usize;
+                if !take_lent(&mut self.in_kernel, rx_chunks, chunk) {
+                    ok = false;
+                    continue;
+                }
+                self.rx_returned += 1;
                 self.fill_backlog.push(chunk);
-                continue;
+                let dst = slot
+                    .as_deref_mut()
+                    .and_then(|s| s.get_mut(HEADROOM + total..HEADROOM + total + len));
+                match dst {
+                    Some(dst) if ok && head + len <= FRAME_SIZE => {
+                        // SAFETY: as above, the chunk is back from the kernel and unborrowed;
+                        // `head + len` is inside it (checked), and `dst` is exactly `len`
+                        // bytes of the scratch buffer, which the UMEM does not overlap.
+                        unsafe {
+                            ptr::copy_nonoverlapping(
+                                area.as_ptr().add(d.addr as usize),
+                                dst.as_mut_ptr(),
+                                len,
+                            );
+                        }
+                        total += len;
+                    }
+                    // Longer than the MTU allows, a bad length, or no scratch buffer: the
+                    // frame is dropped whole, never truncated.
+                    _ => ok = false,
+                }
             }
-            chunks[frames.len()] = chunk;
-            // SAFETY: `chunk` is a receive chunk inside the mapping (index < rx_chunks) whose
-            // bit we just cleared, so the kernel has handed it back and no other borrow of it
-            // exists (each bit is cleared at most once per lending, and every frame of this
-            // burst is a distinct chunk). The slice covers exactly that chunk and lives no
-            // longer than this call, after which the chunk is lent to the kernel again.
-            let buf = unsafe {
-                std::slice::from_raw_parts_mut(self.area.as_ptr().add(chunk as usize), FRAME_SIZE)
-            };
-            bytes += len as u64;
-            frames.push(Frame::new(buf, head, len));
+            k = end;
+            match slot {
+                Some(buf) if ok && total <= self.max_frame => {
+                    bytes += total as u64;
+                    frames.push(Frame::new(buf, HEADROOM, total));
+                }
+                other => {
+                    spare = other;
+                    invalid += 1;
+                }
+            }
         }
-        // SAFETY: releasing exactly what peek returned; the descriptors were copied out.
-        unsafe { xdp::xsk_ring_cons__release(rx, n) };
+        if k < n {
+            // SAFETY: giving back the `n - k` descriptors peeked but not looked at, so the
+            // next peek sees them again.
+            unsafe { xdp::xsk_ring_cons__cancel(rx, n - k) };
+        }
+        if k > 0 {
+            // SAFETY: releasing exactly the `k` descriptors consumed, copied out above.
+            unsafe { xdp::xsk_ring_cons__release(rx, k) };
+        }
         let got = frames.len();
         if got > 0 {
             f(&mut frames);
         }
         drop(frames);
-        self.fill_backlog.extend_from_slice(&chunks[..got]);
+        self.fill_backlog
+            .extend_from_slice(chunks.get(..n_chunks).unwrap_or(&[]));
         self.refill();
         (got, invalid, bytes)
     }
@@ -628,10 +811,145 @@ impl UmemAccount {
     }
 }
 
+/// The XDP program of a multi-buffer port: an XSKMAP and a frags-aware program redirecting
+/// every frame to the socket of its receive queue (or passing it to the stack when there is
+/// none), attached in the mode being tried. Detached and closed on drop, which must come after
+/// the sockets are gone (field order in [`AfXdpPort`]).
+struct FragsProg {
+    ifindex: libc::c_int,
+    xdp_flags: u32,
+    map_fd: RawFd,
+    prog_fd: RawFd,
+    attached: bool,
+}
+
+/// One eBPF instruction as the kernel reads it (`struct bpf_insn`: the destination register in
+/// the low nibble of `regs`, the source in the high one).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+const _: () = assert!(std::mem::size_of::<Insn>() == std::mem::size_of::<xdp::bpf_insn>());
+
+/// `return bpf_redirect_map(&xskmap, ctx->rx_queue_index, XDP_PASS);`
+fn redirect_program(map_fd: RawFd) -> [Insn; 6] {
+    const LDX_MEM_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
+    const LD_IMM64: u8 = 0x18; // BPF_LD | BPF_DW | BPF_IMM (two slots)
+    const MOV64_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
+    const CALL: u8 = 0x85; // BPF_JMP | BPF_CALL
+    const EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
+    const PSEUDO_MAP_FD: u8 = 1;
+    const RX_QUEUE_INDEX: i16 = 16; // offsetof(struct xdp_md, rx_queue_index)
+    const FN_REDIRECT_MAP: i32 = 51; // BPF_FUNC_redirect_map
+    const XDP_PASS: i32 = 2;
+    let i = |code, dst: u8, src: u8, off, imm| Insn {
+        code,
+        regs: dst | (src << 4),
+        off,
+        imm,
+    };
+    [
+        i(LDX_MEM_W, 2, 1, RX_QUEUE_INDEX, 0), // r2 = ctx->rx_queue_index
+        i(LD_IMM64, 1, PSEUDO_MAP_FD, 0, map_fd), // r1 = &xskmap
+        i(0, 0, 0, 0, 0),
+        i(MOV64_K, 3, 0, 0, XDP_PASS), // r3 = XDP_PASS (the action when the slot is empty)
+        i(CALL, 0, 0, 0, FN_REDIRECT_MAP),
+        i(EXIT, 0, 0, 0, 0),
+    ]
+}
+
+impl FragsProg {
+    /// Creates the map (`max_queue + 1` slots) and program and attaches the program to
+    /// `ifname` with `xdp_flags`, refusing to replace a program already there.
+    fn attach(ifname: &str, max_queue: u32, xdp_flags: u32) -> Result<FragsProg, PortError> {
+        let ifindex = ifindex(ifname)? as libc::c_int;
+        let mut p = FragsProg {
+            ifindex,
+            xdp_flags,
+            map_fd: -1,
+            prog_fd: -1,
+            attached: false,
+        };
+        let name = c"xvs_xsks";
+        // SAFETY: plain map creation; the name is NUL-terminated, no options.
+        p.map_fd = unsafe {
+            xdp::bpf_map_create(
+                xdp::bpf_map_type_BPF_MAP_TYPE_XSKMAP,
+                name.as_ptr(),
+                4,
+                4,
+                max_queue + 1,
+                ptr::null(),
+            )
+        };
+        if p.map_fd < 0 {
+            return Err(os_err(ifname, "bpf_map_create(XSKMAP)", p.map_fd));
+        }
+        let insns = redirect_program(p.map_fd);
+        // SAFETY: an all-zero bpf_prog_load_opts is the documented "no options" value.
+        let mut opts: xdp::bpf_prog_load_opts = unsafe { std::mem::zeroed() };
+        opts.sz = std::mem::size_of::<xdp::bpf_prog_load_opts>();
+        opts.prog_flags = xdp::BPF_F_XDP_HAS_FRAGS;
+        // SAFETY: `insns` is an array of instructions laid out as `struct bpf_insn` (size
+        // asserted above), alive for the call; names are NUL-terminated.
+        p.prog_fd = unsafe {
+            xdp::bpf_prog_load(
+                xdp::bpf_prog_type_BPF_PROG_TYPE_XDP,
+                c"xvs_xsk_frags".as_ptr(),
+                c"GPL".as_ptr(),
+                insns.as_ptr().cast(),
+                insns.len(),
+                &mut opts,
+            )
+        };
+        if p.prog_fd < 0 {
+            return Err(os_err(ifname, "bpf_prog_load(xdp, frags)", p.prog_fd));
+        }
+        // SAFETY: attaching a program fd we own to an interface index, no options.
+        let rc = unsafe {
+            xdp::bpf_xdp_attach(
+                ifindex,
+                p.prog_fd,
+                xdp_flags | XDP_FLAGS_UPDATE_IF_NOEXIST,
+                ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(os_err(ifname, "bpf_xdp_attach(frags program)", rc));
+        }
+        p.attached = true;
+        Ok(p)
+    }
+}
+
+impl Drop for FragsProg {
+    fn drop(&mut self) {
+        // SAFETY: detaching what `attach` attached in the same mode, then closing fds this
+        // structure owns, each once.
+        unsafe {
+            if self.attached {
+                xdp::bpf_xdp_detach(self.ifindex, self.xdp_flags, ptr::null());
+            }
+            for fd in [self.prog_fd, self.map_fd] {
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+            }
+        }
+    }
+}
+
 /// An AF_XDP port. See the module documentation.
 pub struct AfXdpPort {
     name: String,
+    /// Dropped before `prog`: sockets leave the map before the program is detached.
     queues: Vec<Queue>,
+    prog: Option<FragsProg>,
     next_rx: usize,
     mode: AttachedMode,
     zero_copy: bool,
@@ -647,12 +965,20 @@ impl AfXdpPort {
             return Err(PortError::Config("an AF_XDP port needs a queue".into()));
         }
         ifindex(&cfg.ifname)?;
-        let nw = xdp::XDP_USE_NEED_WAKEUP as u16;
+        if cfg.mtu.is_some_and(|m| m > MAX_MTU) {
+            return Err(PortError::Config(format!(
+                "mtu {} is above {MAX_MTU}, the largest an AF_XDP port carries",
+                cfg.mtu.unwrap_or_default()
+            )));
+        }
+        let sg = cfg.multi_buffer();
+        let nw = xdp::XDP_USE_NEED_WAKEUP as u16 | if sg { XDP_USE_SG } else { 0 };
         let zc = xdp::XDP_ZEROCOPY as u16;
         let copy = xdp::XDP_COPY as u16;
         let mut attempts: Vec<(u32, u16, AttachedMode, bool)> = Vec::new();
         if cfg.xdp_mode != XdpMode::Generic {
-            if cfg.zero_copy {
+            // Multi-buffer zero-copy needs driver support this port does not probe for.
+            if cfg.zero_copy && !sg {
                 attempts.push((XDP_FLAGS_DRV_MODE, nw | zc, AttachedMode::Native, true));
             }
             attempts.push((XDP_FLAGS_DRV_MODE, nw | copy, AttachedMode::Native, false));
@@ -662,10 +988,23 @@ impl AfXdpPort {
         }
         let mut last_err = None;
         for (xdp_flags, bind_flags, mode, zero_copy) in attempts {
+            let prog = if sg {
+                let max_queue = cfg.queues.iter().copied().max().unwrap_or(0);
+                match FragsProg::attach(&cfg.ifname, max_queue, xdp_flags) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        last_err = Some(e);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let map = prog.as_ref().map(|p| p.map_fd);
             let mut queues = Vec::with_capacity(cfg.queues.len());
             let mut failed = None;
             for &qid in &cfg.queues {
-                match Queue::open(cfg, qid, xdp_flags, bind_flags) {
+                match Queue::open(cfg, qid, xdp_flags, bind_flags, map) {
                     Ok(q) => queues.push(q),
                     Err(e) => {
                         failed = Some(e);
@@ -678,6 +1017,7 @@ impl AfXdpPort {
                     return Ok(AfXdpPort {
                         name: cfg.ifname.clone(),
                         queues,
+                        prog,
                         next_rx: 0,
                         mode,
                         zero_copy,
@@ -687,6 +1027,7 @@ impl AfXdpPort {
                 Some(e) => {
                     // Drop the sockets of this attempt (detaching its program) before the next.
                     drop(queues);
+                    drop(prog);
                     last_err = Some(e);
                 }
             }
@@ -702,6 +1043,12 @@ impl AfXdpPort {
     /// Whether the sockets are bound in zero-copy mode.
     pub fn zero_copy(&self) -> bool {
         self.zero_copy
+    }
+
+    /// Whether frames may span several chunks (`XDP_USE_SG`, with the port's own frags-aware
+    /// XDP program).
+    pub fn multi_buffer(&self) -> bool {
+        self.prog.is_some()
     }
 
     /// Queue ids bound, in order.
@@ -773,6 +1120,29 @@ impl Port for AfXdpPort {
             s.invalid_descs += st.rx_invalid_descs + st.tx_invalid_descs;
         }
         s
+    }
+}
+
+/// Index of the receive chunk at `addr`, if `addr` is in the receive half.
+#[inline]
+fn rx_chunk_index(rx_chunks: u32, addr: u64) -> Option<usize> {
+    let i = (addr / FRAME_SIZE as u64) as usize;
+    (i < rx_chunks as usize).then_some(i)
+}
+
+/// Takes the receive chunk at `chunk` back from the kernel: true if it was lent (its bit is
+/// now cleared), false for a stray or duplicate descriptor that must not be used.
+#[inline]
+fn take_lent(in_kernel: &mut [u64], rx_chunks: u32, chunk: u64) -> bool {
+    let Some(i) = rx_chunk_index(rx_chunks, chunk) else {
+        return false;
+    };
+    match in_kernel.get_mut(i / 64) {
+        Some(w) if *w & (1 << (i % 64)) != 0 => {
+            *w &= !(1 << (i % 64));
+            true
+        }
+        _ => false,
     }
 }
 

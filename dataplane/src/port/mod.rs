@@ -28,6 +28,7 @@
 //! flush once per burst, not per frame.
 
 pub mod afxdp;
+pub mod link;
 pub mod memory;
 pub mod pcap;
 pub mod tap;
@@ -45,7 +46,8 @@ pub const HEADROOM: usize = 256;
 /// Size of one frame buffer (an AF_XDP UMEM chunk, or a heap buffer for the other ports).
 pub const FRAME_SIZE: usize = 4096;
 
-/// Largest frame any port accepts for transmission or receives into one buffer.
+/// Largest frame a port receives into one buffer, and the transmit limit of every port but a
+/// multi-buffer AF_XDP one (whose limit follows its MTU).
 pub const MAX_FRAME_LEN: usize = FRAME_SIZE - HEADROOM;
 
 /// The frames of one receive burst, borrowed from the port's buffers.
@@ -76,12 +78,14 @@ pub struct PortStats {
     /// Dropped by the kernel before we saw them: no free buffer from the fill ring, or the
     /// receive ring was full (AF_XDP `XDP_STATISTICS`, each drop counted once).
     pub rx_dropped: u64,
-    /// Receive descriptors the port rejected (outside the UMEM or longer than a chunk), plus the
-    /// kernel's own invalid-descriptor counts for both rings.
+    /// Receive descriptors the port rejected (outside the UMEM or longer than a chunk; for
+    /// multi-buffer frames, one per chain dropped whole), plus the kernel's own
+    /// invalid-descriptor counts for both rings.
     pub invalid_descs: u64,
     /// Transmit drops: no free buffer or ring slot.
     pub tx_ring_full: u64,
-    /// Transmit drops: frame longer than [`MAX_FRAME_LEN`].
+    /// Transmit drops: frame longer than the port carries ([`MAX_FRAME_LEN`], or MTU + 18 for
+    /// an AF_XDP port with a configured MTU).
     pub tx_too_big: u64,
     /// Transmit drops: the device refused the frame.
     pub tx_errors: u64,

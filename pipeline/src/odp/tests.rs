@@ -295,3 +295,53 @@ fn a_frame_for_the_missing_controller_is_counted() {
     assert!(out.sent.is_empty());
     assert_eq!(out.dropped, vec![DropReason::Controller]);
 }
+
+#[test]
+fn jumbo_inner_frames_need_a_9058_byte_underlay_with_the_ovn_option() {
+    // A VM with MTU 9000 sends 9014-byte frames. The outer IPv4 datagram (what the underlay
+    // MTU bounds) is the whole inner frame + IPv4 20 + UDP 8 + Geneve 8 = 9050, + 8 for OVN's
+    // one option (4-byte option header, 4 bytes of data) = 9058.
+    let f = PacketBuilder::udp4(
+        [2, 0, 0, 0, 0, 1],
+        [2, 0, 0, 0, 0, 2],
+        "10.0.0.1".parse().unwrap(),
+        "10.0.0.2".parse().unwrap(),
+        1000,
+        2000,
+    )
+    .payload_len(9000 - 28)
+    .build();
+    assert_eq!(f.len(), 9014);
+    let opt = TunnelOpt {
+        class: 0x0102,
+        typ: 0x80,
+        data: [0, 3, 0, 4],
+    };
+    for (options, need) in [(vec![], 9050u32), (vec![opt], 9058)] {
+        let n = options.len();
+        let push = |mtu| {
+            run(
+                &[
+                    OdpAction::TunnelPush(Box::new(header(options.clone(), mtu))),
+                    OdpAction::Output(1),
+                ],
+                &f,
+            )
+        };
+        let (r, _, _, out) = push(need - 1);
+        assert!(
+            matches!(r, ExecOutcome::Dropped(DropReason::TooBig)),
+            "{n} options, underlay {}: {r:?}",
+            need - 1
+        );
+        assert!(out.sent.is_empty(), "dropped whole, never truncated");
+        let (r, after, _, out) = push(need);
+        assert!(matches!(r, ExecOutcome::Done), "{r:?}");
+        assert_eq!(
+            after.len() - 14,
+            need as usize,
+            "outer datagram fills the MTU"
+        );
+        assert_eq!(out.sent.len(), 1);
+    }
+}
