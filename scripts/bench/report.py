@@ -14,7 +14,7 @@ import re
 import sys
 
 COLUMNS = [
-    "date", "load_avg", "scenario", "dut", "measure", "offered_pps", "duration_s", "sent",
+    "date", "load_avg", "sched", "scenario", "dut", "measure", "offered_pps", "duration_s", "sent",
     "delivered", "loss_pct", "fwd_pps", "cpu_user_s", "cpu_sys_s", "cpu_sched_s",
     "us_per_pkt_user", "us_per_pkt_sys", "us_per_pkt_total", "p50_us", "p99_us", "note",
 ]
@@ -62,7 +62,8 @@ def table(csv_path, png_path=None):
     if not rows:
         print("no rows")
         return
-    print(f"results: {csv_path} (load average at start: {rows[0]['load_avg']})")
+    print(f"results: {csv_path} (load average at start: {rows[0]['load_avg']}; device under test "
+          f"scheduled {rows[0]['sched']})")
 
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
     by = {}
