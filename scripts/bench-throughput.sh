@@ -54,7 +54,7 @@ bench="$here/bench"
 quick=0
 scenarios="p2p,normal,snat,geneve"
 duts_all="xvs-poll,xvs-intr,ovs-pmd,ovs-nonpmd,nullfwd-poll,nullfwd-intr,linux-bridge,tc-mirred"
-duts="$duts_all"
+duts=""
 out=""
 loss_tol="0"
 profile="release"
@@ -85,13 +85,19 @@ if (($(nproc) < 2)); then
   exit 2
 fi
 
-# Run lengths. Every loop below is bounded by these counts.
+# Run lengths. Every loop below is bounded by these counts, every trafgen run by a timeout.
+# --quick measures the interrupt-mode devices and the kernel bridge only, unless --duts says.
 if ((quick)); then
-  step_s=1; search_steps=0; fixed_s=2; fixed_loads="100000"; pings=50; ping_load=0
+  [[ -n "$duts" ]] || duts="xvs-intr,ovs-nonpmd,nullfwd-intr,linux-bridge"
+  step_s=1; search_steps=0; fixed_s=1; fixed_loads="100000"; pings=50; ping_load=0
 else
+  [[ -n "$duts" ]] || duts="$duts_all"
   step_s=3; search_steps=5; fixed_s=5; fixed_loads="100000 200000"; pings=500; ping_load=1
 fi
-full_pkts=$((1200000 * step_s)) # more than the generator sends in step_s at full speed here
+# The generator runs at nice -10 with --sched fifo, so that the offered rate depends less on
+# what else the machine is doing.
+gen_nice=()
+[[ "$sched" == fifo ]] && gen_nice=(nice -n -10)
 
 date_tag="$(date +%Y%m%d-%H%M%S)"
 [[ -n "$out" ]] || out="$root/benches/results/throughput-$date_tag.csv"
@@ -208,13 +214,17 @@ sink_count() {
   ip netns exec "$ns_k" ethtool -S "${1:-k0}" | awk '/rx_queue_0_xdp_drops:/ {print $2}'
 }
 
-# Sends N frames at RATE pps (0 = full speed) from one core; prints "sent elapsed_s".
+# Sends N frames at RATE pps, or at full speed for N seconds when RATE is 0, from one core;
+# prints "sent elapsed_s". trafgen prints its counters when interrupted, so the timeout (also a
+# bound on a rate-limited run that falls behind) still yields what was sent.
 send() { # cfg n rate
-  local cfg="$1" n="$2" rate="$3" t0 t1 o
-  local -a rl=()
-  ((rate > 0)) && rl=(-b "${rate}pps")
+  local cfg="$1" n="$2" rate="$3" t0 t1 o limit
+  local -a args=(-n "$n" -b "${rate}pps")
+  limit=$((n / (rate > 0 ? rate : 1) * 2 + 2))
+  if ((rate == 0)); then args=(); limit=$n; fi
   t0="$(date +%s.%N)"
-  o="$(ip netns exec "$ns_g" taskset -c 0 trafgen -o g0 -i "$cfg" -n "$n" -P 1 -q -C "${rl[@]}" 2>&1)"
+  o="$(timeout -s INT "$limit" ip netns exec "$ns_g" "${gen_nice[@]}" taskset -c 0 \
+    trafgen -o g0 -i "$cfg" -P 1 -q -C "${args[@]}" 2>&1)" || true
   t1="$(date +%s.%N)"
   local sent
   sent="$(tr -d '\r' <<<"$o" | awk '/packets outgoing/ {print $1; exit}')"
@@ -254,7 +264,7 @@ csv_row() { # scenario dut measure offered dur sent delivered fwd_pps cu cs csch
 # One timed run at RATE: prints "sent delivered elapsed".
 run_rate() { # cfg rate secs
   local cfg="$1" rate="$2" secs="$3" n before after sent el
-  if ((rate > 0)); then n=$((rate * secs)); else n=$full_pkts; fi
+  if ((rate > 0)); then n=$((rate * secs)); else n=$secs; fi
   before="$(sink_count)"
   read -r sent el < <(send "$cfg" "$n" "$rate")
   sleep 0.3
@@ -551,15 +561,22 @@ rt_boost() { # dut
     ovs-pmd) pat='pmd*' ;;   # the PMD thread; handlers and revalidators stay as they are
     *) pat='*' ;;            # single-threaded forwarders, and OVS's non-PMD main thread
   esac
-  for t in /proc/"$dut_pid"/task/*; do
-    # shellcheck disable=SC2053
-    [[ "$(cat "$t/comm" 2>/dev/null)" == $pat ]] || continue
-    if is_intr "$1"; then
-      chrt -f -p 50 "${t##*/}" >/dev/null
-    else
-      renice -n -20 -p "${t##*/}" >/dev/null
-    fi
+  # The daemons answer on their control socket before their forwarding threads exist.
+  local try n=0
+  for try in $(seq 50); do
+    for t in /proc/"$dut_pid"/task/*; do
+      # shellcheck disable=SC2053
+      [[ "$(cat "$t/comm" 2>/dev/null)" == $pat ]] || continue
+      if is_intr "$1"; then
+        chrt -f -p 50 "${t##*/}" >/dev/null && n=$((n + 1))
+      else
+        renice -n -20 -p "${t##*/}" >/dev/null && n=$((n + 1))
+      fi
+    done
+    ((n > 0)) && break
+    sleep 0.1
   done
+  ((n > 0)) || log "  no forwarding thread of $1 found to boost"
   return 0
 }
 
@@ -633,7 +650,8 @@ measure_c() { # scenario dut [cfg]
   ((ping_load)) || return 0
   local secs=$((pings * 5 / 1000 + 3)) tg
   tg="${cfg:-$(trafgen_cfg "$sc")}"
-  ip netns exec "$ns_g" taskset -c 0 trafgen -o "$([[ $sc == direct ]] && echo gd || echo g0)" \
+  timeout -s INT $((secs + 5)) ip netns exec "$ns_g" "${gen_nice[@]}" taskset -c 0 \
+    trafgen -o "$([[ $sc == direct ]] && echo gd || echo g0)" \
     -i "$tg" -n $((100000 * secs)) -P 1 -q -C -b 100000pps >/dev/null 2>&1 &
   gen_pid=$!
   bg_pids+=("$gen_pid")
@@ -700,7 +718,8 @@ bench_dut() { # scenario dut cfg
   fi
   rt_boost "$dut"
   if ! warm_up "$sc" "$cfg"; then
-    log "  $dut does not forward $sc traffic; skipped"
+    log "  $dut does not forward $sc traffic; skipped. Its log ends with:"
+    tail -5 "$work/dut.log" >&2 2>/dev/null
     csv_row "$sc" "$dut" max_lossless "" "" "" "" "" "" "" "" "" "" "not forwarding after warm-up"
     return 0
   fi
