@@ -618,7 +618,7 @@ measure_a() { # scenario dut cfg
     done
     best=$lo
     note="bisection: lossless at $((lo / 1000)) kpps, loss at $((hi / 1000)) kpps"
-    ((search_steps == 0)) && note="no search (--quick)"
+    if ((search_steps == 0)); then best=""; note="lossy at full speed; no search (--quick)"; fi
   fi
   csv_row "$sc" "$dut" max_lossless "$best" "$step_s" "" "" "" "" "" "" "" "" "$note"
 }

@@ -73,16 +73,18 @@ def table(csv_path, png_path=None):
     print("\n(a) highest offered rate forwarded without loss (trafgen, 64-byte frames)")
     print(f"{'scenario':<8} {'device under test':<18} {'lossless kpps':>13} {'gen full kpps':>13} "
           f"{'fwd at full kpps':>16} {'loss at full %':>14}")
+    full_runs = {(r["scenario"], r["dut"]): r for r in rows if r["measure"] == "full_rate"}
+
+    def kpps(row, key):
+        v = row and num(row, key)
+        return None if v is None else v / 1e3
     for r in rows:
         if r["measure"] != "max_lossless":
             continue
-        full = by.get((r["scenario"], r["dut"], "full_rate", next(
-            (x["offered_pps"] for x in rows if x["scenario"] == r["scenario"]
-             and x["dut"] == r["dut"] and x["measure"] == "full_rate"), "")))
-        lossless = num(r, "offered_pps")
-        print(f"{r['scenario']:<8} {r['dut']:<18} {fmt(lossless and lossless / 1e3, '.0f'):>13} "
-              f"{fmt(full and num(full, 'offered_pps') and num(full, 'offered_pps') / 1e3, '.0f'):>13} "
-              f"{fmt(full and num(full, 'fwd_pps') and num(full, 'fwd_pps') / 1e3, '.0f'):>16} "
+        full = full_runs.get((r["scenario"], r["dut"]))
+        print(f"{r['scenario']:<8} {r['dut']:<18} {fmt(kpps(r, 'offered_pps'), '.0f'):>13} "
+              f"{fmt(kpps(full, 'offered_pps'), '.0f'):>13} "
+              f"{fmt(kpps(full, 'fwd_pps'), '.0f'):>16} "
               f"{fmt(full and num(full, 'loss_pct'), '.3f'):>14}  {r['note']}")
 
     print("\n(b) fixed offered load, interrupt mode: loss and switch-process CPU per forwarded packet (µs)")
@@ -123,7 +125,7 @@ def table(csv_path, png_path=None):
           " * = null forwarder of the p2p run (it has no pipeline)")
 
     print("\n(c) ping round trip through the switch (µs); added = p99 minus the direct veth pair's")
-    base = {m: by.get(("direct", "veth", m, "0")) for m in ("ping_idle", "ping_load")}
+    base = {r["measure"]: r for r in rows if r["scenario"] == "direct"}
     print(f"{'scenario':<8} {'device under test':<18} {'idle p50':>9} {'idle p99':>9} {'load p50':>9} "
           f"{'load p99':>9} {'added p99 idle/load':>20}")
     pairs = {}
