@@ -40,7 +40,7 @@
 #          [--sched fifo|other] [--perf DUT]
 #
 # --sched fifo (the default) runs the forwarding threads of the device under test as
-# SCHED_FIFO 50 in interrupt mode and at nice -20 in poll mode: on a machine shared with other
+# SCHED_FIFO 50 in interrupt mode and at nice -10 in poll mode: on a machine shared with other
 # work, a switch thread that waits for a CPU behind a compiler loses frames for reasons that are
 # not its own (the AF_XDP rings overflow while it is runnable but not running). Every device
 # gets the same treatment (xvs's datapath threads, OVS's PMD thread or its whole non-PMD daemon,
@@ -551,8 +551,9 @@ applies() { # scenario dut
 }
 
 # Raises the device's forwarding threads (see --sched): SCHED_FIFO 50 in interrupt mode; in
-# poll mode nice -20 instead, because a SCHED_FIFO thread that never sleeps is throttled by the
-# kernel for 50 ms of every second (sched_rt_runtime_us), which overflows any ring.
+# poll mode nice -10 (the generator's) instead, because a SCHED_FIFO thread that never sleeps is
+# throttled by the kernel for 50 ms of every second (sched_rt_runtime_us), which overflows any
+# ring, and at nice -20 it pushes every other task of the machine onto the generator's CPU.
 rt_boost() { # dut
   [[ "$sched" == fifo && -n "$dut_pid" ]] || return 0
   local t pat
@@ -570,7 +571,7 @@ rt_boost() { # dut
       if is_intr "$1"; then
         chrt -f -p 50 "${t##*/}" >/dev/null && n=$((n + 1))
       else
-        renice -n -20 -p "${t##*/}" >/dev/null && n=$((n + 1))
+        renice -n -10 -p "${t##*/}" >/dev/null && n=$((n + 1))
       fi
     done
     ((n > 0)) && break
@@ -673,8 +674,8 @@ perf_profile() { # scenario dut cfg
   local pp=$!
   run_rate "$cfg" 100000 5 >/dev/null
   wait "$pp" || true
-  perf report -i "$work/perf.data" --no-children --percent-limit 2 --stdio 2>/dev/null \
-    | grep -E '^ +[0-9]' | head -25 >"${out%.csv}-perf-$sc-$1.txt" || true
+  perf report -i "$work/perf.data" --no-children -g none --percent-limit 1 --stdio 2>/dev/null \
+    | grep -E '^ +[0-9.]+%' | head -30 >"${out%.csv}-perf-$sc-$1.txt" || true
   log "  perf top items in ${out%.csv}-perf-$sc-$1.txt"
 }
 
