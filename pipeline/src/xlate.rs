@@ -396,7 +396,40 @@ struct Ctx<'e, 't> {
     scratch_ports: Vec<u32>,
 }
 
+/// What a branch of translation (`clone`, `check_pkt_larger`, a tunnel push) may change and
+/// must give back: the flow, the frame's state as committed, written fields, `exit`, and the
+/// tags' TPIDs.
+#[derive(Clone, Copy)]
+struct Saved {
+    flow: FlowKey,
+    base: FlowKey,
+    written: FlowKey,
+    exit: bool,
+    flow_tpid: [u16; 2],
+    base_tpid: [u16; 2],
+}
+
 impl Ctx<'_, '_> {
+    fn save(&self) -> Saved {
+        Saved {
+            flow: self.flow,
+            base: self.base,
+            written: self.written,
+            exit: self.exit,
+            flow_tpid: self.flow_tpid,
+            base_tpid: self.base_tpid,
+        }
+    }
+
+    fn restore(&mut self, s: Saved) {
+        self.flow = s.flow;
+        self.base = s.base;
+        self.written = s.written;
+        self.exit = s.exit;
+        self.flow_tpid = s.flow_tpid;
+        self.base_tpid = s.base_tpid;
+    }
+
     fn event(&mut self, e: impl FnOnce(u32) -> TraceEvent) {
         let depth = self.depth;
         if let Some(t) = self.trace.as_deref_mut() {
@@ -894,14 +927,7 @@ impl Ctx<'_, '_> {
             std::net::Ipv4Addr::from(tpa as u32),
             crate::odp::fmt_mac(&mac)
         ));
-        let saved = (
-            self.flow,
-            self.base,
-            self.written,
-            self.exit,
-            self.flow_tpid,
-            self.base_tpid,
-        );
+        let saved = self.save();
         let outer = std::mem::take(&mut self.odp);
         for w in 0..PACKET_WORD {
             self.flow.w[w] = 0;
@@ -924,14 +950,7 @@ impl Ctx<'_, '_> {
         self.lookup_and_run(0);
         self.depth -= 1;
         let inner = std::mem::replace(&mut self.odp, outer);
-        (
-            self.flow,
-            self.base,
-            self.written,
-            self.exit,
-            self.flow_tpid,
-            self.base_tpid,
-        ) = saved;
+        self.restore(saved);
         if !inner.is_empty() {
             self.odp.push(OdpAction::Clone(inner));
         }
@@ -1077,16 +1096,8 @@ impl Ctx<'_, '_> {
         push: Option<TunnelHeader>,
     ) -> Vec<OdpAction> {
         outer.set(loc::IN_PORT, ofp_port::LOCAL as u128);
-        let saved = (
-            self.flow,
-            self.base,
-            self.written,
-            self.exit,
-            self.bridge,
-            self.wc,
-            self.flow_tpid,
-            self.base_tpid,
-        );
+        // The underlay walk's wildcards are not the overlay's: its key is the outer header.
+        let saved = (self.save(), self.bridge, self.wc);
         let outer_odp = std::mem::take(&mut self.odp);
         if let Some(h) = push {
             self.odp.push(OdpAction::TunnelPush(Box::new(h)));
@@ -1102,16 +1113,9 @@ impl Ctx<'_, '_> {
         self.lookup_and_run(0);
         self.depth -= 1;
         let inner = std::mem::replace(&mut self.odp, outer_odp);
-        (
-            self.flow,
-            self.base,
-            self.written,
-            self.exit,
-            self.bridge,
-            self.wc,
-            self.flow_tpid,
-            self.base_tpid,
-        ) = saved;
+        let (state, bridge, wc) = saved;
+        self.restore(state);
+        (self.bridge, self.wc) = (bridge, wc);
         inner
     }
 
@@ -1250,14 +1254,7 @@ impl Ctx<'_, '_> {
     }
 
     fn clone_actions(&mut self, sub: &[Action]) {
-        let saved = (
-            self.flow,
-            self.base,
-            self.written,
-            self.exit,
-            self.flow_tpid,
-            self.base_tpid,
-        );
+        let saved = self.save();
         let outer = std::mem::take(&mut self.odp);
         self.run_actions(sub);
         let inner = std::mem::replace(&mut self.odp, outer);
@@ -1265,14 +1262,7 @@ impl Ctx<'_, '_> {
         for w in PACKET_WORD..KEY_WORDS {
             self.wc.w[w] |= self.written.w[w];
         }
-        (
-            self.flow,
-            self.base,
-            self.written,
-            self.exit,
-            self.flow_tpid,
-            self.base_tpid,
-        ) = saved;
+        self.restore(saved);
         if !inner.is_empty() {
             self.odp.push(OdpAction::Clone(inner));
         }
@@ -1283,25 +1273,11 @@ impl Ctx<'_, '_> {
     /// runs in each branch.
     fn check_pkt_larger(&mut self, len: u16, dst: SubField, rest: &[Action]) {
         self.commit();
-        let saved = (
-            self.flow,
-            self.base,
-            self.written,
-            self.exit,
-            self.flow_tpid,
-            self.base_tpid,
-        );
+        let saved = self.save();
         let outer = std::mem::take(&mut self.odp);
         let mut branches = [Vec::new(), Vec::new()];
         for (i, bit) in [1u128, 0].into_iter().enumerate() {
-            (
-                self.flow,
-                self.base,
-                self.written,
-                self.exit,
-                self.flow_tpid,
-                self.base_tpid,
-            ) = saved;
+            self.restore(saved);
             dst.write(&mut self.flow, bit);
             self.run_actions(rest);
             branches[i] = std::mem::take(&mut self.odp);
