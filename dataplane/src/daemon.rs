@@ -617,6 +617,11 @@ impl State {
                     "           tx drops: ring_full={}, too_big={}",
                     st.tx_ring_full, st.tx_too_big
                 );
+                let _ = writeln!(
+                    s,
+                    "           rx drops: fill_ring_empty={}, rx_ring_full={}",
+                    st.rx_fill_empty, st.rx_ring_full
+                );
             }
         }
         Ok(s)

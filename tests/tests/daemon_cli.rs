@@ -222,7 +222,9 @@ fn daemon_switches_and_answers_its_verbs() {
     );
     let ps = r.ok("port-stats", &["br0"]);
     assert!(
-        ps.contains("port  1: rx pkts=") && !ps.contains("rx pkts=0,"),
+        ps.contains("port  1: rx pkts=")
+            && !ps.contains("rx pkts=0,")
+            && ps.contains("rx drops: fill_ring_empty="),
         "{ps}"
     );
     let pmd = r.ok("pmd-stats-show", &[]);

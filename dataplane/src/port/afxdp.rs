@@ -1117,6 +1117,8 @@ impl Port for AfXdpPort {
                 AttachedMode::Generic => st.rx_dropped,
                 AttachedMode::Native => st.rx_dropped + st.rx_ring_full,
             };
+            s.rx_fill_empty += st.rx_fill_ring_empty_descs;
+            s.rx_ring_full += st.rx_ring_full;
             s.invalid_descs += st.rx_invalid_descs + st.tx_invalid_descs;
         }
         s

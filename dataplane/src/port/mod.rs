@@ -78,6 +78,12 @@ pub struct PortStats {
     /// Dropped by the kernel before we saw them: no free buffer from the fill ring, or the
     /// receive ring was full (AF_XDP `XDP_STATISTICS`, each drop counted once).
     pub rx_dropped: u64,
+    /// Of the kernel's receive drops, those for want of a buffer on the fill ring (the port did
+    /// not give chunks back fast enough) and those for a full receive ring (the thread did not
+    /// read fast enough). AF_XDP only; they may not add up to `rx_dropped` in generic mode,
+    /// where the kernel counts some drops in neither.
+    pub rx_fill_empty: u64,
+    pub rx_ring_full: u64,
     /// Receive descriptors the port rejected (outside the UMEM or longer than a chunk; for
     /// multi-buffer frames, one per chain dropped whole), plus the kernel's own
     /// invalid-descriptor counts for both rings.
