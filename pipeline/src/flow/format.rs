@@ -666,9 +666,14 @@ impl ActFmt<'_> {
                         port_str(s, *p, self.ports, self.opts);
                     }
                 };
-                if table.is_none() && !ct && port.is_some() {
+                if table.is_none() && !ct {
+                    // No port stored means the frame's own in_port, as Open vSwitch prints it.
                     s.push_str("resubmit:");
-                    port_s(s);
+                    if port.is_some() {
+                        port_s(s);
+                    } else {
+                        s.push_str("IN_PORT");
+                    }
                 } else {
                     s.push_str("resubmit(");
                     port_s(s);

@@ -1812,6 +1812,9 @@ impl<'c, 'l> Parser<'c, 'l> {
             Ok((p != ofp_port::IN_PORT).then_some(p))
         };
         if let Some(c) = colon {
+            if c.trim().is_empty() {
+                return err(c.pos, "resubmit needs a port after `:`");
+            }
             return Ok(Action::Resubmit {
                 port: port_of(c)?,
                 table: None,
@@ -1828,7 +1831,10 @@ impl<'c, 'l> Parser<'c, 'l> {
             return err(tail.pos, "unexpected text after `resubmit(...)`");
         }
         let mut it = inner.items();
-        let port = port_of(it.next().unwrap_or(inner))?;
+        let port_tok = it.next().unwrap_or(inner);
+        // `in_port` named explicitly counts as a port even though it is stored as "none".
+        let port_given = !port_tok.trim().is_empty();
+        let port = port_of(port_tok)?;
         let mut table = None;
         let mut ct = false;
         if let Some(t) = it.next() {
@@ -1853,7 +1859,7 @@ impl<'c, 'l> Parser<'c, 'l> {
         if let Some(x) = it.next() {
             return err(x.pos, "resubmit takes at most three arguments");
         }
-        if port.is_none() && table.is_none() {
+        if !port_given && table.is_none() {
             return err(inner.pos, "resubmit needs a port or a table");
         }
         Ok(Action::Resubmit { port, table, ct })
