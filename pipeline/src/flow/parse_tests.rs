@@ -435,7 +435,10 @@ fn output_like_actions() {
     // `resubmit(,)`, which does not parse (found by the flow_parser fuzz target).
     bad("actions=resubmit:", 18, "resubmit needs a port");
     norm("actions=resubmit:in_port", "actions=resubmit:IN_PORT");
-    norm("actions=resubmit:IN_PORT,resubmit(in_port,)", "actions=resubmit:IN_PORT,resubmit:IN_PORT");
+    norm(
+        "actions=resubmit:IN_PORT,resubmit(in_port,)",
+        "actions=resubmit:IN_PORT,resubmit:IN_PORT",
+    );
     bad("actions=resubmit(,,)", 20, "expected `ct`");
     bad("actions=resubmit(,300)", 19, "out of range");
     bad("actions=1,drop", 11, "`drop` must be the only action");
