@@ -666,14 +666,9 @@ impl ActFmt<'_> {
                         port_str(s, *p, self.ports, self.opts);
                     }
                 };
-                if table.is_none() && !ct {
-                    // No port stored means the frame's own in_port, as Open vSwitch prints it.
+                if table.is_none() && !ct && port.is_some() {
                     s.push_str("resubmit:");
-                    if port.is_some() {
-                        port_s(s);
-                    } else {
-                        s.push_str("IN_PORT");
-                    }
+                    port_s(s);
                 } else {
                     s.push_str("resubmit(");
                     port_s(s);

@@ -1812,11 +1812,16 @@ impl<'c, 'l> Parser<'c, 'l> {
             Ok((p != ofp_port::IN_PORT).then_some(p))
         };
         if let Some(c) = colon {
-            if c.trim().is_empty() {
-                return err(c.pos, "resubmit needs a port after `:`");
+            // As in Open vSwitch, a resubmit must name a port other than in_port or a table.
+            let port = port_of(c)?;
+            if port.is_none() {
+                return err(
+                    c.pos,
+                    "resubmit needs a port other than in_port, or a table",
+                );
             }
             return Ok(Action::Resubmit {
-                port: port_of(c)?,
+                port,
                 table: None,
                 ct: false,
             });
@@ -1831,10 +1836,7 @@ impl<'c, 'l> Parser<'c, 'l> {
             return err(tail.pos, "unexpected text after `resubmit(...)`");
         }
         let mut it = inner.items();
-        let port_tok = it.next().unwrap_or(inner);
-        // `in_port` named explicitly counts as a port even though it is stored as "none".
-        let port_given = !port_tok.trim().is_empty();
-        let port = port_of(port_tok)?;
+        let port = port_of(it.next().unwrap_or(inner))?;
         let mut table = None;
         let mut ct = false;
         if let Some(t) = it.next() {
@@ -1859,8 +1861,11 @@ impl<'c, 'l> Parser<'c, 'l> {
         if let Some(x) = it.next() {
             return err(x.pos, "resubmit takes at most three arguments");
         }
-        if !port_given && table.is_none() {
-            return err(inner.pos, "resubmit needs a port or a table");
+        if port.is_none() && table.is_none() {
+            return err(
+                inner.pos,
+                "resubmit needs a port other than in_port, or a table",
+            );
         }
         Ok(Action::Resubmit { port, table, ct })
     }
