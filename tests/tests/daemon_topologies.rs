@@ -4,7 +4,8 @@
 
 use dataplane::control;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use xvs_tests::daemon::TempDir;
 use xvs_tests::netns::{is_root, veth_pair, Daemon, Netns};
 
 const CHILD_ENV: &str = "XVS_TOPO_DAEMON_ARGS";
@@ -13,53 +14,19 @@ const CHILD_ENV: &str = "XVS_TOPO_DAEMON_ARGS";
 #[test]
 #[ignore]
 fn topo_daemon_child() {
-    let Ok(args) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let (config, ctl) = args.split_once(' ').expect("CONFIG CONTROL");
-    std::process::exit(dataplane::daemon::run(&dataplane::daemon::RunOptions {
-        config: config.into(),
-        control: ctl.into(),
-    }));
+    xvs_tests::daemon::run_child(CHILD_ENV);
 }
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Starts the daemon in `s` with `config`; the guard order in callers kills it first.
+/// Starts the daemon in `s` with `config`; keep it after the namespaces it uses.
 fn start(s: &Netns, tag: &str, config: &str) -> (Daemon, PathBuf, TempDir) {
-    let dir = std::env::temp_dir().join(format!("xvs-topo-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let guard = TempDir(dir.clone());
-    std::fs::write(dir.join("xvs.toml"), config).unwrap();
-    let ctl = dir.join("xvs.ctl");
-    let exe = std::env::current_exe().unwrap();
-    let args = format!("{} {}", dir.join("xvs.toml").display(), ctl.display());
-    let mut d = s
-        .spawn(
-            &[
-                exe.to_str().unwrap(),
-                "--ignored",
-                "--exact",
-                "topo_daemon_child",
-                "--nocapture",
-            ],
-            &[(CHILD_ENV, &args)],
-        )
-        .unwrap();
-    let t0 = Instant::now();
-    while !ctl.exists() {
-        assert!(!d.exited(), "the daemon exited at start");
-        assert!(t0.elapsed() < Duration::from_secs(20), "no control socket");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (d, ctl, guard)
+    let started = xvs_tests::daemon::start(
+        s,
+        &format!("topo-{tag}"),
+        "topo_daemon_child",
+        CHILD_ENV,
+        config,
+    );
+    started
 }
 
 fn ping(ns: &Netns, dst: &str) -> bool {
