@@ -20,15 +20,7 @@ const CHILD_ENV: &str = "XVS_DAEMON_ARGS";
 #[test]
 #[ignore]
 fn daemon_child() {
-    let Ok(args) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let (config, ctl) = args.split_once(' ').expect("CONFIG CONTROL");
-    let code = dataplane::daemon::run(&dataplane::daemon::RunOptions {
-        config: config.into(),
-        control: ctl.into(),
-    });
-    std::process::exit(code);
+    xvs_tests::daemon::run_child(CHILD_ENV);
 }
 
 fn skip_unless_root(test: &str) -> bool {

@@ -9,7 +9,8 @@
 
 use dataplane::control;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use xvs_tests::daemon::TempDir;
 use xvs_tests::netns::{is_root, veth_pair, Daemon, Netns};
 
 const CHILD_ENV: &str = "XVS_GENEVE_DAEMON_ARGS";
@@ -18,23 +19,7 @@ const CHILD_ENV: &str = "XVS_GENEVE_DAEMON_ARGS";
 #[test]
 #[ignore]
 fn geneve_daemon_child() {
-    let Ok(args) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let (config, ctl) = args.split_once(' ').expect("CONFIG CONTROL");
-    let code = dataplane::daemon::run(&dataplane::daemon::RunOptions {
-        config: config.into(),
-        control: ctl.into(),
-    });
-    std::process::exit(code);
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    xvs_tests::daemon::run_child(CHILD_ENV);
 }
 
 /// Field order is drop order: the daemon dies before its namespaces.
@@ -55,10 +40,6 @@ impl Drop for Rig {
 }
 
 fn rig() -> Rig {
-    let dir = std::env::temp_dir().join(format!("xvs-geneve-netns-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir = TempDir(dir);
     let h = Netns::new("geneve-h").unwrap();
     let s = Netns::new("geneve-s").unwrap();
     veth_pair(&s, "p1", &h, "vh").unwrap();
@@ -88,39 +69,15 @@ local_ip = "172.22.1.61"
 key = "flow"
 csum = true
 "#;
-    std::fs::write(dir.0.join("xvs.toml"), cfg).unwrap();
-    let ctl = dir.0.join("xvs.ctl");
-    let exe = std::env::current_exe().unwrap();
-    let args = format!("{} {}", dir.0.join("xvs.toml").display(), ctl.display());
-    let daemon = s
-        .spawn(
-            &[
-                exe.to_str().unwrap(),
-                "--ignored",
-                "--exact",
-                "geneve_daemon_child",
-                "--nocapture",
-            ],
-            &[(CHILD_ENV, &args)],
-        )
-        .unwrap();
-    let mut r = Rig {
+    let (daemon, ctl, dir) =
+        xvs_tests::daemon::start(&s, "geneve-netns", "geneve_daemon_child", CHILD_ENV, cfg);
+    Rig {
         daemon: Some(daemon),
         h,
         _s: s,
         ctl,
         _dir: dir,
-    };
-    let t0 = Instant::now();
-    while !r.ctl.exists() {
-        assert!(
-            !r.daemon.as_mut().unwrap().exited(),
-            "the daemon exited at start"
-        );
-        assert!(t0.elapsed() < Duration::from_secs(20), "no control socket");
-        std::thread::sleep(Duration::from_millis(50));
     }
-    r
 }
 
 #[test]

@@ -15,14 +15,7 @@ const CHILD_ENV: &str = "XVS_ROBUST_RESTART_DAEMON";
 #[test]
 #[ignore]
 fn restart_daemon_child() {
-    let Ok(args) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let (config, ctl) = args.split_once(' ').expect("CONFIG CONTROL");
-    std::process::exit(dataplane::daemon::run(&dataplane::daemon::RunOptions {
-        config: config.into(),
-        control: ctl.into(),
-    }));
+    xvs_tests::daemon::run_child(CHILD_ENV);
 }
 
 struct Topo {

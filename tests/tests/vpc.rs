@@ -227,15 +227,7 @@ const HOSTS: [&str; 4] = ["fab", "ahv01", "ahv02", "ahv03"];
 #[test]
 #[ignore]
 fn vpc_daemon_child() {
-    let Ok(args) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let (config, ctl) = args.split_once(' ').expect("CONFIG CONTROL");
-    let code = dataplane::daemon::run(&dataplane::daemon::RunOptions {
-        config: config.into(),
-        control: ctl.into(),
-    });
-    std::process::exit(code);
+    xvs_tests::daemon::run_child(CHILD_ENV);
 }
 
 /// The topology and its daemons. Drop stops the daemons, then removes the namespaces.
