@@ -45,6 +45,7 @@
 # not its own (the AF_XDP rings overflow while it is runnable but not running). Every device
 # gets the same treatment (xvs's datapath threads, OVS's PMD thread or its whole non-PMD daemon,
 # the null forwarder). --sched other measures as scheduled by default. --perf DUT records a 5 s profile of that device at 100 kpps.
+# XVS_COALESCE_US=N in the environment sets xvs's `coalesce_us` (interrupt mode; default 30).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -293,6 +294,7 @@ write_xvs_config() { # scenario mode -> file
 mode = "$mode"
 threads = 1
 cpus = [1]
+${XVS_COALESCE_US:+coalesce_us = $XVS_COALESCE_US}
 EOF
   case "$sc" in
     p2p)

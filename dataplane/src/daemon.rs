@@ -55,6 +55,8 @@ const SEC: Nanos = 1_000_000_000;
 pub const MEGAFLOW_IDLE: Nanos = 10 * SEC;
 /// Longest sleep of an interrupt-mode thread, so its housekeeping still runs.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
+/// Timer slack of a coalescing datapath thread, nanoseconds.
+const COALESCE_SLACK_NS: std::ffi::c_ulong = 2_000;
 /// Connection slots examined per housekeeping tick.
 const CT_SWEEP_BUDGET: usize = 65_536;
 /// How long a control request waits for the datapath threads' answers.
@@ -146,6 +148,7 @@ fn worker_loop(
     clock: Clock,
     rx: Receiver<Query>,
     mut poll: Option<Poll>,
+    coalesce: Option<Duration>,
     stop: Arc<AtomicBool>,
 ) {
     if let Some(cpu) = w.cpu {
@@ -153,13 +156,23 @@ fn worker_loop(
             eprintln!("xvs: datapath thread {}: {e}", w.id);
         }
     }
+    if coalesce.is_some() {
+        // The default slack (50 us for normal threads) would stretch every coalescing wait by
+        // up to that much; the wait is the latency budget, so keep it close to what was asked.
+        if let Err(e) = nix::sys::prctl::set_timerslack(COALESCE_SLACK_NS) {
+            eprintln!("xvs: datapath thread {}: timer slack: {e}", w.id);
+        }
+    }
     let mut events = Events::with_capacity(64);
     let mut last_expiry = clock.now();
     // One clock read per poll: the end of a poll (or of a sleep) is the start of the next.
     let mut t0 = Instant::now();
+    let mut last_n = 0;
     while !stop.load(Ordering::Relaxed) {
         let now = clock.at(t0);
         let n = w.dp.poll_once(&sw, now);
+        let streaming = n > 0 && last_n > 0;
+        last_n = n;
         let mut t_end = Instant::now();
         let spent = t_end.saturating_duration_since(t0).as_nanos() as u64;
         if n > 0 {
@@ -183,6 +196,18 @@ fn worker_loop(
                 t0 = Instant::now();
                 w.dp.stats.idle_ns += t0.saturating_duration_since(t_end).as_nanos() as u64;
             }
+        } else if let Some(wait) = coalesce.filter(|_| streaming && n < pipeline::BATCH_SIZE) {
+            // Traffic is flowing (this poll and the one before found frames) but did not fill a
+            // batch: polling again at once would find a frame or two and pay a wakeup and a
+            // transmit kick for them. Sleeping a short fixed time lets the rings gather the next
+            // several frames instead, so the per-frame cost of waking, polling and kicking
+            // shrinks as the rate grows, for at most `wait` of added latency. A lone frame
+            // (a ping on an idle switch, whose reply may already be waiting) is not delayed,
+            // and a full batch means the thread is behind: both poll again at once.
+            std::thread::sleep(wait);
+            t0 = Instant::now();
+            w.dp.stats.idle_ns += t0.saturating_duration_since(t_end).as_nanos() as u64;
+            w.dp.stats.coalesce_waits += 1;
         }
     }
     w.dp.engine.end_batch();
@@ -525,6 +550,12 @@ impl State {
             let total = (t.dp.busy_ns + t.dp.idle_ns).max(1);
             let _ = writeln!(s, "  frames: {}", t.dp.frames);
             let _ = writeln!(s, "  polls: {} (busy {})", t.dp.polls, t.dp.busy_polls);
+            let _ = writeln!(
+                s,
+                "  frames per busy poll: {:.2}",
+                t.dp.frames as f64 / t.dp.busy_polls.max(1) as f64
+            );
+            let _ = writeln!(s, "  coalesce waits: {}", t.dp.coalesce_waits);
             let _ = writeln!(
                 s,
                 "  busy ns: {} ({:.2}%)",
@@ -1024,6 +1055,8 @@ fn run_inner(opts: &RunOptions) -> Result<(), DaemonError> {
 
     let nthreads = cfg.datapath.threads.max(1);
     let interrupt = cfg.datapath.mode == config::DatapathMode::Interrupt;
+    let coalesce = (interrupt && cfg.datapath.coalesce_us > 0)
+        .then(|| Duration::from_micros(u64::from(cfg.datapath.coalesce_us)));
     let n_ports = ports.len();
     let owner = |p: usize| p % nthreads;
     let captures: Vec<Arc<CaptureSlot>> = (0..n_ports).map(|_| Arc::default()).collect();
@@ -1088,7 +1121,7 @@ fn run_inner(opts: &RunOptions) -> Result<(), DaemonError> {
         let (sw2, stop2) = (sw.clone(), stop.clone());
         let join = std::thread::Builder::new()
             .name(format!("xvs-dp{t}"))
-            .spawn(move || worker_loop(worker, sw2, clock, rx, poll, stop2))
+            .spawn(move || worker_loop(worker, sw2, clock, rx, poll, coalesce, stop2))
             .map_err(|e| DaemonError::Os(format!("spawning a datapath thread: {e}")))?;
         joins.push(join);
         threads.push(ThreadHandle {

@@ -60,6 +60,8 @@ pub struct DatapathStats {
     pub polls: u64,
     /// Polls that received at least one frame.
     pub busy_polls: u64,
+    /// Interrupt mode: sleeps of `coalesce_us` taken after a burst short of a batch.
+    pub coalesce_waits: u64,
     pub frames: u64,
     /// Outputs a port refused (ring full, too big, no such port).
     pub tx_refused: u64,

@@ -178,3 +178,77 @@ fn patch_ports_join_two_bridges() {
     let out = d.stop("TERM", Duration::from_secs(10)).unwrap();
     assert!(out.status.success());
 }
+
+/// The `coalesce waits` and `frames per busy poll` lines of `pmd-stats-show`.
+fn coalescing(ctl: &PathBuf) -> (u64, f64) {
+    let rep = control::call(ctl, "pmd-stats-show", &[]).unwrap();
+    assert!(rep.ok);
+    let text = String::from_utf8(rep.body).unwrap();
+    let value = |key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key:?} in {text}"))
+            .trim()
+            .to_string()
+    };
+    (
+        value("coalesce waits:").parse().unwrap(),
+        value("frames per busy poll:").parse().unwrap(),
+    )
+}
+
+/// Interrupt mode with `coalesce_us`: a stream of frames (a ping flood with 64 requests in
+/// flight) makes the thread wait between bursts, and every request is still answered; with
+/// `coalesce_us = 0` it never waits.
+#[test]
+fn interrupt_mode_coalesces_a_stream_and_loses_nothing() {
+    if !is_root() {
+        eprintln!("interrupt_mode_coalesces: skipped, needs root");
+        return;
+    }
+    for (tag, coalesce_us) in [("c200", 200u32), ("c0", 0)] {
+        let a = Netns::new(&format!("daemon-{tag}a")).unwrap();
+        let b = Netns::new(&format!("daemon-{tag}b")).unwrap();
+        let s = Netns::new(&format!("daemon-{tag}s")).unwrap();
+        veth_pair(&a, "va", &s, "x0").unwrap();
+        veth_pair(&s, "x1", &b, "vb").unwrap();
+        a.addr("va", "198.18.32.1/24").unwrap();
+        b.addr("vb", "198.18.32.2/24").unwrap();
+        let cfg = format!(
+            "[datapath]\nmode = \"interrupt\"\ncoalesce_us = {coalesce_us}\n\
+             [[bridge]]\nname = \"br0\"\n{}{}",
+            port("x0", 1, ""),
+            port("x1", 2, ""),
+        );
+        let (d, ctl, _dir) = start(&s, tag, &cfg);
+        assert!(ping(&a, "198.18.32.2"), "{tag}: ping before the flood");
+        let flood = a
+            .exec_stdout(&[
+                "ping",
+                "-q",
+                "-f",
+                "-l",
+                "64",
+                "-c",
+                "4000",
+                "-W",
+                "2",
+                "198.18.32.2",
+            ])
+            .unwrap_or_else(|e| panic!("{tag}: flood ping failed: {e}"));
+        assert!(
+            flood.contains("4000 packets transmitted, 4000 received"),
+            "{tag}: {flood}"
+        );
+        let (waits, per_poll) = coalescing(&ctl);
+        eprintln!("{tag}: {waits} coalesce waits, {per_poll} frames per busy poll");
+        if coalesce_us > 0 {
+            assert!(waits > 0, "{tag}: a stream must be coalesced");
+        } else {
+            assert_eq!(waits, 0, "{tag}: coalesce_us = 0 never waits");
+        }
+        assert!(per_poll >= 1.0, "{tag}: {per_poll} frames per busy poll");
+        let out = d.stop("TERM", Duration::from_secs(10)).unwrap();
+        assert!(out.status.success());
+    }
+}
