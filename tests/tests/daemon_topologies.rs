@@ -180,7 +180,7 @@ fn patch_ports_join_two_bridges() {
 }
 
 /// The `coalesce waits` and `frames per busy poll` lines of `pmd-stats-show`.
-fn coalescing(ctl: &PathBuf) -> (u64, f64) {
+fn coalescing(ctl: &std::path::Path) -> (u64, f64) {
     let rep = control::call(ctl, "pmd-stats-show", &[]).unwrap();
     assert!(rep.ok);
     let text = String::from_utf8(rep.body).unwrap();
