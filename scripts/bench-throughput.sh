@@ -679,6 +679,9 @@ perf_profile() { # scenario dut cfg
   perf report -i "$work/perf.data" --no-children -g none --percent-limit 1 --stdio 2>/dev/null \
     | grep -E '^ +[0-9.]+%' | head -30 >"${out%.csv}-perf-$sc-$1.txt" || true
   log "  perf top items in ${out%.csv}-perf-$sc-$1.txt"
+  # BENCH_KEEP_PERF=1 keeps the recording for `perf report -i` (not committed: it is large).
+  [[ "${BENCH_KEEP_PERF:-0}" == 1 ]] && cp "$work/perf.data" "${out%.csv}-perf-$sc-$1.data"
+  return 0
 }
 
 # ---------------------------------------------------------------------------------------------
