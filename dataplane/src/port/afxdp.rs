@@ -75,6 +75,9 @@ const L2_OVERHEAD: usize = 18;
 pub const MAX_MTU: u32 = 9216;
 /// Descriptors looked at per receive burst in multi-buffer mode: room for a full burst of
 /// three-chunk frames and then some.
+/// Transmit kicks one flush may make while the kernel reports its per-call budget spent: 8 x 32
+/// descriptors covers a full burst of jumbo frames on every port of a thread.
+const MAX_TX_KICKS: usize = 8;
 const RX_PEEK_SG: u32 = (RX_BATCH * 4) as u32;
 
 /// Which XDP attach mode to ask for.
@@ -505,12 +508,23 @@ impl Queue {
             self.tx_outstanding += self.tx_reserved;
             self.tx_reserved = 0;
         }
-        // SAFETY: live tx ring.
-        if self.tx_outstanding > 0 && unsafe { xdp::xsk_ring_prod__needs_wakeup(tx) } != 0 {
-            // SAFETY: a zero-length, nonblocking sendto on our own socket fd. Copy mode sends a
-            // bounded number of frames per call; the rest go on the next flush. EAGAIN, EBUSY,
-            // ENOBUFS and ENETDOWN all mean "try again later", so the result is not needed.
-            unsafe { libc::sendto(self.fd, ptr::null(), 0, libc::MSG_DONTWAIT, ptr::null(), 0) };
+        // Copy mode sends at most a fixed budget of descriptors per call (32 in Linux) and
+        // says EAGAIN when it stopped on that budget: a burst of jumbo frames (three
+        // descriptors each) needs several calls, or the ring backs up and later frames are
+        // refused. EBUSY, ENOBUFS and ENETDOWN mean "not now": the next flush tries again.
+        for _ in 0..MAX_TX_KICKS {
+            // SAFETY: live tx ring.
+            if self.tx_outstanding == 0 || unsafe { xdp::xsk_ring_prod__needs_wakeup(tx) } == 0 {
+                break;
+            }
+            // SAFETY: a zero-length, nonblocking sendto on our own socket fd, no buffers.
+            let rc = unsafe {
+                libc::sendto(self.fd, ptr::null(), 0, libc::MSG_DONTWAIT, ptr::null(), 0)
+            };
+            if rc >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+                break;
+            }
+            self.reclaim();
         }
         self.reclaim();
     }
