@@ -24,6 +24,9 @@
 #            addresses moved into 198.18.0.0/15 (VLAN push, ct, nat, patch to a NORMAL br0)
 #   geneve   Geneve encapsulation with an OVN-style option, over a NORMAL underlay (xvs only:
 #            OVS's userspace tunnels need a routed LOCAL port, not a like-for-like setup)
+#   jumbo    port to port with 9014-byte frames (MTU 9000 on every veth; xvs ports `mtu = 9000`,
+#            AF_XDP multi-buffer). Open vSwitch is asked for mtu_request=9000 on its afxdp ports
+#            and its rows record what it does; rates are reported in Gbit/s as well as kpps
 #
 # Measures:
 #   (a) max_lossless: a full-speed run, then a bisection over trafgen's rate limit
@@ -35,7 +38,7 @@
 # Output: the table on stdout, a CSV (benches/results/throughput-DATE.csv or --out) and a PNG
 # next to it. Everything created is removed at exit, also on failure. Needs root.
 #
-# Usage: scripts/bench-throughput.sh [--quick] [--scenarios p2p,normal,snat,geneve]
+# Usage: scripts/bench-throughput.sh [--quick] [--scenarios p2p,normal,snat,geneve,jumbo]
 #          [--duts xvs-intr,ovs-nonpmd,...] [--out FILE.csv] [--loss-tol PCT] [--profile debug]
 #          [--sched fifo|other] [--perf DUT]
 #
@@ -53,7 +56,7 @@ root="$(cd "$here/.." && pwd)"
 bench="$here/bench"
 
 quick=0
-scenarios="p2p,normal,snat,geneve"
+scenarios="p2p,normal,snat,geneve,jumbo"
 duts_all="xvs-poll,xvs-intr,ovs-pmd,ovs-nonpmd,nullfwd-poll,nullfwd-intr,linux-bridge,tc-mirred"
 duts=""
 out=""
@@ -91,10 +94,15 @@ fi
 if ((quick)); then
   [[ -n "$duts" ]] || duts="xvs-intr,ovs-nonpmd,nullfwd-intr,linux-bridge"
   step_s=1; search_steps=0; fixed_s=1; fixed_loads="100000"; pings=50; ping_load=0
+  jumbo_loads="20000"
 else
   [[ -n "$duts" ]] || duts="$duts_all"
   step_s=3; search_steps=5; fixed_s=5; fixed_loads="100000 200000"; pings=500; ping_load=1
+  jumbo_loads="20000 50000"
 fi
+# Jumbo frames: 9014 bytes on the veth (IP MTU 9000); the fixed loads are 1.4 and 3.6 Gbit/s.
+jumbo_mtu=9000
+jumbo_fill=$((jumbo_mtu - 20 - 8))
 # The generator runs at nice -10 with --sched fifo, so that the offered rate depends less on
 # what else the machine is doing.
 gen_nice=()
@@ -189,18 +197,42 @@ ip -n "$ns_k" addr add 198.18.0.2/24 dev k0
 ip -n "$ns_k" addr add 198.19.1.2/24 dev k0
 ip -n "$ns_k" neigh replace 198.18.0.1 lladdr "$mac_g" dev k0 nud permanent
 ip -n "$ns_k" addr add 198.18.200.2/30 dev kd
-ip -n "$ns_k" link set dev k0 xdp obj "$work/xdp_sink.o" sec xdp
-ip -n "$ns_k" link set dev kd xdp obj "$work/xdp_sink.o" sec xdp
+ip -n "$ns_k" link set dev k0 xdp obj "$work/xdp_sink.o" sec xdp.frags
+ip -n "$ns_k" link set dev kd xdp obj "$work/xdp_sink.o" sec xdp.frags
+
+# The MTU of the generator-switch-sink path: 9000 for the jumbo scenario, 1500 otherwise. The
+# switch's own ends are set too, for the peers that do not set them (xvs sets them from its
+# config as well).
+path_mtu() { # mtu
+  ip -n "$ns_g" link set dev g0 mtu "$1"
+  ip -n "$ns_k" link set dev k0 mtu "$1"
+  ip -n "$ns_s" link set dev tap2 mtu "$1"
+  ip -n "$ns_s" link set dev eth1 mtu "$1"
+}
 
 # trafgen packet per scenario: 14 + 20 + 8 + 18 = 60 bytes on the veth, 64 with the FCS.
+# jumbo: 14 + 20 + 8 + 8972 = 9014 bytes.
 trafgen_cfg() { # scenario -> file
-  local f="$work/trafgen-$1.cfg" dmac sip dip
+  local f="$work/trafgen-$1.cfg" dmac sip dip fill=18
   case "$1" in
     snat) dmac="$mac_rtr_in"; sip=198.18.10.11; dip=198.19.7.1 ;;
     *) dmac="$mac_k"; sip=198.18.0.1; dip=198.18.0.2 ;;
   esac
-  echo "{ eth(da=$dmac, sa=$mac_g), ipv4(saddr=$sip, daddr=$dip, ttl=64), udp(sp=4000, dp=9), fill(0, 18) }" >"$f"
+  [[ "$1" == jumbo ]] && fill=$jumbo_fill
+  echo "{ eth(da=$dmac, sa=$mac_g), ipv4(saddr=$sip, daddr=$dip, ttl=64), udp(sp=4000, dp=9), fill(0, $fill) }" >"$f"
   echo "$f"
+}
+
+# trafgen's transmit ring holds 2048-byte frames unless told otherwise (-J): without it a jumbo
+# frame at full speed never leaves.
+jumbo_opt() { # trafgen cfg
+  [[ "$1" == *jumbo* ]] && echo -J
+  return 0
+}
+
+# Bytes of one benchmark frame on the veth (no FCS), for Gbit/s.
+frame_bytes() { # scenario
+  if [[ "$1" == jumbo ]]; then echo $((14 + 20 + 8 + jumbo_fill)); else echo 60; fi
 }
 
 ping_dst() {
@@ -225,7 +257,7 @@ send() { # cfg n rate
   if ((rate == 0)); then args=(); limit=$n; fi
   t0="$(date +%s.%N)"
   o="$(timeout -s INT "$limit" ip netns exec "$ns_g" "${gen_nice[@]}" taskset -c 0 \
-    trafgen -o g0 -i "$cfg" -P 1 -q -C "${args[@]}" 2>&1)" || true
+    trafgen -o g0 -i "$cfg" -P 1 -q -C "${args[@]}" $(jumbo_opt "$cfg") 2>&1)" || true
   t1="$(date +%s.%N)"
   local sent
   sent="$(tr -d '\r' <<<"$o" | awk '/packets outgoing/ {print $1; exit}')"
@@ -259,7 +291,7 @@ csv_row() { # scenario dut measure offered dur sent delivered fwd_pps cu cs csch
     ups="$(calc "$cs * 1000000 / $del" %.4f)"
     upt="$(calc "($cu + $cs) * 1000000 / $del" %.4f)"
   fi
-  echo "$date_tag,\"$load_avg\",$sched,$sc,$dut,$m,$off,$dur,$sent,$del,$loss,$fwd,$cu,$cs,$csched,$upu,$ups,$upt,$p50,$p99,\"$note\"" >>"$out"
+  echo "$date_tag,\"$load_avg\",$sched,$sc,$dut,$m,$off,$dur,$sent,$del,$loss,$fwd,$cu,$cs,$csched,$upu,$ups,$upt,$p50,$p99,\"$note\",$(frame_bytes "$sc")" >>"$out"
 }
 
 # One timed run at RATE: prints "sent delivered elapsed".
@@ -297,7 +329,9 @@ cpus = [1]
 ${XVS_COALESCE_US:+coalesce_us = $XVS_COALESCE_US}
 EOF
   case "$sc" in
-    p2p)
+    p2p | jumbo)
+      local mtu=""
+      [[ "$sc" == jumbo ]] && mtu="mtu = $jumbo_mtu"
       printf 'in_port=1 actions=output:2\nin_port=2 actions=output:1\n' >"$work/p2p.flows"
       cat >>"$f" <<EOF
 [[bridge]]
@@ -309,11 +343,13 @@ name = "tap2"
 type = "afxdp"
 ofport = 1
 xdp_mode = "native"
+$mtu
 [[bridge.port]]
 name = "eth1"
 type = "afxdp"
 ofport = 2
 xdp_mode = "native"
+$mtu
 EOF
       ;;
     normal)
@@ -457,13 +493,14 @@ start_ovs() { # scenario type(afxdp|afxdp-nonpmd)
     --detach --no-chdir --log-file="$D/ovs-vswitchd.log"
   dut_pid="$(cat "$D/ovs-vswitchd.pid")"
   local afx="type=$type options:xdp-mode=native options:n_rxq=1"
+  [[ "$sc" == jumbo ]] && afx="$afx mtu_request=$jumbo_mtu"
   case "$sc" in
-    p2p | normal)
+    p2p | normal | jumbo)
       "${V[@]}" add-br br0 -- set bridge br0 datapath_type=netdev fail_mode=secure \
         -- add-port br0 tap2 -- set interface tap2 $afx ofport_request=1 \
         -- add-port br0 eth1 -- set interface eth1 $afx ofport_request=2
       ovs ovs-ofctl mod-port br0 br0 no-flood
-      if [[ "$sc" == p2p ]]; then
+      if [[ "$sc" != normal ]]; then
         printf 'in_port=1 actions=output:2\nin_port=2 actions=output:1\n' >"$work/p2p.flows"
         ovs ovs-ofctl add-flows br0 "$work/p2p.flows"
       else
@@ -546,7 +583,7 @@ start_dut() { # scenario dut
 applies() { # scenario dut
   case "$2" in
     nullfwd-*|tc-mirred) [[ "$1" == p2p ]] ;;
-    linux-bridge) [[ "$1" == p2p || "$1" == normal ]] ;;
+    linux-bridge) [[ "$1" == p2p || "$1" == normal || "$1" == jumbo ]] ;;
     ovs-*) [[ "$1" != geneve ]] ;;
     *) return 0 ;;
   esac
@@ -594,7 +631,7 @@ warm_up() { # scenario cfg
   fi
   for i in $(seq 10); do
     ip netns exec "$ns_g" ping -c 1 -W 1 "$(ping_dst "$sc")" >/dev/null 2>&1 || true
-    read -r sent del el < <(run_rate "$cfg" 100000 1)
+    read -r sent del el < <(run_rate "$cfg" "$([[ $sc == jumbo ]] && echo 10000 || echo 100000)" 1)
     # Forwarding at all is enough here: lossy devices are for the measures to show.
     if ((sent > 0 && del * 2 >= sent)); then return 0; fi
     [[ "$sc" == geneve ]] && ip netns exec "$ns_k" ping -c 1 -W 1 198.19.1.1 >/dev/null 2>&1
@@ -627,8 +664,9 @@ measure_a() { # scenario dut cfg
 }
 
 measure_b() { # scenario dut cfg
-  local sc="$1" dut="$2" cfg="$3" load c0 c1 sent del el u0 s0 n0 u1 s1 n1
-  for load in $fixed_loads; do
+  local sc="$1" dut="$2" cfg="$3" load c0 c1 sent del el u0 s0 n0 u1 s1 n1 loads="$fixed_loads"
+  [[ "$sc" == jumbo ]] && loads="$jumbo_loads"
+  for load in $loads; do
     c0="$(cpu_of "$dut_pid")"
     read -r sent del el < <(run_rate "$cfg" "$load" "$fixed_s")
     c1="$(cpu_of "$dut_pid")"
@@ -644,9 +682,10 @@ measure_b() { # scenario dut cfg
 }
 
 measure_c() { # scenario dut [cfg]
-  local sc="$1" dut="$2" cfg="${3:-}" dst p50 p99 n gen_pid=""
+  local sc="$1" dut="$2" cfg="${3:-}" dst p50 p99 n gen_pid="" size=56
   dst="$(ping_dst "$sc")"
-  ip netns exec "$ns_g" ping -c "$pings" -i 0.005 -W 1 "$dst" >"$work/ping.txt" 2>&1 || true
+  [[ "$sc" == jumbo ]] && size=$jumbo_fill
+  ip netns exec "$ns_g" ping -c "$pings" -s "$size" -i 0.005 -W 1 "$dst" >"$work/ping.txt" 2>&1 || true
   read -r p50 p99 n < <("$py" "$bench/report.py" pings "$work/ping.txt")
   csv_row "$sc" "$dut" ping_idle 0 "" "$pings" "$n" "" "" "" "" "$p50" "$p99" "idle"
   log "  $dut ping idle: p50 ${p50}us p99 ${p99}us ($n replies)"
@@ -655,11 +694,11 @@ measure_c() { # scenario dut [cfg]
   tg="${cfg:-$(trafgen_cfg "$sc")}"
   timeout -s INT $((secs + 5)) ip netns exec "$ns_g" "${gen_nice[@]}" taskset -c 0 \
     trafgen -o "$([[ $sc == direct ]] && echo gd || echo g0)" \
-    -i "$tg" -n $((100000 * secs)) -P 1 -q -C -b 100000pps >/dev/null 2>&1 &
+    -i "$tg" -n $((100000 * secs)) -P 1 -q -C -b 100000pps $(jumbo_opt "$tg") >/dev/null 2>&1 &
   gen_pid=$!
   bg_pids+=("$gen_pid")
   sleep 0.5
-  ip netns exec "$ns_g" ping -c "$pings" -i 0.005 -W 1 "$dst" >"$work/ping.txt" 2>&1 || true
+  ip netns exec "$ns_g" ping -c "$pings" -s "$size" -i 0.005 -W 1 "$dst" >"$work/ping.txt" 2>&1 || true
   kill "$gen_pid" 2>/dev/null
   wait "$gen_pid" 2>/dev/null || true
   read -r p50 p99 n < <("$py" "$bench/report.py" pings "$work/ping.txt")
@@ -671,10 +710,12 @@ perf_profile() { # scenario dut cfg
   local sc="$1" cfg="$3"
   shift
   command -v perf >/dev/null || return 0
-  log "  perf record on $1 (pid $dut_pid), 5 s at 100 kpps"
+  local rate=100000
+  [[ "$sc" == jumbo ]] && rate="${jumbo_loads%% *}"
+  log "  perf record on $1 (pid $dut_pid), 5 s at $((rate / 1000)) kpps"
   perf record -F 999 -g -p "$dut_pid" -o "$work/perf.data" -- sleep 5 >/dev/null 2>&1 &
   local pp=$!
-  run_rate "$cfg" 100000 5 >/dev/null
+  run_rate "$cfg" "$rate" 5 >/dev/null
   wait "$pp" || true
   perf report -i "$work/perf.data" --no-children -g none --percent-limit 1 --stdio 2>/dev/null \
     | grep -E '^ +[0-9.]+%' | head -30 >"${out%.csv}-perf-$sc-$1.txt" || true
@@ -747,6 +788,7 @@ IFS=, read -r -a sc_list <<<"$scenarios"
 IFS=, read -r -a dut_list <<<"$duts"
 for sc in "${sc_list[@]}"; do
   cfg="$(trafgen_cfg "$sc")"
+  if [[ "$sc" == jumbo ]]; then path_mtu "$jumbo_mtu"; else path_mtu 1500; fi
   for dut in "${dut_list[@]}"; do
     applies "$sc" "$dut" || continue
     log "$sc / $dut"

@@ -5,7 +5,9 @@
 // veth's own per-queue counter `rx_queue_0_xdp_drops` (ethtool -S), which moves once per
 // XDP_DROP and never for anything else; `rx_packets` is no use, it also counts what goes on to
 // the stack. Everything that is not UDP over IPv4 (ARP, the ICMP of the latency probe) is passed
-// on, so the sink still answers ARP and ping.
+// on, so the sink still answers ARP and ping. The program is frags-aware ("xdp.frags"): with an
+// MTU of 9000 a frame arrives in several buffers, and only the first, which holds the headers,
+// is looked at.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -18,7 +20,7 @@ struct vlan_tag {
 	__be16 proto;
 };
 
-SEC("xdp")
+SEC("xdp.frags")
 int xdp_sink(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
