@@ -767,7 +767,18 @@ bench_dut() { # scenario dut cfg
   if ! warm_up "$sc" "$cfg"; then
     log "  $dut does not forward $sc traffic; skipped. Its log ends with:"
     tail -5 "$work/dut.log" >&2 2>/dev/null
-    csv_row "$sc" "$dut" max_lossless "" "" "" "" "" "" "" "" "" "" "not forwarding after warm-up"
+    local why="not forwarding after warm-up"
+    # Open vSwitch says why in its log: the kernel's own message when it refused the XDP
+    # program (for jumbo: the MTU), else its last error. The whole log is kept next to the CSV.
+    if [[ -n "$ovs_dir" && -f "$ovs_dir/ovs-vswitchd.log" ]]; then
+      local log_f="$ovs_dir/ovs-vswitchd.log" err
+      err="$(grep -m1 'Kernel error message' "$log_f" || true)"
+      [[ -n "$err" ]] || err="$(grep '|ERR|' "$log_f" | grep -v RLIMIT | tail -1 || true)"
+      err="$(sed -e 's/^[^|]*|[^|]*|[^|]*|[^|]*|//' -e "s/\"/'/g" <<<"$err" | cut -c1-160)"
+      [[ -n "$err" ]] && why="$why; ovs-vswitchd: $err"
+      cp "$log_f" "${out%.csv}-ovs-$sc-$dut.log" 2>/dev/null
+    fi
+    csv_row "$sc" "$dut" max_lossless "" "" "" "" "" "" "" "" "" "" "$why"
     return 0
   fi
   measure_a "$sc" "$dut" "$cfg"
