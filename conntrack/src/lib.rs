@@ -340,7 +340,7 @@ impl Tracker {
                 drop(g);
                 let g = self.shards.lock(shard as usize);
                 let c = g.conns.get(idx);
-                if c.flags & F_LIVE == 0 || c.gen != gen || c.reply != *t {
+                if c.flags & F_LIVE == 0 || c.gen != gen || c.reply() != *t {
                     return Lookup::Miss;
                 }
                 Lookup::Hit(g, idx, true)
@@ -463,7 +463,7 @@ impl Tracker {
             Some(if reply {
                 c.orig.reverse()
             } else {
-                c.reply.reverse()
+                c.reply().reverse()
             })
         } else {
             None
@@ -495,7 +495,7 @@ impl Tracker {
         let o = p.tuple;
         let mut c = Conn {
             orig: o,
-            rep_key: NO_KEY,
+            rep: NO_KEY,
             ..Conn::default()
         };
         match &p.kind {
@@ -568,13 +568,17 @@ impl Tracker {
             if taken {
                 continue;
             }
-            c.reply = r;
             if let Some((_, k)) = nat {
-                c.flags |= if k == NatKind::Src { F_SNAT } else { F_DNAT };
                 // A range that contains the original tuple may leave it unchanged.
-                if r == o.reverse() {
-                    c.flags &= !(F_SNAT | F_DNAT);
+                if r != o.reverse() {
+                    c.flags |= if k == NatKind::Src { F_SNAT } else { F_DNAT };
                 }
+            }
+            if !c.set_reply(&r) {
+                // Every candidate translates one side only; anything else is a bug, and
+                // better refused than recorded wrong.
+                debug_assert!(false, "unrepresentable reply tuple {r:?} for {o:?}");
+                break;
             }
             match gb {
                 None => {
@@ -583,9 +587,7 @@ impl Tracker {
                 Some(mut gb) => {
                     let (idx, gen) = ga.add_conn(c, ha, hb, false);
                     let k = gb.add_key(r, hb, a as u32, idx, gen);
-                    let conn = ga.conns.get_mut(idx);
-                    conn.rep_key = k;
-                    conn.rep_shard = b as u16;
+                    ga.conns.get_mut(idx).set_remote_key(b as u32, k);
                 }
             }
             self.c.committed.fetch_add(1, Relaxed);
@@ -625,12 +627,13 @@ impl Tracker {
         let mut state = CS_TRACKED | CS_RELATED | if reply { CS_REPLY_DIR } else { 0 };
         if req.nat.is_some() && c.flags & (F_SNAT | F_DNAT) != 0 {
             state |= nat_bits(c.flags, reply);
+            let rep = c.reply();
             let (pre, post) = if reply {
-                (c.reply, c.orig.reverse())
+                (rep, c.orig.reverse())
             } else {
-                (c.orig, c.reply.reverse())
+                (c.orig, rep.reverse())
             };
-            let inner_to = if reply { c.orig } else { c.reply };
+            let inner_to = if reply { c.orig } else { rep };
             packet::rewrite(
                 d,
                 &inner,
@@ -846,7 +849,7 @@ pub fn format_conn(c: &Conn) -> String {
     s.push(',');
     format_tuple(&mut s, "orig", &c.orig);
     s.push(',');
-    format_tuple(&mut s, "reply", &c.reply);
+    format_tuple(&mut s, "reply", &c.reply());
     if c.orig.zone != 0 {
         let _ = write!(s, ",zone={}", c.orig.zone);
     }
