@@ -129,8 +129,8 @@ pub struct Counters {
 
 #[derive(Default)]
 struct AtomicCounters {
+    /// New packets that did not commit a connection (those that did are counted per shard).
     new: AtomicU64,
-    committed: AtomicU64,
     related: AtomicU64,
     invalid: AtomicU64,
     refused: AtomicU64,
@@ -246,10 +246,16 @@ impl Tracker {
 
     pub fn counters(&self) -> Counters {
         let c = &self.c;
-        let hits: u64 = (0..SHARDS).map(|i| self.shards.lock(i).hits).sum();
+        let (mut hits, mut committed) = (0, 0);
+        for i in 0..SHARDS {
+            let g = self.shards.lock(i);
+            hits += g.hits;
+            committed += g.committed;
+        }
         Counters {
-            new: c.new.load(Relaxed),
-            committed: c.committed.load(Relaxed),
+            // A committed connection's first packet was new too.
+            new: c.new.load(Relaxed) + committed,
+            committed,
             established_lookups: hits + c.related.load(Relaxed),
             invalid: c.invalid.load(Relaxed),
             refused: c.refused.load(Relaxed),
@@ -332,9 +338,21 @@ impl Tracker {
     /// [`Tracker::lookup`] with the tuple's hash already computed.
     #[inline]
     fn lookup_hashed(&self, t: &Tuple, h: u64) -> Lookup<'_> {
+        self.lookup_or_prepare(t, h, false)
+    }
+
+    /// [`Tracker::lookup_hashed`]; on a miss with `will_commit`, also starts loading the slot
+    /// a new connection will take, so that miss overlaps the commit's other ones.
+    #[inline]
+    fn lookup_or_prepare(&self, t: &Tuple, h: u64, will_commit: bool) -> Lookup<'_> {
         let g = self.shards.lock(Shards::shard_of(h));
         match g.find(t, h) {
-            None => Lookup::Miss,
+            None => {
+                if will_commit {
+                    g.prefetch_free_conn();
+                }
+                Lookup::Miss
+            }
             Some(Found::Local { idx, reply }) => Lookup::Hit(g, idx, reply),
             Some(Found::Remote { shard, idx, gen }) => {
                 drop(g);
@@ -417,7 +435,7 @@ impl Tracker {
         req: &CtRequest<'_>,
         now: Nanos,
     ) -> Option<CtResult> {
-        let Lookup::Hit(mut g, idx, reply) = self.lookup_hashed(&p.tuple, h) else {
+        let Lookup::Hit(mut g, idx, reply) = self.lookup_or_prepare(&p.tuple, h, req.commit) else {
             return None;
         };
         let c = g.conns.get(idx);
@@ -517,7 +535,6 @@ impl Tracker {
             }
             _ => {}
         }
-        self.c.new.fetch_add(1, Relaxed);
         let mut res = CtResult {
             state: CS_NEW | CS_TRACKED,
             zone,
@@ -525,15 +542,9 @@ impl Tracker {
             ..CtResult::default()
         };
         if !req.commit {
+            self.c.new.fetch_add(1, Relaxed);
             return NewOutcome::Done(res);
         }
-        if !self.reserve(zone) {
-            // As in Open vSwitch, the packet stays +new but nothing is remembered.
-            self.c.refused.fetch_add(1, Relaxed);
-            return NewOutcome::Done(res);
-        }
-        apply_mark_label(&mut c, req);
-        c.expires = now.saturating_add(self.timeout(&c));
         let seed = self.cfg.seed;
         let nat = req.nat.and_then(|s| s.kind.map(|k| (s, k)));
         let mut plain = Some(o.reverse());
@@ -546,19 +557,35 @@ impl Tracker {
                 if s.random { self.next_random() } else { 0 },
             )
         });
-        let a = Shards::shard_of(ha);
-        loop {
-            let cand = match &mut cands {
+        let mut next_cand = || {
+            match &mut cands {
                 Some(it) => it.next(),
                 None => plain.take(),
-            };
-            let Some(r) = cand else { break };
-            let hb = r.hash(seed);
+            }
+            .map(|r| (r, r.hash(seed)))
+        };
+        // The first candidate is almost always the one taken: start loading its bucket now,
+        // so that miss overlaps the accounting below and the locking.
+        let mut cand = next_cand();
+        if let Some((_, hb)) = cand {
+            self.shards.prefetch_bucket(hb);
+        }
+        if !self.reserve(zone) {
+            // As in Open vSwitch, the packet stays +new but nothing is remembered.
+            self.c.new.fetch_add(1, Relaxed);
+            self.c.refused.fetch_add(1, Relaxed);
+            return NewOutcome::Done(res);
+        }
+        apply_mark_label(&mut c, req);
+        c.expires = now.saturating_add(self.timeout(&c));
+        let a = Shards::shard_of(ha);
+        while let Some((r, hb)) = cand.take() {
             let b = Shards::shard_of(hb);
             let (mut ga, gb) = self.shards.lock_pair(a, b);
             if ga.contains(&o, ha) {
                 drop((ga, gb));
                 self.unreserve(zone);
+                self.c.new.fetch_add(1, Relaxed);
                 return NewOutcome::Retry;
             }
             let taken = match &gb {
@@ -566,6 +593,7 @@ impl Tracker {
                 None => ga.contains(&r, hb),
             };
             if taken {
+                cand = next_cand();
                 continue;
             }
             if let Some((_, k)) = nat {
@@ -590,7 +618,7 @@ impl Tracker {
                     ga.conns.get_mut(idx).set_remote_key(b as u32, k);
                 }
             }
-            self.c.committed.fetch_add(1, Relaxed);
+            ga.committed += 1;
             res.mark = c.mark;
             res.label = c.label_u128();
             if c.flags & (F_SNAT | F_DNAT) != 0 {
@@ -600,6 +628,7 @@ impl Tracker {
             return NewOutcome::Done(res);
         }
         self.unreserve(zone);
+        self.c.new.fetch_add(1, Relaxed);
         if nat.is_some() {
             self.c.nat_exhausted.fetch_add(1, Relaxed);
         }

@@ -417,6 +417,9 @@ pub struct Shard {
     pub keys: Slab<KeyRec>,
     /// Lookups that found a connection (summed into the counters on demand).
     pub hits: u64,
+    /// Connections committed into this shard (counted under the lock the commit holds anyway,
+    /// rather than on a shared atomic every core would bounce).
+    pub committed: u64,
     pub sweep_pos: u32,
 }
 
@@ -447,6 +450,7 @@ impl Shard {
             conns: Slab::new(),
             keys: Slab::new(),
             hits: 0,
+            committed: 0,
             sweep_pos: 0,
         }
     }
@@ -487,6 +491,15 @@ impl Shard {
                 _ => prefetch_record(self.keys.get(i)),
             }
         });
+    }
+
+    /// Prefetches the slot the next new connection will take, so that a commit following a
+    /// lookup miss finds it in cache.
+    #[inline]
+    pub fn prefetch_free_conn(&self) {
+        if let Some(&i) = self.conns.free.last() {
+            prefetch_record(self.conns.get(i));
+        }
     }
 
     pub fn contains(&self, t: &Tuple, h: u64) -> bool {
