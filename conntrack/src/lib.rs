@@ -614,7 +614,8 @@ impl Tracker {
                 }
                 Some(mut gb) => {
                     let (idx, gen) = ga.add_conn(c, ha, hb, false);
-                    let k = gb.add_key(r, hb, a as u32, idx, gen);
+                    let at = ga.conns.get(idx) as *const Conn as usize;
+                    let k = gb.add_key(r, hb, (a as u32, idx, gen), at);
                     ga.conns.get_mut(idx).set_remote_key(b as u32, k);
                 }
             }
@@ -901,8 +902,9 @@ pub fn format_conn(c: &Conn) -> String {
 impl Tracker {
     /// Up to [`pipeline::BATCH_SIZE`] items of [`ConnTracker::execute_batch`]: parse and hash
     /// every frame and prefetch its bucket, then prefetch the records those buckets point at
-    /// (one short lock per frame), then track each frame in order as `execute` would. The two
-    /// prefetch passes only warm caches; the last pass does every lookup for real, so the
+    /// (one short lock per frame), then, for reply-direction frames indexed through a key
+    /// record, the connections those point at, then track each frame in order as `execute`
+    /// would. The prefetch passes only warm caches; the last pass does every lookup for real, so the
     /// outcome is that of one `execute` after the other.
     fn execute_chunk(
         &self,
@@ -931,8 +933,14 @@ impl Tracker {
             self.shards.prefetch_bucket(h);
             *slot = Some((p, h));
         }
-        for (_, h) in pre.iter().flatten() {
-            self.shards.lock(Shards::shard_of(*h)).prefetch(*h);
+        let mut remote = [false; pipeline::BATCH_SIZE];
+        for ((_, h), r) in pre.iter().flatten().zip(remote.iter_mut()) {
+            *r = self.shards.lock(Shards::shard_of(*h)).prefetch(*h);
+        }
+        // Reply-direction frames whose connection lives in another shard: a third pass reads
+        // the key records just loaded and starts loading the connections they point at.
+        for ((_, h), _) in pre.iter().flatten().zip(remote.iter()).filter(|(_, r)| **r) {
+            self.shards.lock(Shards::shard_of(*h)).prefetch_remote(*h);
         }
         for ((it, o), pre) in items.iter_mut().zip(out.iter_mut()).zip(pre.iter()) {
             *o = Some(match pre {

@@ -115,13 +115,18 @@ impl Conn {
     }
 }
 
-/// A reply tuple indexed away from its connection's shard (48 bytes).
+/// A reply tuple indexed away from its connection's shard (56 bytes).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KeyRec {
     pub tuple: Tuple,
     /// Shard (top [`SHARD_BITS`] bits) and slot of the connection.
     pub conn: u32,
     pub gen: u32,
+    /// Address of the connection record, only ever used to prefetch it: a batch learns it
+    /// under this shard's lock, without the connection's. Records never move (slab chunks are
+    /// neither moved nor freed while the tracker lives), and a stale value costs a useless
+    /// prefetch, nothing else.
+    pub conn_at: usize,
 }
 
 const SHARD_BITS: u32 = 6;
@@ -246,8 +251,12 @@ pub fn prefetch<T>(p: *const T) {
 /// Prefetches every cache line of `*r`.
 #[inline(always)]
 fn prefetch_record<T>(r: &T) {
-    let p = r as *const T as *const u8;
-    let n = std::mem::size_of::<T>();
+    prefetch_lines(r as *const T as *const u8, std::mem::size_of::<T>());
+}
+
+/// Prefetches every cache line of the `n` bytes at `p`.
+#[inline(always)]
+fn prefetch_lines(p: *const u8, n: usize) {
     let mut o = 0;
     while o < n {
         prefetch(p.wrapping_add(o));
@@ -481,16 +490,49 @@ impl Shard {
         })
     }
 
-    /// Prefetches the records a lookup of hash `h` will compare (one, almost always).
+    /// Prefetches the records a lookup of hash `h` will compare (one, almost always). True
+    /// when one of them is a reply key record, whose connection lives in another shard: see
+    /// [`Shard::prefetch_remote`].
     #[inline]
-    pub fn prefetch(&self, h: u64) {
+    pub fn prefetch(&self, h: u64) -> bool {
+        let mut remote = false;
         self.index.prefetch_matches(tag_of(h), |e| {
             let i = e & IDX_MASK;
             match e >> TAG_SHIFT {
                 E_ORIG | E_REPLY_LOCAL => prefetch_record(self.conns.get(i)),
-                _ => prefetch_record(self.keys.get(i)),
+                _ => {
+                    prefetch_record(self.keys.get(i));
+                    remote = true;
+                }
             }
         });
+        remote
+    }
+
+    /// Prefetches the connection records that the reply key records matching hash `h` point
+    /// at (those key records should have been prefetched a while before).
+    #[inline]
+    pub fn prefetch_remote(&self, h: u64) {
+        self.index.prefetch_matches(tag_of(h), |e| {
+            if e >> TAG_SHIFT == E_KEY {
+                let at = self.keys.get(e & IDX_MASK).conn_at;
+                if at != 0 {
+                    prefetch_lines(at as *const u8, std::mem::size_of::<Conn>());
+                }
+            }
+        });
+    }
+
+    /// Key record slots indexed in the home bucket of hash `h` (for tests).
+    #[cfg(test)]
+    pub fn index_entries_for_test(&self, h: u64) -> Vec<u32> {
+        let mut v = Vec::new();
+        self.index.prefetch_matches(tag_of(h), |e| {
+            if e >> TAG_SHIFT == E_KEY {
+                v.push(e & IDX_MASK);
+            }
+        });
+        v
     }
 
     /// Prefetches the slot the next new connection will take, so that a commit following a
@@ -538,12 +580,21 @@ impl Shard {
         (idx, gen)
     }
 
-    pub fn add_key(&mut self, t: Tuple, h: u64, conn_shard: u32, conn_idx: u32, gen: u32) -> u32 {
+    /// Indexes reply tuple `t` of the connection at `conn_idx` of shard `conn_shard`, whose
+    /// record is at address `conn_at` (a prefetch hint, see [`KeyRec::conn_at`]).
+    pub fn add_key(
+        &mut self,
+        t: Tuple,
+        h: u64,
+        (conn_shard, conn_idx, gen): (u32, u32, u32),
+        conn_at: usize,
+    ) -> u32 {
         let conn = conn_shard << REF_IDX_BITS | conn_idx;
         let k = self.keys.alloc(KeyRec {
             tuple: t,
             conn,
             gen,
+            conn_at,
         });
         self.insert_entry(h, E_KEY << TAG_SHIFT | k);
         k
@@ -672,7 +723,7 @@ mod tests {
         // The fields every packet reads share the first line.
         assert!(std::mem::offset_of!(Conn, state) < 64);
         assert!(std::mem::offset_of!(Conn, nat_port) < 64);
-        assert!(std::mem::size_of::<KeyRec>() <= 48);
+        assert!(std::mem::size_of::<KeyRec>() <= 56);
     }
 
     /// The reply tuple is rebuilt from the original and the translated address and port; every
