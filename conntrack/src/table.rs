@@ -481,6 +481,10 @@ impl Shard {
             },
             _ => {
                 let k = self.keys.get(i);
+                // The connection is read next, after a lock switch: start loading it now.
+                if k.conn_at != 0 {
+                    prefetch_lines(k.conn_at as *const u8, std::mem::size_of::<Conn>());
+                }
                 Found::Remote {
                     shard: k.conn >> REF_IDX_BITS,
                     idx: k.conn & MAX_SLOT,
