@@ -5,7 +5,7 @@ use conntrack::{Config, Tracker};
 use criterion::{black_box, Criterion, Throughput};
 use pipeline::ct::{ConnTracker, CtItem, CtRequest, CtVerdict};
 use pipeline::flow::{NatKind, NatSpec};
-use pipeline::key::FlowKey;
+use pipeline::key::{FlowKey, CS_DST_NAT, CS_ESTABLISHED, CS_INVALID, CS_REPLY_DIR, CS_SRC_NAT};
 use pipeline::wire::{checksum, Frame};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};
@@ -92,8 +92,9 @@ fn client(i: u32) -> (u32, u16, u32) {
     )
 }
 
-/// Opens `n` SNATed TCP connections (full handshake); returns the original-direction ACKs.
-fn populate(t: &Tracker, n: u32, spec: &NatSpec) -> Vec<Vec<u8>> {
+/// Opens `n` SNATed TCP connections (full handshake); returns the original-direction ACKs and
+/// the reply-direction ones (addressed to the translated source).
+fn populate(t: &Tracker, n: u32, spec: &NatSpec) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let commit = CtRequest {
         zone: 9,
         commit: true,
@@ -110,6 +111,7 @@ fn populate(t: &Tracker, n: u32, spec: &NatSpec) -> Vec<Vec<u8>> {
         ..commit
     };
     let mut acks = Vec::with_capacity(n as usize);
+    let mut replies = Vec::with_capacity(n as usize);
     for i in 0..n {
         let (src, sport, server) = client(i);
         let mut syn = tcp_frame(src, server, sport, 80, 0x02, 100, 0);
@@ -122,8 +124,9 @@ fn populate(t: &Tracker, n: u32, spec: &NatSpec) -> Vec<Vec<u8>> {
         let mut ack = tcp_frame(src, server, sport, 80, 0x10, 101, 5001);
         run(t, &mut ack, &commit);
         acks.push(tcp_frame(src, server, sport, 80, 0x10, 101, 5001));
+        replies.push(tcp_frame(server, nat_src, 80, nat_port, 0x10, 5001, 101));
     }
-    acks
+    (acks, replies)
 }
 
 fn memory_report() {
@@ -165,7 +168,7 @@ fn benches(c: &mut Criterion) {
     let spec = snat_spec();
     let bare = NatSpec::default();
     let t = Tracker::new(Config::default());
-    let acks = populate(&t, 100_000, &spec);
+    let (acks, replies) = populate(&t, 100_000, &spec);
     assert_eq!(t.len(), 100_000);
     let req = CtRequest {
         zone: 9,
@@ -180,9 +183,25 @@ fn benches(c: &mut Criterion) {
     // frames themselves are laid out in visiting order, as a receive ring presents them (a
     // datapath finds each frame's bytes where it just parsed them, not scattered on the heap).
     let flen = acks[0].len();
-    let frames: Vec<u8> = (0..acks.len())
-        .flat_map(|i| acks[(i * 7919) % acks.len()].iter().copied())
-        .collect();
+    let scatter = |set: &[Vec<u8>]| -> Vec<u8> {
+        (0..set.len())
+            .flat_map(|i| set[(i * 7919) % set.len()].iter().copied())
+            .collect()
+    };
+    let frames = scatter(&acks);
+    let reply_frames = scatter(&replies);
+    // Both sets must be what they claim: established, in their direction, translated.
+    for (set, dir) in [(&acks, 0), (&replies, CS_REPLY_DIR)] {
+        for f in set.iter().step_by(997) {
+            let st = run(&t, &mut f.clone(), &req);
+            assert_eq!(
+                st & (CS_ESTABLISHED | CS_INVALID | CS_REPLY_DIR),
+                CS_ESTABLISHED | dir,
+                "{st:#x}"
+            );
+            assert_ne!(st & (CS_SRC_NAT | CS_DST_NAT), 0, "{st:#x}");
+        }
+    }
     let n_frames = frames.len() / flen;
     let mut g = c.benchmark_group("conntrack");
     const BATCH: usize = 1024;
@@ -200,35 +219,41 @@ fn benches(c: &mut Criterion) {
             black_box(acc)
         })
     });
-    // The same through execute_batch, 32 frames (one pipeline batch) per call.
+    // The same through execute_batch, 32 frames (one pipeline batch) per call; then the reply
+    // direction (un-SNAT), whose tuple is indexed in another shard than its connection.
     const RX: usize = pipeline::BATCH_SIZE;
     let mut bufs = [[0u8; 64]; RX];
     let mut out: [Option<CtVerdict>; RX] = [const { None }; RX];
     let key = FlowKey::ZERO;
-    g.bench_function("established_lookup_snat_rewrite_batch32", |b| {
-        b.iter(|| {
-            let mut acc = 0;
-            for _ in 0..BATCH / RX {
-                for b in bufs.iter_mut() {
-                    b[..flen].copy_from_slice(&frames[pos * flen..(pos + 1) * flen]);
-                    pos = (pos + 1) % n_frames;
-                }
-                let mut fs = bufs.each_mut().map(|b| Frame::new(&mut b[..], 0, flen));
-                let mut items = fs.each_mut().map(|frame| CtItem {
-                    frame,
-                    l3_ofs: ETH,
-                    key: &key,
-                });
-                t.execute_batch(&mut items, &req, 1, &mut out);
-                for o in &out {
-                    if let Some(CtVerdict::Tracked(r)) = o {
-                        acc ^= r.state;
+    for (name, frames) in [
+        ("established_lookup_snat_rewrite_batch32", &frames),
+        ("established_reply_unsnat_rewrite_batch32", &reply_frames),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut acc = 0;
+                for _ in 0..BATCH / RX {
+                    for b in bufs.iter_mut() {
+                        b[..flen].copy_from_slice(&frames[pos * flen..(pos + 1) * flen]);
+                        pos = (pos + 1) % n_frames;
+                    }
+                    let mut fs = bufs.each_mut().map(|b| Frame::new(&mut b[..], 0, flen));
+                    let mut items = fs.each_mut().map(|frame| CtItem {
+                        frame,
+                        l3_ofs: ETH,
+                        key: &key,
+                    });
+                    t.execute_batch(&mut items, &req, 1, &mut out);
+                    for o in &out {
+                        if let Some(CtVerdict::Tracked(r)) = o {
+                            acc ^= r.state;
+                        }
                     }
                 }
-            }
-            black_box(acc)
-        })
-    });
+                black_box(acc)
+            })
+        });
+    }
     let t2 = Tracker::new(Config::default());
     let commit = CtRequest {
         zone: 9,
@@ -247,25 +272,26 @@ fn benches(c: &mut Criterion) {
                     t2.flush(None);
                 }
                 let n = (iters - done).min(BATCH as u64);
-                let frames: Vec<Vec<u8>> = (0..n)
-                    .map(|_| {
-                        next = next.wrapping_add(1);
-                        let (src, sport, server) = client(next % 2_000_000);
-                        tcp_frame(
-                            src,
-                            server + (next / 2_000_000) * 4096,
-                            sport,
-                            80,
-                            0x02,
-                            100,
-                            0,
-                        )
-                    })
-                    .collect();
+                // Built (and later freed) outside the timed part: the allocator is not what
+                // is measured.
+                let mut frames = Vec::with_capacity(n as usize * 54);
+                for _ in 0..n {
+                    next = next.wrapping_add(1);
+                    let (src, sport, server) = client(next % 2_000_000);
+                    frames.extend_from_slice(&tcp_frame(
+                        src,
+                        server + (next / 2_000_000) * 4096,
+                        sport,
+                        80,
+                        0x02,
+                        100,
+                        0,
+                    ));
+                }
+                let flen = frames.len() / n as usize;
                 let s = Instant::now();
-                for f in frames {
-                    let mut f = f;
-                    black_box(run(&t2, &mut f, &commit));
+                for f in frames.chunks_exact_mut(flen) {
+                    black_box(run(&t2, f, &commit));
                 }
                 total += s.elapsed();
                 done += n;

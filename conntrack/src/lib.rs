@@ -129,8 +129,8 @@ pub struct Counters {
 
 #[derive(Default)]
 struct AtomicCounters {
+    /// New packets that did not commit a connection (those that did are counted per shard).
     new: AtomicU64,
-    committed: AtomicU64,
     related: AtomicU64,
     invalid: AtomicU64,
     refused: AtomicU64,
@@ -246,10 +246,16 @@ impl Tracker {
 
     pub fn counters(&self) -> Counters {
         let c = &self.c;
-        let hits: u64 = (0..SHARDS).map(|i| self.shards.lock(i).hits).sum();
+        let (mut hits, mut committed) = (0, 0);
+        for i in 0..SHARDS {
+            let g = self.shards.lock(i);
+            hits += g.hits;
+            committed += g.committed;
+        }
         Counters {
-            new: c.new.load(Relaxed),
-            committed: c.committed.load(Relaxed),
+            // A committed connection's first packet was new too.
+            new: c.new.load(Relaxed) + committed,
+            committed,
             established_lookups: hits + c.related.load(Relaxed),
             invalid: c.invalid.load(Relaxed),
             refused: c.refused.load(Relaxed),
@@ -332,15 +338,27 @@ impl Tracker {
     /// [`Tracker::lookup`] with the tuple's hash already computed.
     #[inline]
     fn lookup_hashed(&self, t: &Tuple, h: u64) -> Lookup<'_> {
+        self.lookup_or_prepare(t, h, false)
+    }
+
+    /// [`Tracker::lookup_hashed`]; on a miss with `will_commit`, also starts loading the slot
+    /// a new connection will take, so that miss overlaps the commit's other ones.
+    #[inline]
+    fn lookup_or_prepare(&self, t: &Tuple, h: u64, will_commit: bool) -> Lookup<'_> {
         let g = self.shards.lock(Shards::shard_of(h));
         match g.find(t, h) {
-            None => Lookup::Miss,
+            None => {
+                if will_commit {
+                    g.prefetch_free_conn();
+                }
+                Lookup::Miss
+            }
             Some(Found::Local { idx, reply }) => Lookup::Hit(g, idx, reply),
             Some(Found::Remote { shard, idx, gen }) => {
                 drop(g);
                 let g = self.shards.lock(shard as usize);
                 let c = g.conns.get(idx);
-                if c.flags & F_LIVE == 0 || c.gen != gen || c.reply != *t {
+                if c.flags & F_LIVE == 0 || c.gen != gen || c.reply() != *t {
                     return Lookup::Miss;
                 }
                 Lookup::Hit(g, idx, true)
@@ -417,7 +435,7 @@ impl Tracker {
         req: &CtRequest<'_>,
         now: Nanos,
     ) -> Option<CtResult> {
-        let Lookup::Hit(mut g, idx, reply) = self.lookup_hashed(&p.tuple, h) else {
+        let Lookup::Hit(mut g, idx, reply) = self.lookup_or_prepare(&p.tuple, h, req.commit) else {
             return None;
         };
         let c = g.conns.get(idx);
@@ -463,7 +481,7 @@ impl Tracker {
             Some(if reply {
                 c.orig.reverse()
             } else {
-                c.reply.reverse()
+                c.reply().reverse()
             })
         } else {
             None
@@ -495,7 +513,7 @@ impl Tracker {
         let o = p.tuple;
         let mut c = Conn {
             orig: o,
-            rep_key: NO_KEY,
+            rep: NO_KEY,
             ..Conn::default()
         };
         match &p.kind {
@@ -517,7 +535,6 @@ impl Tracker {
             }
             _ => {}
         }
-        self.c.new.fetch_add(1, Relaxed);
         let mut res = CtResult {
             state: CS_NEW | CS_TRACKED,
             zone,
@@ -525,15 +542,9 @@ impl Tracker {
             ..CtResult::default()
         };
         if !req.commit {
+            self.c.new.fetch_add(1, Relaxed);
             return NewOutcome::Done(res);
         }
-        if !self.reserve(zone) {
-            // As in Open vSwitch, the packet stays +new but nothing is remembered.
-            self.c.refused.fetch_add(1, Relaxed);
-            return NewOutcome::Done(res);
-        }
-        apply_mark_label(&mut c, req);
-        c.expires = now.saturating_add(self.timeout(&c));
         let seed = self.cfg.seed;
         let nat = req.nat.and_then(|s| s.kind.map(|k| (s, k)));
         let mut plain = Some(o.reverse());
@@ -546,19 +557,35 @@ impl Tracker {
                 if s.random { self.next_random() } else { 0 },
             )
         });
-        let a = Shards::shard_of(ha);
-        loop {
-            let cand = match &mut cands {
+        let mut next_cand = || {
+            match &mut cands {
                 Some(it) => it.next(),
                 None => plain.take(),
-            };
-            let Some(r) = cand else { break };
-            let hb = r.hash(seed);
+            }
+            .map(|r| (r, r.hash(seed)))
+        };
+        // The first candidate is almost always the one taken: start loading its bucket now,
+        // so that miss overlaps the accounting below and the locking.
+        let mut cand = next_cand();
+        if let Some((_, hb)) = cand {
+            self.shards.prefetch_bucket(hb);
+        }
+        if !self.reserve(zone) {
+            // As in Open vSwitch, the packet stays +new but nothing is remembered.
+            self.c.new.fetch_add(1, Relaxed);
+            self.c.refused.fetch_add(1, Relaxed);
+            return NewOutcome::Done(res);
+        }
+        apply_mark_label(&mut c, req);
+        c.expires = now.saturating_add(self.timeout(&c));
+        let a = Shards::shard_of(ha);
+        while let Some((r, hb)) = cand.take() {
             let b = Shards::shard_of(hb);
             let (mut ga, gb) = self.shards.lock_pair(a, b);
             if ga.contains(&o, ha) {
                 drop((ga, gb));
                 self.unreserve(zone);
+                self.c.new.fetch_add(1, Relaxed);
                 return NewOutcome::Retry;
             }
             let taken = match &gb {
@@ -566,15 +593,20 @@ impl Tracker {
                 None => ga.contains(&r, hb),
             };
             if taken {
+                cand = next_cand();
                 continue;
             }
-            c.reply = r;
             if let Some((_, k)) = nat {
-                c.flags |= if k == NatKind::Src { F_SNAT } else { F_DNAT };
                 // A range that contains the original tuple may leave it unchanged.
-                if r == o.reverse() {
-                    c.flags &= !(F_SNAT | F_DNAT);
+                if r != o.reverse() {
+                    c.flags |= if k == NatKind::Src { F_SNAT } else { F_DNAT };
                 }
+            }
+            if !c.set_reply(&r) {
+                // Every candidate translates one side only; anything else is a bug, and
+                // better refused than recorded wrong.
+                debug_assert!(false, "unrepresentable reply tuple {r:?} for {o:?}");
+                break;
             }
             match gb {
                 None => {
@@ -582,13 +614,12 @@ impl Tracker {
                 }
                 Some(mut gb) => {
                     let (idx, gen) = ga.add_conn(c, ha, hb, false);
-                    let k = gb.add_key(r, hb, a as u32, idx, gen);
-                    let conn = ga.conns.get_mut(idx);
-                    conn.rep_key = k;
-                    conn.rep_shard = b as u16;
+                    let at = ga.conns.get(idx) as *const Conn as usize;
+                    let k = gb.add_key(r, hb, (a as u32, idx, gen), at);
+                    ga.conns.get_mut(idx).set_remote_key(b as u32, k);
                 }
             }
-            self.c.committed.fetch_add(1, Relaxed);
+            ga.committed += 1;
             res.mark = c.mark;
             res.label = c.label_u128();
             if c.flags & (F_SNAT | F_DNAT) != 0 {
@@ -598,6 +629,7 @@ impl Tracker {
             return NewOutcome::Done(res);
         }
         self.unreserve(zone);
+        self.c.new.fetch_add(1, Relaxed);
         if nat.is_some() {
             self.c.nat_exhausted.fetch_add(1, Relaxed);
         }
@@ -625,12 +657,13 @@ impl Tracker {
         let mut state = CS_TRACKED | CS_RELATED | if reply { CS_REPLY_DIR } else { 0 };
         if req.nat.is_some() && c.flags & (F_SNAT | F_DNAT) != 0 {
             state |= nat_bits(c.flags, reply);
+            let rep = c.reply();
             let (pre, post) = if reply {
-                (c.reply, c.orig.reverse())
+                (rep, c.orig.reverse())
             } else {
-                (c.orig, c.reply.reverse())
+                (c.orig, rep.reverse())
             };
-            let inner_to = if reply { c.orig } else { c.reply };
+            let inner_to = if reply { c.orig } else { rep };
             packet::rewrite(
                 d,
                 &inner,
@@ -846,7 +879,7 @@ pub fn format_conn(c: &Conn) -> String {
     s.push(',');
     format_tuple(&mut s, "orig", &c.orig);
     s.push(',');
-    format_tuple(&mut s, "reply", &c.reply);
+    format_tuple(&mut s, "reply", &c.reply());
     if c.orig.zone != 0 {
         let _ = write!(s, ",zone={}", c.orig.zone);
     }
@@ -869,8 +902,9 @@ pub fn format_conn(c: &Conn) -> String {
 impl Tracker {
     /// Up to [`pipeline::BATCH_SIZE`] items of [`ConnTracker::execute_batch`]: parse and hash
     /// every frame and prefetch its bucket, then prefetch the records those buckets point at
-    /// (one short lock per frame), then track each frame in order as `execute` would. The two
-    /// prefetch passes only warm caches; the last pass does every lookup for real, so the
+    /// (one short lock per frame), then, for reply-direction frames indexed through a key
+    /// record, the connections those point at, then track each frame in order as `execute`
+    /// would. The prefetch passes only warm caches; the last pass does every lookup for real, so the
     /// outcome is that of one `execute` after the other.
     fn execute_chunk(
         &self,
@@ -899,8 +933,14 @@ impl Tracker {
             self.shards.prefetch_bucket(h);
             *slot = Some((p, h));
         }
-        for (_, h) in pre.iter().flatten() {
-            self.shards.lock(Shards::shard_of(*h)).prefetch(*h);
+        let mut remote = [false; pipeline::BATCH_SIZE];
+        for ((_, h), r) in pre.iter().flatten().zip(remote.iter_mut()) {
+            *r = self.shards.lock(Shards::shard_of(*h)).prefetch(*h);
+        }
+        // Reply-direction frames whose connection lives in another shard: a third pass reads
+        // the key records just loaded and starts loading the connections they point at.
+        for ((_, h), _) in pre.iter().flatten().zip(remote.iter()).filter(|(_, r)| **r) {
+            self.shards.lock(Shards::shard_of(*h)).prefetch_remote(*h);
         }
         for ((it, o), pre) in items.iter_mut().zip(out.iter_mut()).zip(pre.iter()) {
             *o = Some(match pre {

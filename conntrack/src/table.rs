@@ -12,7 +12,7 @@
 //! connection semantics.
 
 use crate::tcp::Peer;
-use crate::tuple::Tuple;
+use crate::tuple::{is_icmp, Addr, Tuple};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -33,24 +33,33 @@ pub const F_SEEN_REPLY: u8 = 0x02;
 pub const F_SNAT: u8 = 0x04;
 pub const F_DNAT: u8 = 0x08;
 
-/// One connection (152 bytes).
+/// One connection: 128 bytes on a 64-byte boundary, i.e. exactly two cache lines. The first
+/// line holds what every packet reads (the original tuple it is looked up by, timeout, flags,
+/// state, mark, where the reply key lives, the translated port); the second what a tracked
+/// packet needs next (TCP windows, translated address, label). The reply tuple is not stored:
+/// it is the original reversed with at most one address and port translated, rebuilt by
+/// [`Conn::reply`], which keeps the record to two lines instead of three or four.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
 pub struct Conn {
     pub orig: Tuple,
-    pub reply: Tuple,
-    /// `ct_label`, most significant half first.
-    pub label: [u64; 2],
     pub expires: u64,
     pub mark: u32,
     /// Bumped whenever the slot is freed, so stale references are detected.
     pub gen: u32,
-    /// Index of the reply key record in `rep_shard`, or [`NO_KEY`] when the reply tuple is
-    /// indexed directly in this shard.
-    pub rep_key: u32,
-    pub rep_shard: u16,
+    /// Shard (top [`SHARD_BITS`] bits) and slot of the reply key record, or [`NO_KEY`] when
+    /// the reply tuple is indexed directly in this shard.
+    pub rep: u32,
+    /// The translated port (or ICMP identifier) of the reply tuple under [`F_SNAT`] or
+    /// [`F_DNAT`].
+    pub nat_port: u16,
     pub flags: u8,
     /// Protocol state (TCP: [`crate::tcp::TcpState`]).
     pub state: u8,
+    /// The translated address of the reply tuple under [`F_SNAT`] or [`F_DNAT`].
+    pub nat_addr: Addr,
+    /// `ct_label`, most significant half first.
+    pub label: [u64; 2],
     pub tcp: [Peer; 2],
 }
 
@@ -61,15 +70,63 @@ impl Conn {
     pub fn set_label_u128(&mut self, v: u128) {
         self.label = [(v >> 64) as u64, v as u64];
     }
+
+    /// The reply tuple: the original reversed, with the translated address and port in place
+    /// under SNAT (the reply's destination) or DNAT (the reply's source).
+    #[inline]
+    pub fn reply(&self) -> Tuple {
+        let mut r = self.orig.reverse();
+        if self.flags & F_SNAT != 0 {
+            r.dst = self.nat_addr;
+            if is_icmp(r.proto) {
+                r.sport = self.nat_port;
+            } else {
+                r.dport = self.nat_port;
+            }
+        } else if self.flags & F_DNAT != 0 {
+            r.src = self.nat_addr;
+            r.sport = self.nat_port;
+        }
+        r
+    }
+
+    /// Records reply tuple `r` (call after setting the NAT flags). `r` must differ from the
+    /// reversed original only where [`Conn::reply`] puts the translation, as every NAT
+    /// candidate does; false (nothing recorded) otherwise.
+    pub fn set_reply(&mut self, r: &Tuple) -> bool {
+        if self.flags & F_SNAT != 0 {
+            self.nat_addr = r.dst;
+            self.nat_port = if is_icmp(r.proto) { r.sport } else { r.dport };
+        } else if self.flags & F_DNAT != 0 {
+            self.nat_addr = r.src;
+            self.nat_port = r.sport;
+        }
+        self.reply() == *r
+    }
+
+    /// Where the reply key record lives, when it is in another shard: (shard, slot).
+    #[inline]
+    pub fn remote_key(&self) -> Option<(u32, u32)> {
+        (self.rep != NO_KEY).then_some((self.rep >> REF_IDX_BITS, self.rep & MAX_SLOT))
+    }
+
+    pub fn set_remote_key(&mut self, shard: u32, slot: u32) {
+        self.rep = shard << REF_IDX_BITS | slot;
+    }
 }
 
-/// A reply tuple indexed away from its connection's shard (48 bytes).
+/// A reply tuple indexed away from its connection's shard (56 bytes).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KeyRec {
     pub tuple: Tuple,
     /// Shard (top [`SHARD_BITS`] bits) and slot of the connection.
     pub conn: u32,
     pub gen: u32,
+    /// Address of the connection record, only ever used to prefetch it: a batch learns it
+    /// under this shard's lock, without the connection's. Records never move (slab chunks are
+    /// neither moved nor freed while the tracker lives), and a stale value costs a useless
+    /// prefetch, nothing else.
+    pub conn_at: usize,
 }
 
 const SHARD_BITS: u32 = 6;
@@ -194,8 +251,12 @@ pub fn prefetch<T>(p: *const T) {
 /// Prefetches every cache line of `*r`.
 #[inline(always)]
 fn prefetch_record<T>(r: &T) {
-    let p = r as *const T as *const u8;
-    let n = std::mem::size_of::<T>();
+    prefetch_lines(r as *const T as *const u8, std::mem::size_of::<T>());
+}
+
+/// Prefetches every cache line of the `n` bytes at `p`.
+#[inline(always)]
+fn prefetch_lines(p: *const u8, n: usize) {
     let mut o = 0;
     while o < n {
         prefetch(p.wrapping_add(o));
@@ -365,6 +426,9 @@ pub struct Shard {
     pub keys: Slab<KeyRec>,
     /// Lookups that found a connection (summed into the counters on demand).
     pub hits: u64,
+    /// Connections committed into this shard (counted under the lock the commit holds anyway,
+    /// rather than on a shared atomic every core would bounce).
+    pub committed: u64,
     pub sweep_pos: u32,
 }
 
@@ -377,13 +441,14 @@ pub enum Found {
     Remote { shard: u32, idx: u32, gen: u32 },
 }
 
+/// Whether entry `e` indexes tuple `t`.
 #[inline]
-fn entry_tuple<'a>(conns: &'a Slab<Conn>, keys: &'a Slab<KeyRec>, e: u32) -> &'a Tuple {
+fn entry_is(conns: &Slab<Conn>, keys: &Slab<KeyRec>, e: u32, t: &Tuple) -> bool {
     let i = e & IDX_MASK;
     match e >> TAG_SHIFT {
-        E_ORIG => &conns.get(i).orig,
-        E_REPLY_LOCAL => &conns.get(i).reply,
-        _ => &keys.get(i).tuple,
+        E_ORIG => conns.get(i).orig == *t,
+        E_REPLY_LOCAL => conns.get(i).reply() == *t,
+        _ => keys.get(i).tuple == *t,
     }
 }
 
@@ -394,6 +459,7 @@ impl Shard {
             conns: Slab::new(),
             keys: Slab::new(),
             hits: 0,
+            committed: 0,
             sweep_pos: 0,
         }
     }
@@ -402,7 +468,7 @@ impl Shard {
     pub fn find(&self, t: &Tuple, h: u64) -> Option<Found> {
         let e = self
             .index
-            .find(tag_of(h), |e| entry_tuple(&self.conns, &self.keys, e) == t)?;
+            .find(tag_of(h), |e| entry_is(&self.conns, &self.keys, e, t))?;
         let i = e & IDX_MASK;
         Some(match e >> TAG_SHIFT {
             E_ORIG => Found::Local {
@@ -415,6 +481,10 @@ impl Shard {
             },
             _ => {
                 let k = self.keys.get(i);
+                // The connection is read next, after a lock switch: start loading it now.
+                if k.conn_at != 0 {
+                    prefetch_lines(k.conn_at as *const u8, std::mem::size_of::<Conn>());
+                }
                 Found::Remote {
                     shard: k.conn >> REF_IDX_BITS,
                     idx: k.conn & MAX_SLOT,
@@ -424,21 +494,63 @@ impl Shard {
         })
     }
 
-    /// Prefetches the records a lookup of hash `h` will compare (one, almost always).
+    /// Prefetches the records a lookup of hash `h` will compare (one, almost always). True
+    /// when one of them is a reply key record, whose connection lives in another shard: see
+    /// [`Shard::prefetch_remote`].
     #[inline]
-    pub fn prefetch(&self, h: u64) {
+    pub fn prefetch(&self, h: u64) -> bool {
+        let mut remote = false;
         self.index.prefetch_matches(tag_of(h), |e| {
             let i = e & IDX_MASK;
             match e >> TAG_SHIFT {
                 E_ORIG | E_REPLY_LOCAL => prefetch_record(self.conns.get(i)),
-                _ => prefetch_record(self.keys.get(i)),
+                _ => {
+                    prefetch_record(self.keys.get(i));
+                    remote = true;
+                }
+            }
+        });
+        remote
+    }
+
+    /// Prefetches the connection records that the reply key records matching hash `h` point
+    /// at (those key records should have been prefetched a while before).
+    #[inline]
+    pub fn prefetch_remote(&self, h: u64) {
+        self.index.prefetch_matches(tag_of(h), |e| {
+            if e >> TAG_SHIFT == E_KEY {
+                let at = self.keys.get(e & IDX_MASK).conn_at;
+                if at != 0 {
+                    prefetch_lines(at as *const u8, std::mem::size_of::<Conn>());
+                }
             }
         });
     }
 
+    /// Key record slots indexed in the home bucket of hash `h` (for tests).
+    #[cfg(test)]
+    pub fn index_entries_for_test(&self, h: u64) -> Vec<u32> {
+        let mut v = Vec::new();
+        self.index.prefetch_matches(tag_of(h), |e| {
+            if e >> TAG_SHIFT == E_KEY {
+                v.push(e & IDX_MASK);
+            }
+        });
+        v
+    }
+
+    /// Prefetches the slot the next new connection will take, so that a commit following a
+    /// lookup miss finds it in cache.
+    #[inline]
+    pub fn prefetch_free_conn(&self) {
+        if let Some(&i) = self.conns.free.last() {
+            prefetch_record(self.conns.get(i));
+        }
+    }
+
     pub fn contains(&self, t: &Tuple, h: u64) -> bool {
         self.index
-            .find(tag_of(h), |e| entry_tuple(&self.conns, &self.keys, e) == t)
+            .find(tag_of(h), |e| entry_is(&self.conns, &self.keys, e, t))
             .is_some()
     }
 
@@ -466,18 +578,27 @@ impl Shard {
         let gen = c.gen;
         *self.conns.get_mut(idx) = c;
         self.insert_entry(h_orig, E_ORIG << TAG_SHIFT | idx);
-        if local_reply && c.reply != c.orig {
+        if local_reply && c.reply() != c.orig {
             self.insert_entry(h_reply, E_REPLY_LOCAL << TAG_SHIFT | idx);
         }
         (idx, gen)
     }
 
-    pub fn add_key(&mut self, t: Tuple, h: u64, conn_shard: u32, conn_idx: u32, gen: u32) -> u32 {
+    /// Indexes reply tuple `t` of the connection at `conn_idx` of shard `conn_shard`, whose
+    /// record is at address `conn_at` (a prefetch hint, see [`KeyRec::conn_at`]).
+    pub fn add_key(
+        &mut self,
+        t: Tuple,
+        h: u64,
+        (conn_shard, conn_idx, gen): (u32, u32, u32),
+        conn_at: usize,
+    ) -> u32 {
         let conn = conn_shard << REF_IDX_BITS | conn_idx;
         let k = self.keys.alloc(KeyRec {
             tuple: t,
             conn,
             gen,
+            conn_at,
         });
         self.insert_entry(h, E_KEY << TAG_SHIFT | k);
         k
@@ -489,17 +610,15 @@ impl Shard {
         let c = *self.conns.get(idx);
         debug_assert!(c.flags & F_LIVE != 0);
         self.remove_entry(&c.orig, c.orig.hash(seed), E_ORIG << TAG_SHIFT | idx);
-        let remote = if c.rep_key == NO_KEY {
-            if c.reply != c.orig {
-                self.remove_entry(
-                    &c.reply,
-                    c.reply.hash(seed),
-                    E_REPLY_LOCAL << TAG_SHIFT | idx,
-                );
+        let remote = match c.remote_key() {
+            None => {
+                let r = c.reply();
+                if r != c.orig {
+                    self.remove_entry(&r, r.hash(seed), E_REPLY_LOCAL << TAG_SHIFT | idx);
+                }
+                None
             }
-            None
-        } else {
-            Some((c.rep_shard as u32, c.rep_key, c.gen))
+            Some((shard, k)) => Some((shard, k, c.gen)),
         };
         let slot = self.conns.get_mut(idx);
         slot.flags = 0;
@@ -603,12 +722,65 @@ mod tests {
 
     #[test]
     fn records_stay_compact() {
-        assert!(
-            std::mem::size_of::<Conn>() <= 152,
-            "{}",
-            std::mem::size_of::<Conn>()
-        );
-        assert!(std::mem::size_of::<KeyRec>() <= 48);
+        assert_eq!(std::mem::size_of::<Conn>(), 128);
+        assert_eq!(std::mem::align_of::<Conn>(), 64);
+        // The fields every packet reads share the first line.
+        assert!(std::mem::offset_of!(Conn, state) < 64);
+        assert!(std::mem::offset_of!(Conn, nat_port) < 64);
+        assert!(std::mem::size_of::<KeyRec>() <= 56);
+    }
+
+    /// The reply tuple is rebuilt from the original and the translated address and port; every
+    /// shape a NAT candidate can take must come back exactly, and a tuple translated on both
+    /// sides must be refused rather than recorded wrong.
+    #[test]
+    fn reply_tuple_round_trips_through_the_nat_fields() {
+        use crate::tuple::{IPPROTO_ICMP, IPPROTO_TCP};
+        let o = Tuple {
+            src: Addr::v4(0x0a00_0001),
+            dst: Addr::v4(0x0808_0808),
+            sport: 40000,
+            dport: 80,
+            zone: 3,
+            proto: IPPROTO_TCP,
+            v6: false,
+        };
+        let echo = Tuple {
+            sport: 77,
+            dport: 8 << 8,
+            proto: IPPROTO_ICMP,
+            ..o
+        };
+        for o in [o, echo] {
+            let plain = Conn {
+                orig: o,
+                ..Conn::default()
+            };
+            assert_eq!(plain.reply(), o.reverse());
+            let mut snat = o.reverse();
+            snat.dst = Addr::v4(0xac16_071b);
+            if o.proto == IPPROTO_ICMP {
+                snat.sport = 1234;
+            } else {
+                snat.dport = 1234;
+            }
+            let mut dnat = o.reverse();
+            dnat.src = Addr::from_u128(0xfe80 << 112 | 5);
+            dnat.sport = 8080;
+            for (flag, r) in [(F_SNAT, snat), (F_DNAT, dnat)] {
+                let mut c = Conn {
+                    orig: o,
+                    flags: flag,
+                    ..Conn::default()
+                };
+                assert!(c.set_reply(&r));
+                assert_eq!(c.reply(), r);
+                let mut both = r;
+                both.dst = Addr::v4(1);
+                both.src = Addr::v4(2);
+                assert!(!c.set_reply(&both));
+            }
+        }
     }
 
     #[test]

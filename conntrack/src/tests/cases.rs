@@ -1243,3 +1243,48 @@ fn concurrent_threads_commit_and_look_up() {
     assert_eq!(all.len(), 20);
     assert_eq!(t.len(), 20);
 }
+
+/// A reply key record kept in another shard than its connection carries the connection's
+/// address, which a batch prefetches the reply direction's connection through: it must be the
+/// record a lookup of that reply tuple ends at.
+#[test]
+fn reply_key_records_point_at_their_connections() {
+    let t = Tracker::new(Config::default());
+    let spec = snat([172, 22, 7, 27]);
+    let c = CtRequest {
+        nat: Some(&spec),
+        ..commit(9)
+    };
+    let mut remote = 0;
+    for port in 40000..40200u16 {
+        let mut f = tcp(VM, REMOTE, port, 80, TCP_SYN, 100, 0);
+        st(&t, &mut f, &c, 0);
+        let reply = Tuple {
+            src: Addr::from_u128(REMOTE),
+            dst: Addr::from_u128(PUB),
+            sport: 80,
+            dport: port,
+            zone: 9,
+            proto: 6,
+            v6: false,
+        };
+        let h = reply.hash(t.cfg.seed);
+        let g = t.shards.lock(Shards::shard_of(h));
+        let Some(table::Found::Remote { shard, idx, .. }) = g.find(&reply, h) else {
+            continue;
+        };
+        remote += 1;
+        let at = g
+            .index_entries_for_test(h)
+            .into_iter()
+            .find_map(|k| (g.keys.get(k).tuple == reply).then(|| g.keys.get(k).conn_at))
+            .expect("the key record is in its home bucket");
+        drop(g);
+        let owner = t.shards.lock(shard as usize);
+        assert_eq!(at, owner.conns.get(idx) as *const Conn as usize);
+    }
+    assert!(
+        remote > 150,
+        "most reply tuples land in another shard ({remote})"
+    );
+}

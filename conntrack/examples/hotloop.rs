@@ -1,0 +1,200 @@
+//! A profiling harness for the tracker's hot paths, without a benchmark framework in the way:
+//! `cargo run --release -p xvs-conntrack --example hotloop -- MODE [SECONDS] [CONNS]` with MODE
+//! one of `single` (established lookup + SNAT rewrite, one frame per call), `batch` (the same
+//! through `execute_batch`, 32 frames per call) or `commit` (new connections with SNAT). It
+//! prints nanoseconds per packet; run it under `perf record` to see where they go.
+
+use conntrack::{Config, Tracker};
+use pipeline::ct::{ConnTracker, CtItem, CtRequest, CtVerdict};
+use pipeline::flow::{NatKind, NatSpec};
+use pipeline::key::FlowKey;
+use pipeline::wire::{checksum, Frame};
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+const ETH: usize = 14;
+
+fn tcp_frame(src: u32, dst: u32, sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+    let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src.to_be_bytes());
+    ip.extend_from_slice(&dst.to_be_bytes());
+    let c = checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&ack.to_be_bytes());
+    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    let mut ps = Vec::new();
+    ps.extend_from_slice(&src.to_be_bytes());
+    ps.extend_from_slice(&dst.to_be_bytes());
+    ps.extend_from_slice(&[0, 6, 0, 20]);
+    let c = checksum::finish(checksum::sum(checksum::sum(0, &ps), &t));
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&t);
+    f
+}
+
+fn run(t: &Tracker, f: &mut [u8], req: &CtRequest<'_>) -> u32 {
+    let len = f.len();
+    match t.execute(&mut Frame::new(f, 0, len), ETH, &FlowKey::ZERO, req, 1) {
+        CtVerdict::Tracked(r) => r.state,
+        _ => 0,
+    }
+}
+
+fn client(i: u32) -> (u32, u16, u32) {
+    (
+        0x0a00_0000 + i / 50_000,
+        10_000 + (i % 50_000) as u16,
+        0x0808_0000 + (i * 31) % 4096,
+    )
+}
+
+/// Prints the best and the median of the per-window costs: on a shared machine the best window
+/// is the one least disturbed by other work.
+fn report(mode: &str, what: &str, w: &mut [f64]) {
+    w.sort_by(f64::total_cmp);
+    println!(
+        "{mode}: best {:.1} ns, median {:.1} ns {what} ({} windows)",
+        w[0],
+        w[w.len() / 2],
+        w.len()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map(String::as_str).unwrap_or("single");
+    let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let conns: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let spec = NatSpec {
+        kind: Some(NatKind::Src),
+        addr_min: Some(IpAddr::V4(Ipv4Addr::new(172, 22, 7, 27))),
+        addr_max: Some(IpAddr::V4(Ipv4Addr::new(172, 22, 7, 30))),
+        ..NatSpec::default()
+    };
+    let bare = NatSpec::default();
+    let commit = CtRequest {
+        zone: 9,
+        commit: true,
+        force: false,
+        nat: Some(&spec),
+        set_mark: None,
+        set_label: None,
+        alg: None,
+    };
+    let est = CtRequest {
+        commit: false,
+        nat: Some(&bare),
+        ..commit
+    };
+    let t = Tracker::new(Config::default());
+    let deadline = Duration::from_secs_f64(secs);
+    if mode == "commit" {
+        let mut frames: Vec<u8> = Vec::new();
+        let flen = 54;
+        let mut next = 0u32;
+        let mut spent = Duration::ZERO;
+        let mut windows = Vec::new();
+        while spent < deadline {
+            if t.len() >= 500_000 {
+                t.flush(None);
+            }
+            frames.clear();
+            for _ in 0..1024 {
+                next = next.wrapping_add(1);
+                let (src, sport, server) = client(next % 2_000_000);
+                frames.extend_from_slice(&tcp_frame(
+                    src,
+                    server + (next / 2_000_000) * 4096,
+                    sport,
+                    80,
+                    0x02,
+                    100,
+                    0,
+                ));
+            }
+            let s = Instant::now();
+            for f in frames.chunks_exact_mut(flen) {
+                black_box(run(&t, f, &commit));
+            }
+            let el = s.elapsed();
+            spent += el;
+            windows.push(el.as_nanos() as f64 / 1024.0);
+        }
+        report(mode, "per connection", &mut windows);
+        return;
+    }
+    let mut acks = Vec::with_capacity(conns as usize);
+    for i in 0..conns {
+        let (src, sport, server) = client(i);
+        let mut syn = tcp_frame(src, server, sport, 80, 0x02, 100, 0);
+        run(&t, &mut syn, &commit);
+        let nat_src =
+            u32::from_be_bytes([syn[ETH + 12], syn[ETH + 13], syn[ETH + 14], syn[ETH + 15]]);
+        let nat_port = u16::from_be_bytes([syn[ETH + 20], syn[ETH + 21]]);
+        let mut sa = tcp_frame(server, nat_src, 80, nat_port, 0x12, 5000, 101);
+        run(&t, &mut sa, &est);
+        let mut ack = tcp_frame(src, server, sport, 80, 0x10, 101, 5001);
+        run(&t, &mut ack, &commit);
+        acks.push(tcp_frame(src, server, sport, 80, 0x10, 101, 5001));
+    }
+    let flen = acks[0].len();
+    let frames: Vec<u8> = (0..acks.len())
+        .flat_map(|i| acks[(i * 7919) % acks.len()].iter().copied())
+        .collect();
+    let n_frames = frames.len() / flen;
+    let mut pos = 0;
+    let mut acc = 0u32;
+    let start = Instant::now();
+    let mut windows = Vec::new();
+    const RX: usize = pipeline::BATCH_SIZE;
+    let mut bufs = [[0u8; 64]; RX];
+    let mut out: [Option<CtVerdict>; RX] = [const { None }; RX];
+    let key = FlowKey::ZERO;
+    while start.elapsed() < deadline {
+        let s = Instant::now();
+        let mut done = 0u64;
+        for _ in 0..64 {
+            if mode == "batch" {
+                for b in bufs.iter_mut() {
+                    b[..flen].copy_from_slice(&frames[pos * flen..(pos + 1) * flen]);
+                    pos = (pos + 1) % n_frames;
+                }
+                let mut fs = bufs.each_mut().map(|b| Frame::new(&mut b[..], 0, flen));
+                let mut items = fs.each_mut().map(|frame| CtItem {
+                    frame,
+                    l3_ofs: ETH,
+                    key: &key,
+                });
+                t.execute_batch(&mut items, &est, 1, &mut out);
+                for o in &out {
+                    if let Some(CtVerdict::Tracked(r)) = o {
+                        acc ^= r.state;
+                    }
+                }
+                done += RX as u64;
+            } else {
+                for _ in 0..RX {
+                    let b = &mut bufs[0];
+                    b[..flen].copy_from_slice(&frames[pos * flen..(pos + 1) * flen]);
+                    pos = (pos + 1) % n_frames;
+                    acc ^= run(&t, &mut b[..flen], &est);
+                }
+                done += RX as u64;
+            }
+        }
+        windows.push(s.elapsed().as_nanos() as f64 / done as f64);
+    }
+    black_box(acc);
+    report(
+        mode,
+        &format!("per packet over {conns} connections"),
+        &mut windows,
+    );
+}
