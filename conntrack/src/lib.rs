@@ -218,6 +218,38 @@ impl Tracker {
         }
     }
 
+    /// Returns the tracker to the state `new` left it in — no connections, no held fragments,
+    /// counters at zero, sweep cursor and NAT PRNG at their start — keeping zone limits and
+    /// the memory already allocated. For harnesses (fuzzing, tests) that run many independent
+    /// sequences: each then behaves as on a fresh tracker without paying for one. Connections
+    /// are removed as `flush` removes them, so the table and zone counts come out as `flush`
+    /// leaves them. Not for use while other threads track.
+    pub fn reset(&self) {
+        self.flush(None);
+        *self.frags.lock().unwrap_or_else(|e| e.into_inner()) = Reassembler::default();
+        for si in 0..SHARDS {
+            self.shards.lock(si).reset();
+        }
+        self.prng
+            .store(self.cfg.seed ^ 0xa076_1d64_78bd_642f, Relaxed);
+        let c = &self.c;
+        for n in [
+            &c.new,
+            &c.committed,
+            &c.related,
+            &c.invalid,
+            &c.refused,
+            &c.nat_exhausted,
+            &c.frag_held,
+            &c.frag_reassembled,
+            &c.frag_dropped,
+            &c.expired,
+        ] {
+            n.store(0, Relaxed);
+        }
+        self.sweep_shard.store(0, Relaxed);
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }
