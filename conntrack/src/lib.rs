@@ -221,14 +221,20 @@ impl Tracker {
     /// Returns the tracker to the state `new` left it in — no connections, no held fragments,
     /// counters at zero, sweep cursor and NAT PRNG at their start — keeping zone limits and
     /// the memory already allocated. For harnesses (fuzzing, tests) that run many independent
-    /// sequences: each then behaves as on a fresh tracker without paying for one. Connections
-    /// are removed as `flush` removes them, so the table and zone counts come out as `flush`
-    /// leaves them. Not for use while other threads track.
+    /// sequences: each then behaves as on a fresh tracker without paying for one. Each live
+    /// connection is uncounted from the table and its zone as `flush` does, so the counts come
+    /// out as `flush` leaves them. Not for use while other threads track.
     pub fn reset(&self) {
-        self.flush(None);
         *self.frags.lock().unwrap_or_else(|e| e.into_inner()) = Reassembler::default();
         for si in 0..SHARDS {
-            self.shards.lock(si).reset();
+            let mut g = self.shards.lock(si);
+            for i in 0..g.conns.high_water() {
+                let c = g.conns.get(i);
+                if c.flags & F_LIVE != 0 {
+                    self.unreserve(c.orig.zone);
+                }
+            }
+            g.reset();
         }
         self.prng
             .store(self.cfg.seed ^ 0xa076_1d64_78bd_642f, Relaxed);

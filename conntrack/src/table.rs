@@ -324,7 +324,11 @@ impl Index {
 
     /// Back to the 16 empty buckets `new` gives, republishing the hint.
     fn reset(&mut self) {
-        self.buckets = vec![Bucket::EMPTY; 16];
+        if self.buckets.len() == 16 {
+            self.buckets.fill(Bucket::EMPTY);
+        } else {
+            self.buckets = vec![Bucket::EMPTY; 16];
+        }
         self.mask = 15;
         self.len = 0;
         self.hint.base.store(self.buckets.as_mut_ptr(), Relaxed);
@@ -418,11 +422,16 @@ impl Shard {
 
     /// Forgets every record and returns to the state `new` gives, keeping slab memory.
     pub fn reset(&mut self) {
+        self.hits = 0;
+        self.sweep_pos = 0;
+        // Every index entry names a slot of one of the slabs: with neither slab used since the
+        // last reset (or `new`), the index is untouched too.
+        if self.conns.high_water() == 0 && self.keys.high_water() == 0 {
+            return;
+        }
         self.index.reset();
         self.conns.reset();
         self.keys.reset();
-        self.hits = 0;
-        self.sweep_pos = 0;
     }
 
     #[inline]
