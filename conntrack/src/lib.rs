@@ -218,6 +218,43 @@ impl Tracker {
         }
     }
 
+    /// Returns the tracker to the state `new` left it in — no connections, no held fragments,
+    /// counters at zero, sweep cursor and NAT PRNG at their start — keeping zone limits and
+    /// the memory already allocated. For harnesses (fuzzing, tests) that run many independent
+    /// sequences: each then behaves as on a fresh tracker without paying for one. Each live
+    /// connection is uncounted from the table and its zone as `flush` does, so the counts come
+    /// out as `flush` leaves them. Not for use while other threads track.
+    pub fn reset(&self) {
+        *self.frags.lock().unwrap_or_else(|e| e.into_inner()) = Reassembler::default();
+        for si in 0..SHARDS {
+            let mut g = self.shards.lock(si);
+            for i in 0..g.conns.high_water() {
+                let c = g.conns.get(i);
+                if c.flags & F_LIVE != 0 {
+                    self.unreserve(c.orig.zone);
+                }
+            }
+            g.reset();
+        }
+        self.prng
+            .store(self.cfg.seed ^ 0xa076_1d64_78bd_642f, Relaxed);
+        let c = &self.c;
+        for n in [
+            &c.new,
+            &c.related,
+            &c.invalid,
+            &c.refused,
+            &c.nat_exhausted,
+            &c.frag_held,
+            &c.frag_reassembled,
+            &c.frag_dropped,
+            &c.expired,
+        ] {
+            n.store(0, Relaxed);
+        }
+        self.sweep_shard.store(0, Relaxed);
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }

@@ -185,6 +185,15 @@ impl<T: Copy + Default> Slab<T> {
     fn release(&mut self, i: u32) {
         self.free.push(i);
     }
+    /// Back to the state `new` gives (every used slot to its default, generations included),
+    /// keeping the chunks allocated.
+    fn reset(&mut self) {
+        for i in 0..self.next {
+            *self.get_mut(i) = T::default();
+        }
+        self.free.clear();
+        self.next = 0;
+    }
 }
 
 /// Slots per bucket: seven (tag, entry) pairs and an overflow count fill one 64-byte line.
@@ -374,6 +383,19 @@ impl Index {
         }
     }
 
+    /// Back to the 16 empty buckets `new` gives, republishing the hint.
+    fn reset(&mut self) {
+        if self.buckets.len() == 16 {
+            self.buckets.fill(Bucket::EMPTY);
+        } else {
+            self.buckets = vec![Bucket::EMPTY; 16];
+        }
+        self.mask = 15;
+        self.len = 0;
+        self.hint.base.store(self.buckets.as_mut_ptr(), Relaxed);
+        self.hint.mask.store(self.mask, Relaxed);
+    }
+
     fn grow(&mut self) {
         let n = self.buckets.len() * 2;
         let old = std::mem::replace(&mut self.buckets, vec![Bucket::EMPTY; n]);
@@ -462,6 +484,21 @@ impl Shard {
             committed: 0,
             sweep_pos: 0,
         }
+    }
+
+    /// Forgets every record and returns to the state `new` gives, keeping slab memory.
+    pub fn reset(&mut self) {
+        self.hits = 0;
+        self.committed = 0;
+        self.sweep_pos = 0;
+        // Every index entry names a slot of one of the slabs: with neither slab used since the
+        // last reset (or `new`), the index is untouched too.
+        if self.conns.high_water() == 0 && self.keys.high_water() == 0 {
+            return;
+        }
+        self.index.reset();
+        self.conns.reset();
+        self.keys.reset();
     }
 
     #[inline]

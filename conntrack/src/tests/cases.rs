@@ -1288,3 +1288,52 @@ fn reply_key_records_point_at_their_connections() {
         "most reply tuples land in another shard ({remote})"
     );
 }
+
+/// Runs a fixed mixed sequence (random-port SNAT, a held fragment, a partial sweep) and
+/// returns everything observable: each verdict, each frame as it left, the dump, the counters.
+fn reset_probe(t: &Tracker) -> (Vec<String>, Vec<Vec<u8>>, Vec<String>, Counters) {
+    let spec = NatSpec {
+        kind: Some(NatKind::Src),
+        addr_min: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),
+        port_min: Some(1000),
+        port_max: Some(60000),
+        random: true,
+        ..NatSpec::default()
+    };
+    let c = CtRequest {
+        nat: Some(&spec),
+        ..commit(3)
+    };
+    let (mut verdicts, mut frames) = (Vec::new(), Vec::new());
+    for i in 0..40u16 {
+        let mut f = udp(VM + (i % 7) as u128, REMOTE, 1000 + i, 53);
+        verdicts.push(format!("{:?}", go(t, &mut f, &c, i as Nanos * S)));
+        frames.push(f);
+    }
+    let mut frag = fragments_v4(&big_udp(), &[64]).remove(0);
+    verdicts.push(format!("{:?}", go(t, &mut frag, &c, 41 * S)));
+    t.sweep(35 * S, 5);
+    (verdicts, frames, t.dump(None), t.counters())
+}
+
+#[test]
+fn reset_behaves_as_a_fresh_tracker() {
+    let cfg = Config {
+        udp_first: 5 * S,
+        ..Config::default()
+    };
+    let fresh = reset_probe(&Tracker::new(cfg.clone()));
+    let t = Tracker::new(cfg);
+    let first = reset_probe(&t);
+    assert_eq!(first, fresh);
+    assert!(t.counters().frag_held > 0 && !t.is_empty());
+    // Left dirty: live connections, a held fragment, a moved sweep cursor, an advanced PRNG.
+    t.reset();
+    assert!(t.is_empty() && t.zone_len(3) == 0);
+    assert_eq!(t.counters(), Counters::default());
+    assert_eq!(
+        reset_probe(&t),
+        fresh,
+        "a reset tracker behaved differently"
+    );
+}

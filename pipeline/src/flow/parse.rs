@@ -1637,10 +1637,10 @@ impl<'c, 'l> Parser<'c, 'l> {
                     if parse_uint(t.s).is_some() || self.ctx.ports.number(t.s).is_some() {
                         return out(self.output_target(t)?);
                     }
-                    if let Some(p) = special_port(t.s) {
-                        return out(self
-                            .output_target(Tok { s: t.s, pos: t.pos })
-                            .unwrap_or(OutputTarget::Port(p)));
+                    // The same ports are refused as after `output:` (a bare `none` used to
+                    // become an output to NONE, printed as `output:NONE`, which does not parse).
+                    if special_port(t.s).is_some() {
+                        return out(self.output_target(t)?);
                     }
                 }
                 if name.is_empty() {

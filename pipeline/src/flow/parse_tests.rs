@@ -423,6 +423,8 @@ fn output_like_actions() {
     bad("actions=output", 15, "needs an argument");
     bad("actions=output:", 16, "needs a value");
     bad("actions=output:TABLE", 16, "cannot output");
+    bad("actions=none", 9, "cannot output to port `none`");
+    bad("actions=TABLE", 9, "cannot output to port `TABLE`");
     bad("actions=output:70000", 16, "not a valid port");
     bad("actions=nope", 9, "unknown action `nope`");
     bad(
