@@ -86,6 +86,9 @@ struct Frag<'a> {
 }
 
 fn parse(d: &[u8], l3: usize, zone: u16) -> Option<Frag<'_>> {
+    if !crate::packet::version_matches_ethertype(d, l3) {
+        return None;
+    }
     let b0 = *d.get(l3)?;
     match b0 >> 4 {
         4 => {

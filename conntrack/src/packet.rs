@@ -297,7 +297,26 @@ fn is_icmp_error(proto: u8, ty: u8) -> bool {
 }
 
 /// Parses the datagram at `l3` of `d` into what tracking needs; `zone` is copied into the tuple.
+/// Whether the IP version at `l3` is the one the ethertype just before it names (0x0800: 4,
+/// 0x86dd: 6). The pipeline decides what a frame is by its ethertype and does not look at the
+/// version, so a datagram whose version disagrees is neither, and tracking it (or reassembling
+/// it into one) as the other family would hand back something the pipeline cannot parse.
+/// Without an ethertype before `l3` (a bare datagram) there is nothing to disagree with.
+pub fn version_matches_ethertype(d: &[u8], l3: usize) -> bool {
+    let (Some(et), Some(&b0)) = (l3.checked_sub(2).and_then(|o| d.get(o..l3)), d.get(l3)) else {
+        return true;
+    };
+    match u16::from_be_bytes([et[0], et[1]]) {
+        0x0800 => b0 >> 4 == 4,
+        0x86dd => b0 >> 4 == 6,
+        _ => true,
+    }
+}
+
 pub fn parse(d: &[u8], l3: usize, zone: u16, verify: bool) -> Result<Parsed, Bad> {
+    if !version_matches_ethertype(d, l3) {
+        return Err(Bad::Malformed);
+    }
     let ip = parse_ip(d, l3, false, verify)?;
     if ip.frag {
         return Err(Bad::Fragment);

@@ -150,7 +150,10 @@ fuzz_target!(|data: &[u8]| {
                 assert!(result.state & CS_TRACKED != 0);
                 let mut k = FlowKey::ZERO;
                 let l = extract(&whole, &mut k);
-                assert!(l.l3_ofs != 0, "reassembled datagram is not IP");
+                assert!(
+                    l.l3_ofs != 0,
+                    "reassembled datagram is not IP: {whole:02x?}"
+                );
             }
         }
         assert!(

@@ -416,6 +416,33 @@ fn bad_checksums_and_truncated_headers_are_invalid() {
 }
 
 #[test]
+fn an_ip_version_the_ethertype_does_not_name_is_invalid() {
+    let t = Tracker::new(Config::default());
+    let p6 = P {
+        v6: true,
+        src: 0xfd00 << 112 | 5,
+        dst: 0xfd00 << 112 | 8,
+        ..big_udp()
+    };
+    // Well-formed IPv6 under ethertype 0x0800: the pipeline sees IPv4 with a bad header, so
+    // conntrack must not track it as IPv6 either.
+    let mut whole = frame(&p6);
+    whole[12..14].copy_from_slice(&[0x08, 0x00]);
+    assert_eq!(st(&t, &mut whole, &commit(0), 0).state, INV);
+    // Nor reassemble such fragments into a datagram the pipeline cannot parse as what it says.
+    let mut f6 = fragments_v6(&p6, &[96], 42);
+    for f in &mut f6 {
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        match go(&t, f, &commit(0), 0) {
+            CtVerdict::Tracked(r) => assert_eq!(r.state, INV),
+            v => panic!("{v:?}"),
+        }
+    }
+    assert_eq!(t.counters().frag_held, 0);
+    assert!(t.is_empty());
+}
+
+#[test]
 fn uncommitted_connections_are_not_remembered() {
     let t = Tracker::new(Config::default());
     assert_eq!(st(&t, &mut udp(VM, REMOTE, 1, 2), &req(0), 0).state, NEW);
