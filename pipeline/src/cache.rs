@@ -11,7 +11,7 @@
 //! This module owns the cache structure and its statistics; it does not translate or execute.
 
 use crate::ct::Nanos;
-use crate::key::{FlowKey, KEY_WORDS};
+use crate::key::{FlowKey, KEY_WORDS, W_PORT};
 use crate::odp::OdpAction;
 use crate::xlate::RuleRef;
 use std::collections::HashMap;
@@ -42,6 +42,12 @@ struct MaskGroup {
     words: Vec<u8>,
     entries: usize,
     hits: u64,
+    /// A 64-bit filter of the values word 0 (`in_port`, `recirc_id`) takes under this mask in
+    /// the group's entries. Translation looks at both fields for every megaflow, so after a
+    /// recirculation only the groups made for that `recirc_id` (and port) pass it, and a
+    /// lookup probes one group instead of walking every mask. Stale bits (of removed entries)
+    /// only cost a probe; `expire` rebuilds the filters.
+    port_filter: u64,
 }
 
 #[derive(Default)]
@@ -83,16 +89,31 @@ pub struct FlowCache {
     pub stats: CacheStats,
 }
 
+/// Hashes the masked words. Each word is mixed on its own (a 64x64->128 multiply folded to 64
+/// bits, seeded by its position) and the results are summed, so the multiplies of a key's words
+/// overlap instead of forming one serial chain; a final avalanche spreads the sum over the bits
+/// the hash table uses. Good enough for a table that verifies keys.
 #[inline]
 fn hash_masked(key: &FlowKey, mask: &FlowKey, words: &[u8], mask_index: usize) -> u64 {
-    // A multiply-xorshift mix per word: fast, and good enough for a table that verifies keys.
-    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ mask_index as u64;
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut acc: u64 = (mask_index as u64).wrapping_mul(0xa076_1d64_78bd_642f);
     for &w in words {
-        let v = key.w[w as usize] & mask.w[w as usize];
-        h = (h ^ v).wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 32;
+        let w = w as usize;
+        let v = key.w[w] & mask.w[w];
+        let seed = (w as u64 + 1).wrapping_mul(0xe703_7ed1_a0b4_28db);
+        let m = ((v ^ seed) as u128).wrapping_mul(K as u128);
+        acc = acc.wrapping_add((m >> 64) as u64 ^ m as u64);
     }
-    h
+    acc ^= acc >> 32;
+    acc = acc.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    acc ^ (acc >> 29)
+}
+
+/// The bit of a mask group's word-0 filter for a key's word 0 under the group's mask.
+#[inline]
+fn port_bit(key: &FlowKey, mask: &FlowKey) -> u64 {
+    let v = key.w[W_PORT] & mask.w[W_PORT];
+    1u64 << (v.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
 }
 
 /// `(key & mask) == value` over the mask's non-zero words only.
@@ -155,6 +176,9 @@ impl FlowCache {
     pub fn lookup(&mut self, key: &FlowKey) -> Option<u32> {
         for mi in 0..self.masks.len() {
             let g = &self.masks[mi];
+            if g.port_filter & port_bit(key, &g.mask) == 0 {
+                continue;
+            }
             let h = hash_masked(key, &g.mask, &g.words, mi);
             let mut cur = self.index.get(&h).copied();
             while let Some(idx) = cur {
@@ -270,11 +294,14 @@ impl FlowCache {
                     words,
                     entries: 0,
                     hits: 0,
+                    port_filter: 0,
                 });
                 self.masks.len() - 1
             }
         };
-        self.masks[mi].entries += 1;
+        let g = &mut self.masks[mi];
+        g.entries += 1;
+        g.port_filter |= port_bit(key, mask);
         let entry = CacheEntry {
             key: key.and(mask),
             mask_index: mi,
@@ -354,6 +381,15 @@ impl FlowCache {
             self.masks[e.mask_index].entries -= 1;
             self.free.push(i);
             self.live -= 1;
+        }
+        if !stale.is_empty() {
+            for g in &mut self.masks {
+                g.port_filter = 0;
+            }
+            for e in self.entries.iter().flatten() {
+                let g = &mut self.masks[e.mask_index];
+                g.port_filter |= port_bit(&e.key, &g.mask);
+            }
         }
         stale.len()
     }
@@ -443,5 +479,51 @@ mod tests {
         assert_eq!(c.expire(1), keys.len());
         assert!(c.index.is_empty());
         assert_eq!(c.lookup(&keys[0].0), None);
+    }
+
+    /// Megaflows of several recirculation passes: each is found by its own key, a key whose
+    /// word 0 no entry has is a miss whatever its other words, and the word-0 filters forget
+    /// expired entries.
+    #[test]
+    fn lookups_after_recirculation_find_their_pass_only() {
+        let mut c = FlowCache::new(64);
+        let mut masks = Vec::new();
+        for extra in [loc::DL_TYPE, loc::NW_SRC, loc::VLAN_TCI] {
+            let mut m = FlowKey::ZERO;
+            m.set_all(loc::IN_PORT);
+            m.set_all(loc::RECIRC_ID);
+            m.set_all(extra);
+            masks.push(m);
+        }
+        let mut keys = Vec::new();
+        for (pass, m) in masks.iter().enumerate() {
+            let mut k = key(4, 0x0800);
+            k.set(loc::RECIRC_ID, pass as u128);
+            k.set(loc::NW_SRC, 0xc612_0a0b);
+            let i = c
+                .insert(&k, m, Vec::new(), Vec::new(), pass as Nanos)
+                .ok()
+                .expect("room in the cache");
+            keys.push((k, i));
+        }
+        check(&mut c, &keys);
+        for (k, _) in &keys {
+            let mut other = *k;
+            other.set(loc::RECIRC_ID, 9);
+            assert_eq!(c.lookup(&other), None);
+            other = *k;
+            other.set_in_port(5);
+            assert_eq!(c.lookup(&other), None);
+        }
+        // Expire the first two passes: their groups' filters no longer pass their keys.
+        assert_eq!(c.expire(2), 2);
+        for (k, _) in &keys[..2] {
+            assert_eq!(c.lookup(k), None);
+            assert!(c
+                .masks
+                .iter()
+                .all(|g| g.entries > 0 || g.port_filter & port_bit(k, &g.mask) == 0));
+        }
+        check(&mut c, &keys[2..]);
     }
 }
