@@ -526,4 +526,42 @@ mod tests {
         }
         check(&mut c, &keys[2..]);
     }
+
+    /// A narrow and a full mask: both find their entries, reject a key differing in any one
+    /// masked bit, and ignore bits outside the mask.
+    #[test]
+    fn narrow_and_wide_masks_match_exactly_their_bits() {
+        let mut narrow = FlowKey::ZERO;
+        for w in [0, 3, 25, 26, 28] {
+            narrow.w[w] = 0xffff_0000_ffff_0000;
+        }
+        let wide = FlowKey::ONES;
+        let mut c = FlowCache::new(64);
+        let mut base = FlowKey::ZERO;
+        for (i, w) in base.w.iter_mut().enumerate() {
+            *w = 0x0f1e_2d3c_4b5a_6978_u64.rotate_left(i as u32);
+        }
+        for (n, m) in [narrow, wide].iter().enumerate() {
+            // Differ in two bits both masks cover: no single flip below makes one key the other.
+            let mut k = base;
+            k.w[0] ^= (n as u64 + 1) << 20;
+            let idx = c
+                .insert(&k, m, Vec::new(), Vec::new(), 0)
+                .ok()
+                .expect("room in the cache");
+            assert_eq!(c.lookup(&k), Some(idx));
+            for w in 0..KEY_WORDS {
+                for bit in [0, 17, 63] {
+                    let mut other = k;
+                    other.w[w] ^= 1 << bit;
+                    let want = if m.w[w] & 1 << bit != 0 {
+                        None
+                    } else {
+                        Some(idx)
+                    };
+                    assert_eq!(c.lookup(&other), want, "mask {n}, word {w}, bit {bit}");
+                }
+            }
+        }
+    }
 }
