@@ -11,7 +11,7 @@
 //! This module owns the cache structure and its statistics; it does not translate or execute.
 
 use crate::ct::Nanos;
-use crate::key::{FlowKey, KEY_WORDS, W_PORT};
+use crate::key::{FlowKey, KEY_WORDS, W_DL_DST, W_NW_ADDR, W_PORT};
 use crate::odp::OdpAction;
 use crate::xlate::RuleRef;
 use std::collections::HashMap;
@@ -75,10 +75,32 @@ pub struct CacheStats {
     pub flushes: u64,
     /// Inserts refused because the cache was full (the frame still ran, uncached).
     pub full: u64,
+    /// Hits found in the recent-entry slots, without a search (included in `hits`).
+    pub recent_hits: u64,
+}
+
+/// Slots of the recent-entry table (a power of two).
+const RECENT_SLOTS: usize = 256;
+const NO_ENTRY: u32 = u32::MAX;
+
+/// The recent-entry slot of a key: its port and pass (word 0), destination MAC and addresses,
+/// so different flows of one port and pass tend to keep different slots. Not the transport
+/// ports: megaflows rarely look at them, and the connections of one megaflow (thousands behind
+/// one SNAT rule) share a slot instead of evicting each other's passes.
+#[inline]
+fn recent_slot(key: &FlowKey) -> usize {
+    let h = (key.w[W_PORT] ^ key.w[W_DL_DST].rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ key.w[W_NW_ADDR].wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    (h >> 56) as usize & (RECENT_SLOTS - 1)
 }
 
 pub struct FlowCache {
     masks: Vec<MaskGroup>,
+    /// The entry a key of each slot last hit. Most frames of a port and pass hit the megaflow
+    /// the previous one did (one flow, or many connections under one megaflow), and checking
+    /// that entry against the key costs less than hashing under each mask. A slot may name a
+    /// freed or reused entry: it is only a guess, always verified.
+    recent: Box<[u32; RECENT_SLOTS]>,
     index: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
     entries: Vec<Option<CacheEntry>>,
     free: Vec<u32>,
@@ -135,6 +157,7 @@ impl FlowCache {
     pub fn new(max_entries: usize) -> Self {
         FlowCache {
             masks: Vec::new(),
+            recent: Box::new([NO_ENTRY; RECENT_SLOTS]),
             index: HashMap::default(),
             entries: Vec::new(),
             free: Vec::new(),
@@ -163,6 +186,7 @@ impl FlowCache {
                 self.stats.flushes += 1;
             }
             self.masks.clear();
+            self.recent.fill(NO_ENTRY);
             self.index.clear();
             self.entries.clear();
             self.free.clear();
@@ -174,6 +198,28 @@ impl FlowCache {
     /// Finds the megaflow covering `key`.
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey) -> Option<u32> {
+        let slot = recent_slot(key);
+        let guess = self.recent[slot];
+        if let Some(Some(e)) = self.entries.get(guess as usize) {
+            let g = &self.masks[e.mask_index];
+            // Any megaflow the key matches is a right answer: it was cached for a key that
+            // agrees with this one on every bit its walk looked at.
+            if matches_words(key, &e.key, &g.mask, &g.words) {
+                self.stats.recent_hits += 1;
+                self.hit(e.mask_index);
+                return Some(guess);
+            }
+        }
+        let found = self.search(key);
+        if let Some(idx) = found {
+            self.recent[slot] = idx;
+        }
+        found
+    }
+
+    /// The tuple-space search behind [`FlowCache::lookup`].
+    #[inline]
+    fn search(&mut self, key: &FlowKey) -> Option<u32> {
         for mi in 0..self.masks.len() {
             let g = &self.masks[mi];
             if g.port_filter & port_bit(key, &g.mask) == 0 {
@@ -186,12 +232,7 @@ impl FlowCache {
                     .as_ref()
                     .expect("indexed entries are live");
                 if e.mask_index == mi && matches_words(key, &e.key, &g.mask, &g.words) {
-                    self.masks[mi].hits += 1;
-                    self.stats.hits += 1;
-                    // Keep the busiest masks first.
-                    if mi > 0 && self.masks[mi].hits > self.masks[mi - 1].hits.saturating_mul(2) {
-                        self.swap_masks(mi, mi - 1);
-                    }
+                    self.hit(mi);
                     return Some(idx);
                 }
                 cur = e.next;
@@ -199,6 +240,16 @@ impl FlowCache {
         }
         self.stats.misses += 1;
         None
+    }
+
+    /// Counts a hit under mask `mi`, keeping the busiest masks first for the search.
+    #[inline]
+    fn hit(&mut self, mi: usize) {
+        self.masks[mi].hits += 1;
+        self.stats.hits += 1;
+        if mi > 0 && self.masks[mi].hits > self.masks[mi - 1].hits.saturating_mul(2) {
+            self.swap_masks(mi, mi - 1);
+        }
     }
 
     fn swap_masks(&mut self, a: usize, b: usize) {
@@ -563,5 +614,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The recent-entry slots answer repeated lookups without a search, and never with an
+    /// entry that does not match: not after a flush, nor once the entry's index is reused.
+    #[test]
+    fn recent_slots_are_verified_guesses() {
+        let mut c = FlowCache::new(64);
+        c.revalidate(1);
+        let mut port_only = FlowKey::ZERO;
+        port_only.set_all(loc::IN_PORT);
+        let k = key(4, 0x0800);
+        let i = c
+            .insert(&k, &port_only, Vec::new(), Vec::new(), 0)
+            .ok()
+            .expect("room in the cache");
+        assert_eq!(c.lookup(&k), Some(i));
+        let before = c.stats.recent_hits;
+        // Same megaflow, another frame: found in its slot or by the search, either way right.
+        for t in [0x0800, 0x86dd, 0x0806] {
+            assert_eq!(c.lookup(&key(4, t)), Some(i));
+        }
+        assert_eq!(c.lookup(&k), Some(i));
+        assert!(
+            c.stats.recent_hits > before,
+            "repeated lookups use the slot"
+        );
+        // The index is freed and reused by a megaflow of another port: the old key misses.
+        assert_eq!(c.expire(1), 1);
+        let k5 = key(5, 0x0800);
+        let j = c
+            .insert(&k5, &port_only, Vec::new(), Vec::new(), 3)
+            .ok()
+            .expect("room in the cache");
+        assert_eq!(j, i, "the freed index is reused");
+        assert_eq!(c.lookup(&k), None);
+        assert_eq!(c.lookup(&k5), Some(j));
+        // A new generation empties the cache: nothing is found through a slot.
+        c.revalidate(2);
+        assert_eq!(c.lookup(&k5), None);
     }
 }
