@@ -7,7 +7,7 @@
 //! must not look at flow tables.
 
 use crate::ct::{ConnTracker, CtRequest, CtResult, CtVerdict, Nanos};
-use crate::extract::{extract, Layout};
+use crate::extract::{extract, refresh_addresses, Layout};
 use crate::flow::NatSpec;
 use crate::key::{self, loc, FlowKey, KEY_WORDS, PACKET_WORD};
 use crate::wire::geneve::{self, GeneveOpt, GeneveOuter};
@@ -370,9 +370,15 @@ pub fn execute(
                     continue;
                 }
                 let l3 = pkt.layout.l3_ofs as usize;
+                let len = pkt.frame.len();
                 match ct.execute(&mut pkt.frame, l3, &pkt.key, &req, now) {
                     CtVerdict::Tracked(r) => {
-                        if r.state & (key::CS_SRC_NAT | key::CS_DST_NAT) != 0 {
+                        // NAT rewrites addresses and ports in place; anything that changed
+                        // the frame's length is parsed again from scratch.
+                        if r.state & (key::CS_SRC_NAT | key::CS_DST_NAT) != 0
+                            && (pkt.frame.len() != len
+                                || !refresh_addresses(pkt.frame.data(), &pkt.layout, &mut pkt.key))
+                        {
                             pkt.reparse();
                         }
                         apply_ct_result(&mut pkt.key, &r);
