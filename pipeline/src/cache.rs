@@ -11,7 +11,7 @@
 //! This module owns the cache structure and its statistics; it does not translate or execute.
 
 use crate::ct::Nanos;
-use crate::key::{FlowKey, KEY_WORDS};
+use crate::key::{FlowKey, KEY_WORDS, W_DL_DST, W_NW_ADDR, W_PORT};
 use crate::odp::OdpAction;
 use crate::xlate::RuleRef;
 use std::collections::HashMap;
@@ -42,6 +42,12 @@ struct MaskGroup {
     words: Vec<u8>,
     entries: usize,
     hits: u64,
+    /// A 64-bit filter of the values word 0 (`in_port`, `recirc_id`) takes under this mask in
+    /// the group's entries. Translation looks at both fields for every megaflow, so after a
+    /// recirculation only the groups made for that `recirc_id` (and port) pass it, and a
+    /// lookup probes one group instead of walking every mask. Stale bits (of removed entries)
+    /// only cost a probe; `expire` rebuilds the filters.
+    port_filter: u64,
 }
 
 #[derive(Default)]
@@ -69,10 +75,32 @@ pub struct CacheStats {
     pub flushes: u64,
     /// Inserts refused because the cache was full (the frame still ran, uncached).
     pub full: u64,
+    /// Hits found in the recent-entry slots, without a search (included in `hits`).
+    pub recent_hits: u64,
+}
+
+/// Slots of the recent-entry table (a power of two).
+const RECENT_SLOTS: usize = 256;
+const NO_ENTRY: u32 = u32::MAX;
+
+/// The recent-entry slot of a key: its port and pass (word 0), destination MAC and addresses,
+/// so different flows of one port and pass tend to keep different slots. Not the transport
+/// ports: megaflows rarely look at them, and the connections of one megaflow (thousands behind
+/// one SNAT rule) share a slot instead of evicting each other's passes.
+#[inline]
+fn recent_slot(key: &FlowKey) -> usize {
+    let h = (key.w[W_PORT] ^ key.w[W_DL_DST].rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ key.w[W_NW_ADDR].wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    (h >> 56) as usize & (RECENT_SLOTS - 1)
 }
 
 pub struct FlowCache {
     masks: Vec<MaskGroup>,
+    /// The entry a key of each slot last hit. Most frames of a port and pass hit the megaflow
+    /// the previous one did (one flow, or many connections under one megaflow), and checking
+    /// that entry against the key costs less than hashing under each mask. A slot may name a
+    /// freed or reused entry: it is only a guess, always verified.
+    recent: Box<[u32; RECENT_SLOTS]>,
     index: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
     entries: Vec<Option<CacheEntry>>,
     free: Vec<u32>,
@@ -83,16 +111,31 @@ pub struct FlowCache {
     pub stats: CacheStats,
 }
 
+/// Hashes the masked words. Each word is mixed on its own (a 64x64->128 multiply folded to 64
+/// bits, seeded by its position) and the results are summed, so the multiplies of a key's words
+/// overlap instead of forming one serial chain; a final avalanche spreads the sum over the bits
+/// the hash table uses. Good enough for a table that verifies keys.
 #[inline]
 fn hash_masked(key: &FlowKey, mask: &FlowKey, words: &[u8], mask_index: usize) -> u64 {
-    // A multiply-xorshift mix per word: fast, and good enough for a table that verifies keys.
-    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ mask_index as u64;
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut acc: u64 = (mask_index as u64).wrapping_mul(0xa076_1d64_78bd_642f);
     for &w in words {
-        let v = key.w[w as usize] & mask.w[w as usize];
-        h = (h ^ v).wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 32;
+        let w = w as usize;
+        let v = key.w[w] & mask.w[w];
+        let seed = (w as u64 + 1).wrapping_mul(0xe703_7ed1_a0b4_28db);
+        let m = ((v ^ seed) as u128).wrapping_mul(K as u128);
+        acc = acc.wrapping_add((m >> 64) as u64 ^ m as u64);
     }
-    h
+    acc ^= acc >> 32;
+    acc = acc.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    acc ^ (acc >> 29)
+}
+
+/// The bit of a mask group's word-0 filter for a key's word 0 under the group's mask.
+#[inline]
+fn port_bit(key: &FlowKey, mask: &FlowKey) -> u64 {
+    let v = key.w[W_PORT] & mask.w[W_PORT];
+    1u64 << (v.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
 }
 
 /// `(key & mask) == value` over the mask's non-zero words only.
@@ -114,6 +157,7 @@ impl FlowCache {
     pub fn new(max_entries: usize) -> Self {
         FlowCache {
             masks: Vec::new(),
+            recent: Box::new([NO_ENTRY; RECENT_SLOTS]),
             index: HashMap::default(),
             entries: Vec::new(),
             free: Vec::new(),
@@ -142,6 +186,7 @@ impl FlowCache {
                 self.stats.flushes += 1;
             }
             self.masks.clear();
+            self.recent.fill(NO_ENTRY);
             self.index.clear();
             self.entries.clear();
             self.free.clear();
@@ -153,8 +198,33 @@ impl FlowCache {
     /// Finds the megaflow covering `key`.
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey) -> Option<u32> {
+        let slot = recent_slot(key);
+        let guess = self.recent[slot];
+        if let Some(Some(e)) = self.entries.get(guess as usize) {
+            let g = &self.masks[e.mask_index];
+            // Any megaflow the key matches is a right answer: it was cached for a key that
+            // agrees with this one on every bit its walk looked at.
+            if matches_words(key, &e.key, &g.mask, &g.words) {
+                self.stats.recent_hits += 1;
+                self.hit(e.mask_index);
+                return Some(guess);
+            }
+        }
+        let found = self.search(key);
+        if let Some(idx) = found {
+            self.recent[slot] = idx;
+        }
+        found
+    }
+
+    /// The tuple-space search behind [`FlowCache::lookup`].
+    #[inline]
+    fn search(&mut self, key: &FlowKey) -> Option<u32> {
         for mi in 0..self.masks.len() {
             let g = &self.masks[mi];
+            if g.port_filter & port_bit(key, &g.mask) == 0 {
+                continue;
+            }
             let h = hash_masked(key, &g.mask, &g.words, mi);
             let mut cur = self.index.get(&h).copied();
             while let Some(idx) = cur {
@@ -162,12 +232,7 @@ impl FlowCache {
                     .as_ref()
                     .expect("indexed entries are live");
                 if e.mask_index == mi && matches_words(key, &e.key, &g.mask, &g.words) {
-                    self.masks[mi].hits += 1;
-                    self.stats.hits += 1;
-                    // Keep the busiest masks first.
-                    if mi > 0 && self.masks[mi].hits > self.masks[mi - 1].hits.saturating_mul(2) {
-                        self.swap_masks(mi, mi - 1);
-                    }
+                    self.hit(mi);
                     return Some(idx);
                 }
                 cur = e.next;
@@ -175,6 +240,16 @@ impl FlowCache {
         }
         self.stats.misses += 1;
         None
+    }
+
+    /// Counts a hit under mask `mi`, keeping the busiest masks first for the search.
+    #[inline]
+    fn hit(&mut self, mi: usize) {
+        self.masks[mi].hits += 1;
+        self.stats.hits += 1;
+        if mi > 0 && self.masks[mi].hits > self.masks[mi - 1].hits.saturating_mul(2) {
+            self.swap_masks(mi, mi - 1);
+        }
     }
 
     fn swap_masks(&mut self, a: usize, b: usize) {
@@ -270,11 +345,14 @@ impl FlowCache {
                     words,
                     entries: 0,
                     hits: 0,
+                    port_filter: 0,
                 });
                 self.masks.len() - 1
             }
         };
-        self.masks[mi].entries += 1;
+        let g = &mut self.masks[mi];
+        g.entries += 1;
+        g.port_filter |= port_bit(key, mask);
         let entry = CacheEntry {
             key: key.and(mask),
             mask_index: mi,
@@ -354,6 +432,15 @@ impl FlowCache {
             self.masks[e.mask_index].entries -= 1;
             self.free.push(i);
             self.live -= 1;
+        }
+        if !stale.is_empty() {
+            for g in &mut self.masks {
+                g.port_filter = 0;
+            }
+            for e in self.entries.iter().flatten() {
+                let g = &mut self.masks[e.mask_index];
+                g.port_filter |= port_bit(&e.key, &g.mask);
+            }
         }
         stale.len()
     }
@@ -443,5 +530,128 @@ mod tests {
         assert_eq!(c.expire(1), keys.len());
         assert!(c.index.is_empty());
         assert_eq!(c.lookup(&keys[0].0), None);
+    }
+
+    /// Megaflows of several recirculation passes: each is found by its own key, a key whose
+    /// word 0 no entry has is a miss whatever its other words, and the word-0 filters forget
+    /// expired entries.
+    #[test]
+    fn lookups_after_recirculation_find_their_pass_only() {
+        let mut c = FlowCache::new(64);
+        let mut masks = Vec::new();
+        for extra in [loc::DL_TYPE, loc::NW_SRC, loc::VLAN_TCI] {
+            let mut m = FlowKey::ZERO;
+            m.set_all(loc::IN_PORT);
+            m.set_all(loc::RECIRC_ID);
+            m.set_all(extra);
+            masks.push(m);
+        }
+        let mut keys = Vec::new();
+        for (pass, m) in masks.iter().enumerate() {
+            let mut k = key(4, 0x0800);
+            k.set(loc::RECIRC_ID, pass as u128);
+            k.set(loc::NW_SRC, 0xc612_0a0b);
+            let i = c
+                .insert(&k, m, Vec::new(), Vec::new(), pass as Nanos)
+                .ok()
+                .expect("room in the cache");
+            keys.push((k, i));
+        }
+        check(&mut c, &keys);
+        for (k, _) in &keys {
+            let mut other = *k;
+            other.set(loc::RECIRC_ID, 9);
+            assert_eq!(c.lookup(&other), None);
+            other = *k;
+            other.set_in_port(5);
+            assert_eq!(c.lookup(&other), None);
+        }
+        // Expire the first two passes: their groups' filters no longer pass their keys.
+        assert_eq!(c.expire(2), 2);
+        for (k, _) in &keys[..2] {
+            assert_eq!(c.lookup(k), None);
+            assert!(c
+                .masks
+                .iter()
+                .all(|g| g.entries > 0 || g.port_filter & port_bit(k, &g.mask) == 0));
+        }
+        check(&mut c, &keys[2..]);
+    }
+
+    /// A narrow and a full mask: both find their entries, reject a key differing in any one
+    /// masked bit, and ignore bits outside the mask.
+    #[test]
+    fn narrow_and_wide_masks_match_exactly_their_bits() {
+        let mut narrow = FlowKey::ZERO;
+        for w in [0, 3, 25, 26, 28] {
+            narrow.w[w] = 0xffff_0000_ffff_0000;
+        }
+        let wide = FlowKey::ONES;
+        let mut c = FlowCache::new(64);
+        let mut base = FlowKey::ZERO;
+        for (i, w) in base.w.iter_mut().enumerate() {
+            *w = 0x0f1e_2d3c_4b5a_6978_u64.rotate_left(i as u32);
+        }
+        for (n, m) in [narrow, wide].iter().enumerate() {
+            // Differ in two bits both masks cover: no single flip below makes one key the other.
+            let mut k = base;
+            k.w[0] ^= (n as u64 + 1) << 20;
+            let idx = c
+                .insert(&k, m, Vec::new(), Vec::new(), 0)
+                .ok()
+                .expect("room in the cache");
+            assert_eq!(c.lookup(&k), Some(idx));
+            for w in 0..KEY_WORDS {
+                for bit in [0, 17, 63] {
+                    let mut other = k;
+                    other.w[w] ^= 1 << bit;
+                    let want = if m.w[w] & 1 << bit != 0 {
+                        None
+                    } else {
+                        Some(idx)
+                    };
+                    assert_eq!(c.lookup(&other), want, "mask {n}, word {w}, bit {bit}");
+                }
+            }
+        }
+    }
+
+    /// The recent-entry slots answer repeated lookups without a search, and never with an
+    /// entry that does not match: not after a flush, nor once the entry's index is reused.
+    #[test]
+    fn recent_slots_are_verified_guesses() {
+        let mut c = FlowCache::new(64);
+        c.revalidate(1);
+        let mut port_only = FlowKey::ZERO;
+        port_only.set_all(loc::IN_PORT);
+        let k = key(4, 0x0800);
+        let i = c
+            .insert(&k, &port_only, Vec::new(), Vec::new(), 0)
+            .ok()
+            .expect("room in the cache");
+        assert_eq!(c.lookup(&k), Some(i));
+        let before = c.stats.recent_hits;
+        // Same megaflow, another frame: found in its slot or by the search, either way right.
+        for t in [0x0800, 0x86dd, 0x0806] {
+            assert_eq!(c.lookup(&key(4, t)), Some(i));
+        }
+        assert_eq!(c.lookup(&k), Some(i));
+        assert!(
+            c.stats.recent_hits > before,
+            "repeated lookups use the slot"
+        );
+        // The index is freed and reused by a megaflow of another port: the old key misses.
+        assert_eq!(c.expire(1), 1);
+        let k5 = key(5, 0x0800);
+        let j = c
+            .insert(&k5, &port_only, Vec::new(), Vec::new(), 3)
+            .ok()
+            .expect("room in the cache");
+        assert_eq!(j, i, "the freed index is reused");
+        assert_eq!(c.lookup(&k), None);
+        assert_eq!(c.lookup(&k5), Some(j));
+        // A new generation empties the cache: nothing is found through a slot.
+        c.revalidate(2);
+        assert_eq!(c.lookup(&k5), None);
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::cache::FlowCache;
 use crate::ct::{ConnTracker, CtResult, Nanos};
-use crate::key::{loc, FlowKey, PACKET_WORD, TUN_META_WORDS, W_TUN_META};
+use crate::key::{loc, FieldLoc, FlowKey, PACKET_WORD, TUN_META_WORDS, W_TUN_META};
 use crate::odp::{
     apply_ct_result, execute, DpSink, DropReason, ExecOutcome, OdpAction, Packet, COPY_HEADROOM,
 };
@@ -261,9 +261,12 @@ impl DpSink for CountingSink<'_, '_> {
     }
 }
 
-/// Sets up a key for a recirculation: metadata is restored from the frozen state by
-/// translation, so everything but `in_port`, the tunnel fields and the `ct_*` fields is cleared.
-fn prepare_recirc(key: &mut FlowKey, id: u32) {
+/// Key bits a recirculation keeps (words before [`PACKET_WORD`]; packet words are all kept):
+/// `in_port`, the tunnel fields and the `ct_*` fields. Metadata is restored from the frozen
+/// state by translation, so everything else is cleared; `recirc_id` is set afterwards.
+/// Tunnel metadata travels with the frame: after a tunnel pop (id 0) it is what the options
+/// carried; after `ct(table=N)` translation restores it from the frozen state anyway.
+const RECIRC_KEEP: [u64; PACKET_WORD] = {
     let keep = [
         loc::IN_PORT,
         loc::TUN_ID,
@@ -280,15 +283,97 @@ fn prepare_recirc(key: &mut FlowKey, id: u32) {
         loc::CT_TP_SRC,
         loc::CT_TP_DST,
     ];
-    let mut fresh = FlowKey::ZERO;
-    for l in keep {
-        fresh.set(l, key.get(l));
+    let mut m = [0u64; PACKET_WORD];
+    let mut i = 0;
+    while i < keep.len() {
+        match keep[i] {
+            FieldLoc::Word { word, shift, width } => {
+                let bits = if width >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << width) - 1
+                };
+                m[word as usize] |= bits << shift;
+            }
+            FieldLoc::Wide { hi } => {
+                m[hi as usize] = u64::MAX;
+                m[hi as usize + 1] = u64::MAX;
+            }
+        }
+        i += 1;
     }
-    // Tunnel metadata travels with the frame: after a tunnel pop (id 0) it is what the options
-    // carried; after `ct(table=N)` translation restores it from the frozen state anyway.
-    fresh.w[W_TUN_META..W_TUN_META + TUN_META_WORDS]
-        .copy_from_slice(&key.w[W_TUN_META..W_TUN_META + TUN_META_WORDS]);
-    fresh.w[PACKET_WORD..].copy_from_slice(&key.w[PACKET_WORD..]);
-    fresh.set(loc::RECIRC_ID, id as u128);
-    *key = fresh;
+    let mut w = W_TUN_META;
+    while w < W_TUN_META + TUN_META_WORDS {
+        m[w] = u64::MAX;
+        w += 1;
+    }
+    m
+};
+
+/// Sets up a key for a recirculation, in place (see [`RECIRC_KEEP`]): one AND per metadata
+/// word, no copy of the key.
+#[inline]
+fn prepare_recirc(key: &mut FlowKey, id: u32) {
+    for (w, keep) in key.w[..PACKET_WORD].iter_mut().zip(RECIRC_KEEP) {
+        *w &= keep;
+    }
+    key.set(loc::RECIRC_ID, id as u128);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::field::Field;
+
+    /// The word masks keep exactly the fields a recirculation keeps: every other metadata
+    /// field reads back as zero, every kept one unchanged.
+    #[test]
+    fn prepare_recirc_keeps_tunnel_and_ct_fields_and_clears_the_rest() {
+        let mut k = FlowKey::ZERO;
+        for (i, w) in k.w.iter_mut().enumerate() {
+            *w = 0x0123_4567_89ab_cdef_u64.rotate_left(i as u32 * 5) | 1;
+        }
+        let before = k;
+        prepare_recirc(&mut k, 0x77);
+        let kept = [
+            loc::IN_PORT,
+            loc::TUN_ID,
+            loc::TUN_SRC,
+            loc::TUN_DST,
+            loc::TUN_FLAGS,
+            loc::CT_STATE,
+            loc::CT_ZONE,
+            loc::CT_MARK,
+            loc::CT_LABEL,
+            loc::CT_NW_SRC,
+            loc::CT_NW_DST,
+            loc::CT_NW_PROTO,
+            loc::CT_TP_SRC,
+            loc::CT_TP_DST,
+        ];
+        for l in kept {
+            assert_eq!(k.get(l), before.get(l), "{l:?}");
+        }
+        for n in 0..8 {
+            let l = Field::TunMetadata(n).loc().expect("tun_metadata");
+            assert_eq!(k.get(l), before.get(l), "tun_metadata{n}");
+        }
+        assert_eq!(k.recirc_id(), 0x77);
+        assert_eq!(k.w[PACKET_WORD..], before.w[PACKET_WORD..]);
+        let cleared = [loc::DP_HASH, loc::PKT_MARK, loc::METADATA, loc::CONJ_ID];
+        for l in cleared {
+            assert_eq!(k.get(l), 0, "{l:?}");
+        }
+        for r in 0..16 {
+            assert_eq!(k.reg(r), 0, "reg{r}");
+        }
+        // Nothing else survives: clearing the kept fields leaves no metadata bit set.
+        let mut rest = k;
+        for l in kept {
+            rest.set(l, 0);
+        }
+        rest.set(loc::RECIRC_ID, 0);
+        rest.w[W_TUN_META..W_TUN_META + TUN_META_WORDS].fill(0);
+        assert!(rest.w[..PACKET_WORD].iter().all(|w| *w == 0), "{rest:?}");
+    }
 }

@@ -130,6 +130,49 @@ pub fn extract(frame: &[u8], key: &mut FlowKey) -> Layout {
     lay
 }
 
+/// Re-reads the addresses and transport ports of a frame whose headers stayed where `lay` says
+/// (connection tracking's NAT rewrites them in place), leaving every other key word as it is.
+/// Returns false, changing nothing, when the frame is not IPv4 or IPv6 as parsed into `key`
+/// and `lay` or no longer holds those headers: the caller then extracts again.
+///
+/// Only for rewrites that keep lengths and header positions: the fields it does not read
+/// (`nw_proto`, TTL, fragment bits, TCP flags, ICMP type and code) must be unchanged.
+#[inline]
+pub fn refresh_addresses(frame: &[u8], lay: &Layout, key: &mut FlowKey) -> bool {
+    let l3 = lay.l3_ofs as usize;
+    if l3 == 0 {
+        return false;
+    }
+    match key.dl_type() {
+        ETH_TYPE_IP => {
+            let Some(h) = frame.get(l3..).and_then(|r| r.first_chunk::<20>()) else {
+                return false;
+            };
+            key.w[W_NW_ADDR] = (be32(h, 12) as u64) << 32 | be32(h, 16) as u64;
+        }
+        ETH_TYPE_IPV6 => {
+            let Some(h) = frame.get(l3..).and_then(|r| r.first_chunk::<40>()) else {
+                return false;
+            };
+            let src = ipv6::be128(&h[8..24]);
+            let dst = ipv6::be128(&h[24..40]);
+            key.w[W_IPV6_SRC] = (src >> 64) as u64;
+            key.w[W_IPV6_SRC + 1] = src as u64;
+            key.w[W_IPV6_DST] = (dst >> 64) as u64;
+            key.w[W_IPV6_DST + 1] = dst as u64;
+        }
+        _ => return false,
+    }
+    let l4 = lay.l4_ofs as usize;
+    if l4 != 0 && matches!(key.nw_proto(), IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
+        let Some(p) = frame.get(l4..).and_then(|r| r.first_chunk::<4>()) else {
+            return false;
+        };
+        key.w[W_TP] = (key.w[W_TP] & 0xffff_ffff) | (be32(p, 0) as u64) << 32;
+    }
+    true
+}
+
 /// IPv4: the `W_NW_ADDR`, `W_NW` and `W_TP` words.
 #[inline(always)]
 fn ipv4(rest: &[u8], ofs: usize, lay: &mut Layout) -> (u64, u64, u64) {

@@ -7,7 +7,7 @@
 //! must not look at flow tables.
 
 use crate::ct::{ConnTracker, CtRequest, CtResult, CtVerdict, Nanos};
-use crate::extract::{extract, Layout};
+use crate::extract::{extract, refresh_addresses, Layout};
 use crate::flow::NatSpec;
 use crate::key::{self, loc, FlowKey, KEY_WORDS, PACKET_WORD};
 use crate::wire::geneve::{self, GeneveOpt, GeneveOuter};
@@ -284,18 +284,22 @@ pub enum ExecOutcome {
     },
 }
 
-/// Copies the `ct_*` fields of a tracker result into a key.
+/// Copies the `ct_*` fields of a tracker result into a key. Whole words where the layout
+/// allows: `tun_flags` and `conj_id` share words with them and are kept.
+#[inline]
 pub fn apply_ct_result(key: &mut FlowKey, r: &CtResult) {
-    key.set(loc::CT_STATE, r.state as u128);
-    key.set(loc::CT_ZONE, r.zone as u128);
-    key.set(loc::CT_MARK, r.mark as u128);
-    key.set(loc::CT_LABEL, r.label);
     let o = r.orig.unwrap_or_default();
-    key.set(loc::CT_NW_SRC, o.src & 0xffff_ffff);
-    key.set(loc::CT_NW_DST, o.dst & 0xffff_ffff);
-    key.set(loc::CT_NW_PROTO, o.proto as u128);
-    key.set(loc::CT_TP_SRC, o.src_port as u128);
-    key.set(loc::CT_TP_DST, o.dst_port as u128);
+    let w = &mut key.w;
+    w[key::W_CT_STATE] =
+        (w[key::W_CT_STATE] & 0xffff_0000_0000_0000) | (r.zone as u64) << 32 | r.state as u64;
+    w[key::W_CT_MARK] = (w[key::W_CT_MARK] & 0xffff_ffff) | (r.mark as u64) << 32;
+    w[key::W_CT_LABEL] = (r.label >> 64) as u64;
+    w[key::W_CT_LABEL + 1] = r.label as u64;
+    w[key::W_CT_NW] = (o.src as u32 as u64) << 32 | o.dst as u32 as u64;
+    w[key::W_CT_TP] = (w[key::W_CT_TP] & 0xff_ffff)
+        | (o.src_port as u64) << 48
+        | (o.dst_port as u64) << 32
+        | (o.proto as u64) << 24;
 }
 
 /// Runs `actions` on `pkt`. `ct` is connection tracking; `now` is passed to it.
@@ -332,14 +336,17 @@ pub fn execute(
                 pkt.key.set(loc::VLAN_TCI, (*tci | key::VLAN_CFI) as u128);
             }
             OdpAction::SetFields(set) => {
-                let mut want = pkt.key;
+                // The key is updated in place and the rewrite compares it with the one copy
+                // of what the frame has now (a key is 296 bytes: copies show per frame).
+                let have = pkt.key;
                 for w in PACKET_WORD..KEY_WORDS {
-                    want.w[w] = (want.w[w] & !set.mask.w[w]) | (set.value.w[w] & set.mask.w[w]);
+                    let m = set.mask.w[w];
+                    pkt.key.w[w] = (pkt.key.w[w] & !m) | (set.value.w[w] & m);
                 }
-                if rewrite::set_fields(&mut pkt.frame, &pkt.layout, &pkt.key, &want).is_err() {
+                if rewrite::set_fields(&mut pkt.frame, &pkt.layout, &have, &pkt.key).is_err() {
+                    pkt.key = have;
                     return ExecOutcome::Dropped(DropReason::RewriteFailed);
                 }
-                pkt.key = want;
             }
             OdpAction::Ct(c) => {
                 let req = CtRequest {
@@ -363,9 +370,15 @@ pub fn execute(
                     continue;
                 }
                 let l3 = pkt.layout.l3_ofs as usize;
+                let len = pkt.frame.len();
                 match ct.execute(&mut pkt.frame, l3, &pkt.key, &req, now) {
                     CtVerdict::Tracked(r) => {
-                        if r.state & (key::CS_SRC_NAT | key::CS_DST_NAT) != 0 {
+                        // NAT rewrites addresses and ports in place; anything that changed
+                        // the frame's length is parsed again from scratch.
+                        if r.state & (key::CS_SRC_NAT | key::CS_DST_NAT) != 0
+                            && (pkt.frame.len() != len
+                                || !refresh_addresses(pkt.frame.data(), &pkt.layout, &mut pkt.key))
+                        {
                             pkt.reparse();
                         }
                         apply_ct_result(&mut pkt.key, &r);

@@ -637,3 +637,63 @@ fn agrees_with_open_vswitch() {
         bad[..bad.len().min(5)].join("\n")
     );
 }
+
+/// After addresses and ports are rewritten in place, `refresh_addresses` leaves the key as a
+/// fresh extraction would, for every IP version and protocol NAT handles; for frames it does
+/// not handle it changes nothing and says so.
+#[test]
+fn refresh_addresses_matches_a_fresh_extraction() {
+    use crate::compose::PacketBuilder;
+    let (a, b): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+    let (a6, b6): (std::net::Ipv6Addr, std::net::Ipv6Addr) = (
+        "2001:db8::1".parse().unwrap(),
+        "2001:db8::2".parse().unwrap(),
+    );
+    let (m1, m2) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let frames = [
+        PacketBuilder::udp4(m1, m2, a, b, 1000, 53).vlan(7).build(),
+        PacketBuilder::tcp4(m1, m2, a, b, 40000, 80)
+            .tcp_flags(0x12)
+            .build(),
+        PacketBuilder::sctp4(m1, m2, a, b, 5000, 38412).build(),
+        PacketBuilder::icmp4_echo(m1, m2, a, b, 7, 1).build(),
+        PacketBuilder::udp6(m1, m2, a6, b6, 1000, 53).build(),
+        PacketBuilder::tcp6(m1, m2, a6, b6, 40000, 443).build(),
+    ];
+    for f in frames {
+        let mut f = f;
+        let mut k = FlowKey::ZERO;
+        let lay = extract(&f, &mut k);
+        assert_ne!(lay.l3_ofs, 0);
+        // Rewrite every address and port byte (checksums are not key fields).
+        let l3 = lay.l3_ofs as usize;
+        let addrs = if k.dl_type() == ETH_TYPE_IP {
+            l3 + 12..l3 + 20
+        } else {
+            l3 + 8..l3 + 40
+        };
+        for i in addrs {
+            f[i] = f[i].wrapping_mul(7).wrapping_add(0x5b);
+        }
+        if matches!(k.nw_proto(), IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
+            let l4 = lay.l4_ofs as usize;
+            for b in &mut f[l4..l4 + 4] {
+                *b ^= 0xa5;
+            }
+        }
+        let mut fresh = k;
+        let fresh_lay = extract(&f, &mut fresh);
+        assert_eq!(fresh_lay, lay);
+        assert!(refresh_addresses(&f, &lay, &mut k));
+        assert_eq!(k, fresh, "{f:02x?}");
+    }
+    // ARP and a frame without L3: nothing to refresh.
+    for f in [from_hex(ARP_REQ), from_hex(SNAP_IP)[..14].to_vec()] {
+        let mut k = FlowKey::ZERO;
+        let lay = extract(&f, &mut k);
+        let before = k;
+        assert!(!refresh_addresses(&f, &lay, &mut k));
+        assert_eq!(k, before);
+    }
+}

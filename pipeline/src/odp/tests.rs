@@ -345,3 +345,52 @@ fn jumbo_inner_frames_need_a_9058_byte_underlay_with_the_ovn_option() {
         assert_eq!(out.sent.len(), 1);
     }
 }
+
+/// The word-wise `apply_ct_result` writes what field-by-field writes would, and leaves the
+/// fields sharing its words (`tun_flags`, `conj_id`) alone.
+#[test]
+fn apply_ct_result_matches_field_writes() {
+    use crate::ct::CtTuple;
+    let mut base = FlowKey::ZERO;
+    for (i, w) in base.w.iter_mut().enumerate() {
+        *w = 0xfedc_ba98_7654_3210_u64.rotate_left(i as u32 * 7);
+    }
+    let results = [
+        CtResult {
+            state: key::CS_TRACKED | key::CS_ESTABLISHED | key::CS_SRC_NAT,
+            zone: 9,
+            mark: 0xdead_beef,
+            label: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
+            orig: Some(CtTuple {
+                src: 0xc612_0a0b,
+                dst: 0xc613_0701,
+                proto: 17,
+                src_port: 4000,
+                dst_port: 9,
+            }),
+        },
+        CtResult {
+            state: key::CS_TRACKED | key::CS_INVALID,
+            zone: 0xffff,
+            ..Default::default()
+        },
+    ];
+    for r in results {
+        let mut want = base;
+        want.set(loc::CT_STATE, r.state as u128);
+        want.set(loc::CT_ZONE, r.zone as u128);
+        want.set(loc::CT_MARK, r.mark as u128);
+        want.set(loc::CT_LABEL, r.label);
+        let o = r.orig.unwrap_or_default();
+        want.set(loc::CT_NW_SRC, o.src & 0xffff_ffff);
+        want.set(loc::CT_NW_DST, o.dst & 0xffff_ffff);
+        want.set(loc::CT_NW_PROTO, o.proto as u128);
+        want.set(loc::CT_TP_SRC, o.src_port as u128);
+        want.set(loc::CT_TP_DST, o.dst_port as u128);
+        let mut got = base;
+        apply_ct_result(&mut got, &r);
+        assert_eq!(got, want, "{r:?}");
+        assert_eq!(got.get(loc::TUN_FLAGS), base.get(loc::TUN_FLAGS));
+        assert_eq!(got.get(loc::CONJ_ID), base.get(loc::CONJ_ID));
+    }
+}
