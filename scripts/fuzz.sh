@@ -97,10 +97,13 @@ for name in "${targets[@]}"; do
     [ -n "$runs" ] && args+=(-runs="$runs")
     echo "== fuzz $name (${secs:+${secs}s }${runs:+$runs runs }max_len ${MAX_LEN[$name]:-4096})"
     log="$(mktemp)"
-    rc=0
+    # The fuzzer's own status, read before anything else runs: under pipefail a `|| true`
+    # after the pipeline would replace PIPESTATUS with its own, hiding a crash.
+    set +e
     "${fuzz[@]}" run "${flags[@]}" "$name" "corpus/$name" "seeds/$name" -- "${args[@]}" 2>&1 |
-        tee "$log" | grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|panicked|ERROR|^stat::(number_of_executed_units|average_exec_per_sec)' || true
+        tee "$log" | grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|panicked|ERROR|^stat::(number_of_executed_units|average_exec_per_sec)'
     rc=${PIPESTATUS[0]}
+    set -e
     execs="$(awk '/^stat::number_of_executed_units/ {print $2}' "$log")"
     rate="$(awk '/^stat::average_exec_per_sec/ {print $2}' "$log")"
     rm -f "$log"
