@@ -9,38 +9,15 @@
 //! cargo bench -p xvs-benches --bench geneve
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pipeline::ct::{ConnTracker, CtRequest, CtVerdict, Nanos};
 use pipeline::key::{loc, FlowKey};
-use pipeline::odp::{execute, DpSink, ExecOutcome, OdpAction, Packet};
+use pipeline::odp::{execute, ExecOutcome, OdpAction, Packet};
 use pipeline::wire::Frame;
 use pipeline::BATCH_SIZE;
 use std::hint::black_box;
 use xvs_benches::geneve::{encapsulated, inner_frame, pop_actions, push_actions, TNL_VPORT};
+use xvs_benches::{CountSink, NoCt};
 
 const HEADROOM: usize = 256;
-
-struct NoCt;
-impl ConnTracker for NoCt {
-    fn execute(
-        &self,
-        _f: &mut Frame<'_>,
-        _l3: usize,
-        _k: &FlowKey,
-        _r: &CtRequest<'_>,
-        _now: Nanos,
-    ) -> CtVerdict {
-        CtVerdict::Held
-    }
-}
-
-#[derive(Default)]
-struct CountSink(u64);
-impl DpSink for CountSink {
-    fn output(&mut self, port: u32, frame: &[u8]) {
-        self.0 += port as u64 + frame.len() as u64;
-    }
-    fn recirculate(&mut self, _id: u32, _frame: &[u8], _key: &FlowKey) {}
-}
 
 struct Bufs(Vec<Vec<u8>>);
 

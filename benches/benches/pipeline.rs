@@ -6,41 +6,17 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pipeline::cache::FlowCache;
 use pipeline::compose::PacketBuilder;
-use pipeline::ct::{ConnTracker, CtRequest, CtVerdict, Nanos};
 use pipeline::engine::{Engine, Shared};
 use pipeline::key::FlowKey;
-use pipeline::odp::DpSink;
 use pipeline::single::SingleBridge;
 use pipeline::wire::Frame;
 use pipeline::xlate::RecircTable;
 use pipeline::BATCH_SIZE;
 use std::hint::black_box;
 use std::net::Ipv4Addr;
+use xvs_benches::{CountSink, NoCt};
 
 const HEADROOM: usize = 128;
-
-struct NoCt;
-impl ConnTracker for NoCt {
-    fn execute(
-        &self,
-        _f: &mut Frame<'_>,
-        _l3: usize,
-        _k: &FlowKey,
-        _r: &CtRequest<'_>,
-        _now: Nanos,
-    ) -> CtVerdict {
-        CtVerdict::Held
-    }
-}
-
-#[derive(Default)]
-struct CountSink(u64);
-impl DpSink for CountSink {
-    fn output(&mut self, port: u32, frame: &[u8]) {
-        self.0 += port as u64 + frame.len() as u64;
-    }
-    fn recirculate(&mut self, _id: u32, _frame: &[u8], _key: &FlowKey) {}
-}
 
 /// 64-byte UDP frames from `n` different sources on port `in_port`.
 fn frames(n: usize, in_port_mac: u8) -> Vec<Vec<u8>> {

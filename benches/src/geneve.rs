@@ -4,7 +4,6 @@
 //! port, and inner and encapsulated frames for them.
 
 use pipeline::compose::PacketBuilder;
-use pipeline::ct::{ConnTracker, CtRequest, CtVerdict, Nanos};
 use pipeline::key::{loc, FlowKey};
 use pipeline::odp::{
     execute, DpSink, ExecOutcome, OdpAction, Packet, TlvMap, TunnelHeader, TunnelOpt, TunnelRx,
@@ -86,20 +85,6 @@ pub fn inner_frame(i: u32, payload: usize) -> Vec<u8> {
     .build()
 }
 
-struct NoCt;
-impl ConnTracker for NoCt {
-    fn execute(
-        &self,
-        _f: &mut Frame<'_>,
-        _l3: usize,
-        _k: &FlowKey,
-        _r: &CtRequest<'_>,
-        _now: Nanos,
-    ) -> CtVerdict {
-        CtVerdict::Held
-    }
-}
-
 struct Keep(Vec<u8>);
 impl DpSink for Keep {
     fn output(&mut self, _port: u32, frame: &[u8]) {
@@ -117,7 +102,7 @@ pub fn encapsulated(inner: &[u8], csum: bool) -> Vec<u8> {
     key.set(loc::IN_PORT, 2);
     let mut pkt = Packet::new(Frame::new(&mut buf, HEAD, inner.len()), key);
     let mut out = Keep(Vec::new());
-    match execute(&push_actions(csum), &mut pkt, &mut out, &NoCt, 0) {
+    match execute(&push_actions(csum), &mut pkt, &mut out, &crate::NoCt, 0) {
         ExecOutcome::Done => out.0,
         other => panic!("encapsulation failed: {other:?}"),
     }
@@ -137,7 +122,7 @@ mod tests {
             let mut buf = enc.clone();
             let mut pkt = Packet::new(Frame::new(&mut buf, 0, enc.len()), FlowKey::ZERO);
             let mut out = Keep(Vec::new());
-            let r = execute(&pop_actions(), &mut pkt, &mut out, &NoCt, 0);
+            let r = execute(&pop_actions(), &mut pkt, &mut out, &crate::NoCt, 0);
             assert!(matches!(r, ExecOutcome::Recirc(0)), "{r:?}");
             assert_eq!(pkt.frame.data(), &inner[..]);
             assert_eq!(pkt.key.in_port(), TNL_VPORT);

@@ -5,3 +5,37 @@ pub mod geneve;
 pub mod ovn_flows;
 pub mod snat;
 pub use ovn_flows::ovn_like_flows;
+
+use pipeline::ct::{ConnTracker, CtRequest, CtVerdict, Nanos};
+use pipeline::key::FlowKey;
+use pipeline::odp::DpSink;
+use pipeline::wire::Frame;
+
+/// A connection tracker for benches whose flows have no `ct()`: any call would be a bench bug,
+/// and holding the frame makes it show as a missing output.
+pub struct NoCt;
+
+impl ConnTracker for NoCt {
+    fn execute(
+        &self,
+        _f: &mut Frame<'_>,
+        _l3: usize,
+        _k: &FlowKey,
+        _r: &CtRequest<'_>,
+        _now: Nanos,
+    ) -> CtVerdict {
+        CtVerdict::Held
+    }
+}
+
+/// A datapath sink that only folds what it is given into a number, so the optimiser cannot
+/// drop the work that produced it.
+#[derive(Default)]
+pub struct CountSink(pub u64);
+
+impl DpSink for CountSink {
+    fn output(&mut self, port: u32, frame: &[u8]) {
+        self.0 += port as u64 + frame.len() as u64;
+    }
+    fn recirculate(&mut self, _id: u32, _frame: &[u8], _key: &FlowKey) {}
+}
