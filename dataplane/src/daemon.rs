@@ -8,7 +8,9 @@
 //!
 //! Datapath threads own their ports (round-robin by datapath port number) and their flow cache.
 //! They poll in bursts, busy (`mode = "poll"`) or sleeping on the ports' descriptors when a poll
-//! finds nothing (`mode = "interrupt"`, woken by frames, by requests, or after 100 ms). Control
+//! finds nothing (`mode = "interrupt"`, woken by frames, by requests, or after 100 ms; while
+//! frames stream in short of a full batch, an interrupt-mode thread also sleeps `coalesce_us`
+//! between polls, so one wakeup serves several frames). Control
 //! requests reach them as closures over a channel that they drain between polls, so nothing on
 //! the per-frame path takes a lock. The main thread accepts control connections (each served on
 //! a thread of its own, so a slow peer blocks nobody) and runs the 1 s housekeeping (flow and
