@@ -264,6 +264,10 @@ send() { # cfg n rate
   echo "${sent:-0} $(calc "$t1 - $t0")"
 }
 
+# Time the hypervisor took CPU 1 (the device's CPU) away, in ticks ("steal" in /proc/stat): a
+# vCPU stolen for tens of milliseconds overflows any ring, whatever the switch does.
+steal_cpu1() { awk '$1 == "cpu1" { print $9 }' /proc/stat; }
+
 # CPU of the switch process: "user_ticks sys_ticks sched_ns" (all threads).
 cpu_of() {
   local pid="$1" u s ns=0 t
@@ -667,17 +671,22 @@ measure_b() { # scenario dut cfg
   local sc="$1" dut="$2" cfg="$3" load c0 c1 sent del el u0 s0 n0 u1 s1 n1 loads="$fixed_loads"
   [[ "$sc" == jumbo ]] && loads="$jumbo_loads"
   for load in $loads; do
+    local st0 st1
+    st0="$(steal_cpu1)"
     c0="$(cpu_of "$dut_pid")"
     read -r sent del el < <(run_rate "$cfg" "$load" "$fixed_s")
     c1="$(cpu_of "$dut_pid")"
+    st1="$(steal_cpu1)"
     read -r u0 s0 n0 <<<"$c0"
     read -r u1 s1 n1 <<<"$c1"
     local cu cs csched
     cu="$(calc "($u1 - $u0) / $hz" %.2f)"
     cs="$(calc "($s1 - $s0) / $hz" %.2f)"
     csched="$(calc "($n1 - $n0) / 1000000000" %.4f)"
-    csv_row "$sc" "$dut" fixed "$load" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "$cu" "$cs" "$csched" "" "" "pid $dut_pid"
-    log "  $dut at $((load / 1000)) kpps: delivered $del of $sent, cpu user ${cu}s sys ${cs}s"
+    local stolen
+    stolen="$(calc "($st1 - $st0) * 1000 / $hz" %d)"
+    csv_row "$sc" "$dut" fixed "$load" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "$cu" "$cs" "$csched" "" "" "pid $dut_pid; cpu1 stolen ${stolen} ms"
+    log "  $dut at $((load / 1000)) kpps: delivered $del of $sent, cpu user ${cu}s sys ${cs}s, cpu1 stolen ${stolen} ms"
   done
 }
 
