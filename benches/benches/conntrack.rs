@@ -3,10 +3,11 @@
 
 use conntrack::{Config, Tracker};
 use criterion::{black_box, Criterion, Throughput};
+use pipeline::compose::PacketBuilder;
 use pipeline::ct::{ConnTracker, CtItem, CtRequest, CtVerdict};
 use pipeline::flow::{NatKind, NatSpec};
 use pipeline::key::{FlowKey, CS_DST_NAT, CS_ESTABLISHED, CS_INVALID, CS_REPLY_DIR, CS_SRC_NAT};
-use pipeline::wire::{checksum, Frame};
+use pipeline::wire::Frame;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -42,27 +43,18 @@ const ETH: usize = 14;
 
 /// Ethernet + IPv4 + TCP (no payload) with correct checksums.
 fn tcp_frame(src: u32, dst: u32, sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
-    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
-    let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0];
-    ip.extend_from_slice(&src.to_be_bytes());
-    ip.extend_from_slice(&dst.to_be_bytes());
-    let c = checksum::checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut t = Vec::new();
-    t.extend_from_slice(&sport.to_be_bytes());
-    t.extend_from_slice(&dport.to_be_bytes());
-    t.extend_from_slice(&seq.to_be_bytes());
-    t.extend_from_slice(&ack.to_be_bytes());
-    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    let mut ps = Vec::new();
-    ps.extend_from_slice(&src.to_be_bytes());
-    ps.extend_from_slice(&dst.to_be_bytes());
-    ps.extend_from_slice(&[0, 6, 0, 20]);
-    let c = checksum::finish(checksum::sum(checksum::sum(0, &ps), &t));
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&t);
-    f
+    PacketBuilder::tcp4(
+        [2, 0, 0, 0, 0, 1],
+        [2, 0, 0, 0, 0, 2],
+        Ipv4Addr::from(src),
+        Ipv4Addr::from(dst),
+        sport,
+        dport,
+    )
+    .tcp_flags(u16::from(flags))
+    .seq(seq)
+    .ack(ack)
+    .build()
 }
 
 fn run(t: &Tracker, f: &mut [u8], req: &CtRequest<'_>) -> u32 {
