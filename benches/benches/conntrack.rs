@@ -3,15 +3,14 @@
 
 use conntrack::{Config, Tracker};
 use criterion::{black_box, Criterion, Throughput};
-use pipeline::compose::PacketBuilder;
 use pipeline::ct::{ConnTracker, CtItem, CtRequest, CtVerdict};
-use pipeline::flow::{NatKind, NatSpec};
+use pipeline::flow::NatSpec;
 use pipeline::key::{FlowKey, CS_DST_NAT, CS_ESTABLISHED, CS_INVALID, CS_REPLY_DIR, CS_SRC_NAT};
 use pipeline::wire::Frame;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
+use xvs_benches::ct_load::{client, commit_req, populate, snat_spec, tcp_frame, track, ETH};
 
 /// Counts live heap bytes so the memory figure is measured, not estimated.
 struct Counting;
@@ -39,108 +38,18 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const ETH: usize = 14;
-
-/// Ethernet + IPv4 + TCP (no payload) with correct checksums.
-fn tcp_frame(src: u32, dst: u32, sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
-    PacketBuilder::tcp4(
-        [2, 0, 0, 0, 0, 1],
-        [2, 0, 0, 0, 0, 2],
-        Ipv4Addr::from(src),
-        Ipv4Addr::from(dst),
-        sport,
-        dport,
-    )
-    .tcp_flags(u16::from(flags))
-    .seq(seq)
-    .ack(ack)
-    .build()
-}
-
-fn run(t: &Tracker, f: &mut [u8], req: &CtRequest<'_>) -> u32 {
-    let len = f.len();
-    match t.execute(&mut Frame::new(f, 0, len), ETH, &FlowKey::ZERO, req, 1) {
-        CtVerdict::Tracked(r) => r.state,
-        _ => 0,
-    }
-}
-
-fn snat_spec() -> NatSpec {
-    NatSpec {
-        kind: Some(NatKind::Src),
-        addr_min: Some(IpAddr::V4(Ipv4Addr::new(172, 22, 7, 27))),
-        addr_max: Some(IpAddr::V4(Ipv4Addr::new(172, 22, 7, 30))),
-        ..NatSpec::default()
-    }
-}
-
-/// Client address and port, and server address, of connection `i`. Servers vary so the
-/// translated tuple space (NAT addresses x ports x servers) is far larger than the population.
-fn client(i: u32) -> (u32, u16, u32) {
-    (
-        0x0a00_0000 + i / 50_000,
-        10_000 + (i % 50_000) as u16,
-        0x0808_0000 + (i * 31) % 4096,
-    )
-}
-
-/// Opens `n` SNATed TCP connections (full handshake); returns the original-direction ACKs and
-/// the reply-direction ones (addressed to the translated source).
-fn populate(t: &Tracker, n: u32, spec: &NatSpec) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let commit = CtRequest {
-        zone: 9,
-        commit: true,
-        force: false,
-        nat: Some(spec),
-        set_mark: None,
-        set_label: None,
-        alg: None,
-    };
-    let bare = NatSpec::default();
-    let back = CtRequest {
-        commit: false,
-        nat: Some(&bare),
-        ..commit
-    };
-    let mut acks = Vec::with_capacity(n as usize);
-    let mut replies = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let (src, sport, server) = client(i);
-        let mut syn = tcp_frame(src, server, sport, 80, 0x02, 100, 0);
-        run(t, &mut syn, &commit);
-        let nat_src =
-            u32::from_be_bytes([syn[ETH + 12], syn[ETH + 13], syn[ETH + 14], syn[ETH + 15]]);
-        let nat_port = u16::from_be_bytes([syn[ETH + 20], syn[ETH + 21]]);
-        let mut sa = tcp_frame(server, nat_src, 80, nat_port, 0x12, 5000, 101);
-        run(t, &mut sa, &back);
-        let mut ack = tcp_frame(src, server, sport, 80, 0x10, 101, 5001);
-        run(t, &mut ack, &commit);
-        acks.push(tcp_frame(src, server, sport, 80, 0x10, 101, 5001));
-        replies.push(tcp_frame(server, nat_src, 80, nat_port, 0x10, 5001, 101));
-    }
-    (acks, replies)
-}
-
 fn memory_report() {
     let before = LIVE.load(Ordering::Relaxed);
     let t = Tracker::new(Config::default());
     let spec = snat_spec();
-    let commit = CtRequest {
-        zone: 9,
-        commit: true,
-        force: false,
-        nat: Some(&spec),
-        set_mark: None,
-        set_label: None,
-        alg: None,
-    };
+    let commit = commit_req(&spec);
     let start = Instant::now();
     let mut f = Vec::new();
     for i in 0..1_000_000u32 {
         let (src, sport, server) = client(i);
         f.clear();
         f.extend_from_slice(&tcp_frame(src, server, sport, 80, 0x02, 100, 0));
-        run(&t, &mut f, &commit);
+        track(&t, &mut f, &commit);
     }
     let el = start.elapsed();
     let used = LIVE.load(Ordering::Relaxed) - before;
@@ -185,7 +94,7 @@ fn benches(c: &mut Criterion) {
     // Both sets must be what they claim: established, in their direction, translated.
     for (set, dir) in [(&acks, 0), (&replies, CS_REPLY_DIR)] {
         for f in set.iter().step_by(997) {
-            let st = run(&t, &mut f.clone(), &req);
+            let st = track(&t, &mut f.clone(), &req);
             assert_eq!(
                 st & (CS_ESTABLISHED | CS_INVALID | CS_REPLY_DIR),
                 CS_ESTABLISHED | dir,
@@ -206,7 +115,7 @@ fn benches(c: &mut Criterion) {
             for _ in 0..BATCH {
                 buf[..flen].copy_from_slice(&frames[pos * flen..(pos + 1) * flen]);
                 pos = (pos + 1) % n_frames;
-                acc ^= run(&t, &mut buf[..flen], &req);
+                acc ^= track(&t, &mut buf[..flen], &req);
             }
             black_box(acc)
         })
@@ -283,7 +192,7 @@ fn benches(c: &mut Criterion) {
                 let flen = frames.len() / n as usize;
                 let s = Instant::now();
                 for f in frames.chunks_exact_mut(flen) {
-                    black_box(run(&t2, f, &commit));
+                    black_box(track(&t2, f, &commit));
                 }
                 total += s.elapsed();
                 done += n;

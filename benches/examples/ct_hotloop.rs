@@ -1,51 +1,17 @@
 //! A profiling harness for the tracker's hot paths, without a benchmark framework in the way:
-//! `cargo run --release -p xvs-conntrack --example hotloop -- MODE [SECONDS] [CONNS]` with MODE
+//! `cargo run --release -p xvs-benches --example ct_hotloop -- MODE [SECONDS] [CONNS]` with MODE
 //! one of `single` (established lookup + SNAT rewrite, one frame per call), `batch` (the same
 //! through `execute_batch`, 32 frames per call) or `commit` (new connections with SNAT). It
 //! prints nanoseconds per packet; run it under `perf record` to see where they go.
 
 use conntrack::{Config, Tracker};
-use pipeline::compose::PacketBuilder;
 use pipeline::ct::{ConnTracker, CtItem, CtRequest, CtVerdict};
-use pipeline::flow::{NatKind, NatSpec};
+use pipeline::flow::NatSpec;
 use pipeline::key::FlowKey;
 use pipeline::wire::Frame;
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
-
-const ETH: usize = 14;
-
-fn tcp_frame(src: u32, dst: u32, sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
-    PacketBuilder::tcp4(
-        [2, 0, 0, 0, 0, 1],
-        [2, 0, 0, 0, 0, 2],
-        Ipv4Addr::from(src),
-        Ipv4Addr::from(dst),
-        sport,
-        dport,
-    )
-    .tcp_flags(u16::from(flags))
-    .seq(seq)
-    .ack(ack)
-    .build()
-}
-
-fn run(t: &Tracker, f: &mut [u8], req: &CtRequest<'_>) -> u32 {
-    let len = f.len();
-    match t.execute(&mut Frame::new(f, 0, len), ETH, &FlowKey::ZERO, req, 1) {
-        CtVerdict::Tracked(r) => r.state,
-        _ => 0,
-    }
-}
-
-fn client(i: u32) -> (u32, u16, u32) {
-    (
-        0x0a00_0000 + i / 50_000,
-        10_000 + (i % 50_000) as u16,
-        0x0808_0000 + (i * 31) % 4096,
-    )
-}
+use xvs_benches::ct_load::{client, commit_req, snat_spec, tcp_frame, track, ETH};
 
 /// Prints the best and the median of the per-window costs: on a shared machine the best window
 /// is the one least disturbed by other work.
@@ -64,22 +30,9 @@ fn main() {
     let mode = args.get(1).map(String::as_str).unwrap_or("single");
     let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let conns: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let spec = NatSpec {
-        kind: Some(NatKind::Src),
-        addr_min: Some(IpAddr::V4(Ipv4Addr::new(172, 22, 7, 27))),
-        addr_max: Some(IpAddr::V4(Ipv4Addr::new(172, 22, 7, 30))),
-        ..NatSpec::default()
-    };
+    let spec = snat_spec();
     let bare = NatSpec::default();
-    let commit = CtRequest {
-        zone: 9,
-        commit: true,
-        force: false,
-        nat: Some(&spec),
-        set_mark: None,
-        set_label: None,
-        alg: None,
-    };
+    let commit = commit_req(&spec);
     let est = CtRequest {
         commit: false,
         nat: Some(&bare),
@@ -113,7 +66,7 @@ fn main() {
             }
             let s = Instant::now();
             for f in frames.chunks_exact_mut(flen) {
-                black_box(run(&t, f, &commit));
+                black_box(track(&t, f, &commit));
             }
             let el = s.elapsed();
             spent += el;
@@ -126,14 +79,14 @@ fn main() {
     for i in 0..conns {
         let (src, sport, server) = client(i);
         let mut syn = tcp_frame(src, server, sport, 80, 0x02, 100, 0);
-        run(&t, &mut syn, &commit);
+        track(&t, &mut syn, &commit);
         let nat_src =
             u32::from_be_bytes([syn[ETH + 12], syn[ETH + 13], syn[ETH + 14], syn[ETH + 15]]);
         let nat_port = u16::from_be_bytes([syn[ETH + 20], syn[ETH + 21]]);
         let mut sa = tcp_frame(server, nat_src, 80, nat_port, 0x12, 5000, 101);
-        run(&t, &mut sa, &est);
+        track(&t, &mut sa, &est);
         let mut ack = tcp_frame(src, server, sport, 80, 0x10, 101, 5001);
-        run(&t, &mut ack, &commit);
+        track(&t, &mut ack, &commit);
         acks.push(tcp_frame(src, server, sport, 80, 0x10, 101, 5001));
     }
     let flen = acks[0].len();
@@ -176,7 +129,7 @@ fn main() {
                     let b = &mut bufs[0];
                     b[..flen].copy_from_slice(&frames[pos * flen..(pos + 1) * flen]);
                     pos = (pos + 1) % n_frames;
-                    acc ^= run(&t, &mut b[..flen], &est);
+                    acc ^= track(&t, &mut b[..flen], &est);
                 }
                 done += RX as u64;
             }

@@ -1,0 +1,138 @@
+//! TCP connections for the conntrack benches and the `ct_hotloop` profiling example: frames,
+//! the SNAT used throughout, and a tracker populated with established connections.
+
+use conntrack::Tracker;
+use pipeline::compose::PacketBuilder;
+use pipeline::ct::{ConnTracker, CtRequest, CtVerdict};
+use pipeline::flow::{NatKind, NatSpec};
+use pipeline::key::FlowKey;
+use pipeline::wire::Frame;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Where IPv4 starts in the frames built here (untagged Ethernet).
+pub const ETH: usize = 14;
+
+/// Ethernet + IPv4 + TCP (no payload) with correct checksums.
+pub fn tcp_frame(
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+) -> Vec<u8> {
+    PacketBuilder::tcp4(
+        [2, 0, 0, 0, 0, 1],
+        [2, 0, 0, 0, 0, 2],
+        Ipv4Addr::from(src),
+        Ipv4Addr::from(dst),
+        sport,
+        dport,
+    )
+    .tcp_flags(u16::from(flags))
+    .seq(seq)
+    .ack(ack)
+    .build()
+}
+
+/// Tracks one frame; its `ct_state`, or 0 when it was not tracked (held, reassembled).
+pub fn track(t: &Tracker, f: &mut [u8], req: &CtRequest<'_>) -> u32 {
+    let len = f.len();
+    match t.execute(&mut Frame::new(f, 0, len), ETH, &FlowKey::ZERO, req, 1) {
+        CtVerdict::Tracked(r) => r.state,
+        _ => 0,
+    }
+}
+
+/// SNAT to the reference deployment's 172.22.7.27-30, any port.
+pub fn snat_spec() -> NatSpec {
+    NatSpec {
+        kind: Some(NatKind::Src),
+        addr_min: Some(IpAddr::V4(Ipv4Addr::new(172, 22, 7, 27))),
+        addr_max: Some(IpAddr::V4(Ipv4Addr::new(172, 22, 7, 30))),
+        ..NatSpec::default()
+    }
+}
+
+/// Committing in zone 9 with `spec`, as the reference deployment's gateway table does.
+pub fn commit_req(spec: &NatSpec) -> CtRequest<'_> {
+    CtRequest {
+        zone: 9,
+        commit: true,
+        force: false,
+        nat: Some(spec),
+        set_mark: None,
+        set_label: None,
+        alg: None,
+    }
+}
+
+/// Client address and port, and server address, of connection `i`. Servers vary so the
+/// translated tuple space (NAT addresses x ports x servers) is far larger than the population.
+pub fn client(i: u32) -> (u32, u16, u32) {
+    (
+        0x0a00_0000 + i / 50_000,
+        10_000 + (i % 50_000) as u16,
+        0x0808_0000 + (i * 31) % 4096,
+    )
+}
+
+/// Opens `n` SNATed TCP connections (full handshake); returns the original-direction ACKs and
+/// the reply-direction ones (addressed to the translated source).
+pub fn populate(t: &Tracker, n: u32, spec: &NatSpec) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let commit = commit_req(spec);
+    let bare = NatSpec::default();
+    let back = CtRequest {
+        commit: false,
+        nat: Some(&bare),
+        ..commit
+    };
+    let mut acks = Vec::with_capacity(n as usize);
+    let mut replies = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let (src, sport, server) = client(i);
+        let mut syn = tcp_frame(src, server, sport, 80, 0x02, 100, 0);
+        track(t, &mut syn, &commit);
+        let nat_src =
+            u32::from_be_bytes([syn[ETH + 12], syn[ETH + 13], syn[ETH + 14], syn[ETH + 15]]);
+        let nat_port = u16::from_be_bytes([syn[ETH + 20], syn[ETH + 21]]);
+        let mut sa = tcp_frame(server, nat_src, 80, nat_port, 0x12, 5000, 101);
+        track(t, &mut sa, &back);
+        let mut ack = tcp_frame(src, server, sport, 80, 0x10, 101, 5001);
+        track(t, &mut ack, &commit);
+        acks.push(tcp_frame(src, server, sport, 80, 0x10, 101, 5001));
+        replies.push(tcp_frame(server, nat_src, 80, nat_port, 0x10, 5001, 101));
+    }
+    (acks, replies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conntrack::Config;
+    use pipeline::key::{CS_ESTABLISHED, CS_REPLY_DIR, CS_SRC_NAT};
+
+    #[test]
+    fn populated_connections_are_established_and_translated() {
+        let t = Tracker::new(Config::default());
+        let spec = snat_spec();
+        let (acks, replies) = populate(&t, 50, &spec);
+        assert_eq!(t.len(), 50);
+        let bare = NatSpec::default();
+        let back = CtRequest {
+            commit: false,
+            nat: Some(&bare),
+            ..commit_req(&spec)
+        };
+        for (a, r) in acks.iter().zip(&replies) {
+            let s = track(&t, &mut a.clone(), &commit_req(&spec));
+            assert_eq!(
+                s & (CS_ESTABLISHED | CS_SRC_NAT),
+                CS_ESTABLISHED | CS_SRC_NAT
+            );
+            let s = track(&t, &mut r.clone(), &back);
+            assert_ne!(s & CS_REPLY_DIR, 0);
+        }
+    }
+}
