@@ -323,6 +323,12 @@ xdp_off() {
   done
 }
 
+# One AF_XDP port of an xvs configuration, in native mode; EXTRA is a further key line.
+afxdp_port() { # name ofport [extra]
+  printf '[[bridge.port]]\nname = "%s"\ntype = "afxdp"\nofport = %s\nxdp_mode = "native"\n%s\n' \
+    "$1" "$2" "${3:-}"
+}
+
 write_xvs_config() { # scenario mode -> file
   local sc="$1" mode="$2" f="$work/xvs-$1-$2.toml"
   cat >"$f" <<EOF
@@ -342,18 +348,8 @@ EOF
 name = "br0"
 fail_mode = "secure"
 flows = "p2p.flows"
-[[bridge.port]]
-name = "tap2"
-type = "afxdp"
-ofport = 1
-xdp_mode = "native"
-$mtu
-[[bridge.port]]
-name = "eth1"
-type = "afxdp"
-ofport = 2
-xdp_mode = "native"
-$mtu
+$(afxdp_port tap2 1 "$mtu")
+$(afxdp_port eth1 2 "$mtu")
 EOF
       ;;
     normal)
@@ -361,16 +357,8 @@ EOF
 [[bridge]]
 name = "br0"
 fail_mode = "standalone"
-[[bridge.port]]
-name = "tap2"
-type = "afxdp"
-ofport = 1
-xdp_mode = "native"
-[[bridge.port]]
-name = "eth1"
-type = "afxdp"
-ofport = 2
-xdp_mode = "native"
+$(afxdp_port tap2 1)
+$(afxdp_port eth1 2)
 EOF
       ;;
     snat)
@@ -379,11 +367,7 @@ EOF
 [[bridge]]
 name = "br0"
 fail_mode = "standalone"
-[[bridge.port]]
-name = "eth1"
-type = "afxdp"
-ofport = 10
-xdp_mode = "native"
+$(afxdp_port eth1 10)
 [[bridge.port]]
 name = "patch-br0"
 type = "patch"
@@ -399,11 +383,7 @@ name = "patch-brAtlas-t"
 type = "patch"
 ofport = 1
 peer = "patch-br0"
-[[bridge.port]]
-name = "tap2"
-type = "afxdp"
-ofport = 4
-xdp_mode = "native"
+$(afxdp_port tap2 4)
 EOF
       ;;
     geneve)
@@ -412,22 +392,14 @@ EOF
 [[bridge]]
 name = "br0"
 fail_mode = "standalone"
-[[bridge.port]]
-name = "eth1"
-type = "afxdp"
-ofport = 10
-xdp_mode = "native"
+$(afxdp_port eth1 10)
 
 [[bridge]]
 name = "brAtlas"
 fail_mode = "secure"
 flows = "geneve.flows"
 tlv_map = [ { class = 0x0102, type = 0x80, len = 4, field = "tun_metadata0" } ]
-[[bridge.port]]
-name = "tap2"
-type = "afxdp"
-ofport = 1
-xdp_mode = "native"
+$(afxdp_port tap2 1)
 [[bridge.port]]
 name = "ovn-sink-0"
 type = "geneve"
