@@ -78,12 +78,7 @@ fn established(c: &mut Criterion) {
     for conns in [1u32, 10_000] {
         let sw = SnatSwitch::new(conntrack::Config::default());
         let view = sw.switch.view();
-        let sh = Shared {
-            env: &view,
-            recirc: &sw.switch.recirc,
-            ct: &*sw.switch.ct,
-            generation: view.generation,
-        };
+        let sh = view.shared();
         let mut engine = Engine::new(FlowCache::default());
         let mut sink = CountSink::default();
         let mut bufs = Bufs::new();
@@ -161,12 +156,7 @@ fn new_connections(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BATCH_SIZE as u64));
     let sw = SnatSwitch::new(conntrack::Config::default());
     let view = sw.switch.view();
-    let sh = Shared {
-        env: &view,
-        recirc: &sw.switch.recirc,
-        ct: &*sw.switch.ct,
-        generation: view.generation,
-    };
+    let sh = view.shared();
     let mut engine = Engine::new(FlowCache::default());
     let mut sink = CountSink::default();
     let mut bufs = Bufs::new();

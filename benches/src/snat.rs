@@ -171,7 +171,7 @@ pub const BENCH_NOW: Nanos = 1_000_000_000;
 mod tests {
     use super::*;
     use pipeline::cache::FlowCache;
-    use pipeline::engine::{Engine, Shared};
+    use pipeline::engine::Engine;
     use pipeline::key::FlowKey;
     use pipeline::odp::DpSink;
     use pipeline::wire::Frame;
@@ -187,12 +187,7 @@ mod tests {
 
     fn run(sw: &SnatSwitch, engine: &mut Engine, port: u32, frame: &[u8]) -> Vec<(u32, Vec<u8>)> {
         let view = sw.switch.view();
-        let sh = Shared {
-            env: &view,
-            recirc: &sw.switch.recirc,
-            ct: &*sw.switch.ct,
-            generation: view.generation,
-        };
+        let sh = view.shared();
         let mut buf = vec![0u8; 128 + frame.len()];
         buf[128..].copy_from_slice(frame);
         let mut out = Sent::default();

@@ -9,7 +9,7 @@ use crate::port::{Port, PortStats, RxFrames, TxVerdict};
 use crate::switch::Switch;
 use pipeline::cache::FlowCache;
 use pipeline::ct::Nanos;
-use pipeline::engine::{Engine, Shared};
+use pipeline::engine::Engine;
 use pipeline::key::FlowKey;
 use pipeline::odp::DpSink;
 use std::os::fd::RawFd;
@@ -113,12 +113,7 @@ impl Datapath {
     /// Receives one burst from every port and switches it. Returns the number of frames.
     pub fn poll_once(&mut self, sw: &Switch, now: Nanos) -> usize {
         let view = sw.view();
-        let shared = Shared {
-            env: &view,
-            recirc: &sw.recirc,
-            ct: &*sw.ct,
-            generation: view.generation,
-        };
+        let shared = view.shared();
         let meta = FlowKey::ZERO;
         let mut total = 0;
         for i in 0..self.ports.len() {

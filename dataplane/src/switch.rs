@@ -10,6 +10,7 @@
 use crate::hooks::CaptureSlot;
 use crate::mac_learning::{self, Fdb, NormalPort, VlanMode};
 use pipeline::ct::{ConnTracker, Nanos};
+use pipeline::engine::Shared;
 use pipeline::flow::{ofp_port, PortNames};
 use pipeline::key::{loc, FlowKey};
 use pipeline::odp::{TlvMap, TunnelRx};
@@ -684,6 +685,18 @@ pub struct SwitchView<'a> {
     snaps: Vec<Arc<Snapshot>>,
     /// Changes whenever a flow table or a learned MAC changes.
     pub generation: u64,
+}
+
+impl SwitchView<'_> {
+    /// What the engine needs to switch a batch under this view.
+    pub fn shared(&self) -> Shared<'_> {
+        Shared {
+            env: self,
+            recirc: &self.sw.recirc,
+            ct: &*self.sw.ct,
+            generation: self.generation,
+        }
+    }
 }
 
 impl XlateEnv for SwitchView<'_> {
