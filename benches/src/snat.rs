@@ -245,4 +245,82 @@ mod tests {
         }
         assert_eq!(sw.tracker.len(), 2 + 1);
     }
+
+    /// Sends `frames` as one burst through `process_batch`.
+    fn run_burst(
+        sw: &SnatSwitch,
+        engine: &mut Engine,
+        port: u32,
+        frames: &[Vec<u8>],
+    ) -> Vec<(u32, Vec<u8>)> {
+        let view = sw.switch.view();
+        let sh = view.shared();
+        let mut bufs: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|f| {
+                let mut b = vec![0u8; 128 + f.len()];
+                b[128..].copy_from_slice(f);
+                b
+            })
+            .collect();
+        let mut out = Sent::default();
+        let burst = bufs
+            .iter_mut()
+            .zip(frames)
+            .map(|(b, f)| Frame::new(b, 128, f.len()));
+        engine.process_batch(burst, port, &FlowKey::ZERO, &sh, &mut out, BENCH_NOW);
+        engine.end_batch();
+        out.0
+    }
+
+    /// The seed's SNAT path with the real tracker grouping frames per `ct()` (its threshold
+    /// at 0) sends, burst by burst, what the same frames one at a time send: new connections
+    /// committed and translated, established ones and their replies, in bursts that repeat
+    /// connections.
+    #[test]
+    fn grouped_bursts_send_what_frames_one_at_a_time_send() {
+        let grouped = SnatSwitch::new(conntrack::Config {
+            prefetch_min_conns: 0,
+            ..conntrack::Config::default()
+        });
+        let single = SnatSwitch::new(conntrack::Config {
+            prefetch_min_conns: usize::MAX,
+            ..conntrack::Config::default()
+        });
+        assert!(grouped.tracker.prefers_batches());
+        assert!(!single.tracker.prefers_batches());
+        let (mut eg, mut es) = (
+            Engine::new(FlowCache::default()),
+            Engine::new(FlowCache::default()),
+        );
+        // Bursts of 40 (more than one batch) over 50 connections, each connection once per
+        // burst: the first bursts create them, the later ones find them established.
+        for round in 0..4u32 {
+            let ids: Vec<u32> = (0..40).map(|n| (n * 7 + round * 13) % 50).collect();
+            let requests: Vec<Vec<u8>> = ids.iter().map(|&i| snat_request(i)).collect();
+            let got = run_burst(&grouped, &mut eg, grouped.tap2, &requests);
+            let want: Vec<(u32, Vec<u8>)> = requests
+                .iter()
+                .flat_map(|f| run(&single, &mut es, single.tap2, f))
+                .collect();
+            let (mut g, mut w) = (got.clone(), want.clone());
+            g.sort();
+            w.sort();
+            assert_eq!(g, w, "round {round}: requests");
+            assert_eq!(got.len(), ids.len(), "round {round}: every request sent");
+            let replies: Vec<Vec<u8>> = ids.iter().map(|&i| snat_reply(i)).collect();
+            let got = run_burst(&grouped, &mut eg, grouped.eth1, &replies);
+            let want: Vec<(u32, Vec<u8>)> = replies
+                .iter()
+                .flat_map(|f| run(&single, &mut es, single.eth1, f))
+                .collect();
+            let (mut g, mut w) = (got.clone(), want.clone());
+            g.sort();
+            w.sort();
+            assert_eq!(g, w, "round {round}: replies");
+            assert_eq!(got.len(), ids.len(), "round {round}: every reply sent");
+        }
+        assert_eq!(grouped.tracker.len(), single.tracker.len());
+        assert_eq!(grouped.tracker.counters(), single.tracker.counters());
+    }
 }

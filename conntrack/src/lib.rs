@@ -75,6 +75,10 @@ pub struct Config {
     /// Seeds the table hash and the PRNG behind `nat(random)`.
     pub seed: u64,
     pub frag: FragConfig,
+    /// Below this many connections the batch API tracks frame by frame: the table then sits in
+    /// the CPU caches, and the prefetch passes (a shard lock per frame each) cost more than
+    /// the misses they would hide.
+    pub prefetch_min_conns: usize,
 }
 
 impl Default for Config {
@@ -97,6 +101,7 @@ impl Default for Config {
             verify_checksums: true,
             seed: 0x6a09_e667_f3bc_c908,
             frag: FragConfig::default(),
+            prefetch_min_conns: 16_384,
         }
     }
 }
@@ -992,6 +997,10 @@ impl Tracker {
 }
 
 impl ConnTracker for Tracker {
+    fn prefers_batches(&self) -> bool {
+        self.count.load(Relaxed) >= self.cfg.prefetch_min_conns
+    }
+
     fn execute_batch(
         &self,
         items: &mut [CtItem<'_, '_>],
@@ -1000,6 +1009,12 @@ impl ConnTracker for Tracker {
         out: &mut [Option<CtVerdict>],
     ) -> usize {
         let n = items.len().min(out.len());
+        if !self.prefers_batches() {
+            for (it, o) in items[..n].iter_mut().zip(out[..n].iter_mut()) {
+                *o = Some(self.execute(it.frame, it.l3_ofs, it.key, req, now));
+            }
+            return n;
+        }
         for (items, out) in items[..n]
             .chunks_mut(pipeline::BATCH_SIZE)
             .zip(out[..n].chunks_mut(pipeline::BATCH_SIZE))

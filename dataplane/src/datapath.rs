@@ -132,9 +132,7 @@ impl Datapath {
             };
             let engine = &mut self.engine;
             let n = me.rx_burst(&mut |frames: &mut RxFrames<'_>| {
-                for f in frames.drain(..) {
-                    engine.process(f, i as u32, &meta, &shared, &mut sink, now);
-                }
+                engine.process_batch(frames.drain(..), i as u32, &meta, &shared, &mut sink, now);
             });
             total += n;
         }

@@ -84,6 +84,13 @@ pub trait ConnTracker: Send + Sync {
         now: Nanos,
     ) -> CtVerdict;
 
+    /// Whether grouping frames for [`execute_batch`](Self::execute_batch) pays now (say, the
+    /// table has outgrown the CPU caches, so overlapping lookups hides misses). When `false`
+    /// the engine tracks each frame as it reaches a `ct` action, which costs less bookkeeping.
+    fn prefers_batches(&self) -> bool {
+        false
+    }
+
     /// Tracks several frames under one request, with the same outcome as calling
     /// [`execute`](Self::execute) on each in order; `out[i]` receives item `i`'s verdict.
     /// Returns how many items were handled (the shorter of the two slices). Implementations

@@ -275,13 +275,18 @@ pub enum ExecOutcome {
     Recirc(u32),
     /// Stopped early.
     Dropped(DropReason),
-    /// Connection tracking completed a fragmented datagram: continue with `frame` (a whole
-    /// Ethernet frame), with `result` as its `ct_*` fields, from action index `resume_at`.
-    Reassembled {
-        frame: Vec<u8>,
-        result: CtResult,
-        resume_at: usize,
-    },
+    /// Connection tracking completed a fragmented datagram: continue with it (rare, so boxed:
+    /// outcomes are returned on every frame's path).
+    Reassembled(Box<Reassembly>),
+}
+
+/// A datagram conntrack completed from fragments: `frame` (a whole Ethernet frame), with
+/// `result` as its `ct_*` fields, goes on from action index `resume_at`.
+#[derive(Debug)]
+pub struct Reassembly {
+    pub frame: Vec<u8>,
+    pub result: CtResult,
+    pub resume_at: usize,
 }
 
 /// Copies the `ct_*` fields of a tracker result into a key. Whole words where the layout
@@ -310,12 +315,86 @@ pub fn execute(
     ct: &dyn ConnTracker,
     now: Nanos,
 ) -> ExecOutcome {
-    for (i, action) in actions.iter().enumerate() {
+    match resume::<false>(actions, 0, pkt, sink, ct, now) {
+        Step::Finished(o) => o,
+        // Only a suspending run stops at a `ct`.
+        Step::AtCt(_) => ExecOutcome::Done,
+    }
+}
+
+/// How a run of actions that may stop before a `ct` ended.
+#[derive(Debug)]
+pub(crate) enum Step {
+    Finished(ExecOutcome),
+    /// Stopped before the `ct` action at this index, on an IP frame: the caller hands the frame
+    /// to the tracker (with others stopped at the same action) and goes on with
+    /// [`finish_ct`] and [`resume`].
+    AtCt(usize),
+}
+
+/// Takes in the tracker's verdict for a frame stopped before the `ct` action at index `at`
+/// (`len_before`: the frame's length when it was handed over). `None`: go on with the next
+/// action; otherwise how the run ends. The verdict is read in place (it is large; a
+/// reassembled datagram's bytes are moved out).
+pub(crate) fn finish_ct(
+    pkt: &mut Packet<'_>,
+    len_before: usize,
+    verdict: &mut CtVerdict,
+    at: usize,
+) -> Option<ExecOutcome> {
+    match verdict {
+        CtVerdict::Tracked(r) => {
+            // NAT rewrites addresses and ports in place; anything that changed the frame's
+            // length is parsed again from scratch.
+            if r.state & (key::CS_SRC_NAT | key::CS_DST_NAT) != 0
+                && (pkt.frame.len() != len_before
+                    || !refresh_addresses(pkt.frame.data(), &pkt.layout, &mut pkt.key))
+            {
+                pkt.reparse();
+            }
+            apply_ct_result(&mut pkt.key, r);
+            None
+        }
+        CtVerdict::Held => Some(ExecOutcome::Dropped(DropReason::FragmentHeld)),
+        CtVerdict::Reassembled { frame, result } => {
+            Some(ExecOutcome::Reassembled(Box::new(Reassembly {
+                frame: std::mem::take(frame),
+                result: *result,
+                resume_at: at + 1,
+            })))
+        }
+    }
+}
+
+/// The request a `ct` action makes of the tracker.
+pub(crate) fn ct_request(c: &OdpCt) -> CtRequest<'_> {
+    CtRequest {
+        zone: c.zone,
+        commit: c.commit,
+        force: c.force,
+        nat: c.nat.as_ref(),
+        set_mark: c.set_mark,
+        set_label: c.set_label,
+        alg: c.alg.as_deref(),
+    }
+}
+
+/// Runs `actions[start..]`; with `SUSPEND`, stops before a `ct` action on an IP frame instead
+/// of calling the tracker, so that the engine can track a batch of frames at once.
+pub(crate) fn resume<const SUSPEND: bool>(
+    actions: &[OdpAction],
+    start: usize,
+    pkt: &mut Packet<'_>,
+    sink: &mut dyn DpSink,
+    ct: &dyn ConnTracker,
+    now: Nanos,
+) -> Step {
+    for (i, action) in actions.iter().enumerate().skip(start) {
         match action {
             OdpAction::Output(port) => sink.output(*port, pkt.frame.data()),
             OdpAction::PushVlan { tpid, tci } => {
                 if rewrite::push_vlan(&mut pkt.frame, &mut pkt.layout, *tpid, *tci).is_err() {
-                    return ExecOutcome::Dropped(DropReason::NoHeadroom);
+                    return Step::Finished(ExecOutcome::Dropped(DropReason::NoHeadroom));
                 }
                 let outer = pkt.key.get(loc::VLAN_TCI);
                 pkt.key.set(loc::INNER_VLAN_TCI, outer);
@@ -323,7 +402,7 @@ pub fn execute(
             }
             OdpAction::PopVlan => {
                 if rewrite::pop_vlan(&mut pkt.frame, &mut pkt.layout).is_err() {
-                    return ExecOutcome::Dropped(DropReason::RewriteFailed);
+                    return Step::Finished(ExecOutcome::Dropped(DropReason::RewriteFailed));
                 }
                 let inner = pkt.key.get(loc::INNER_VLAN_TCI);
                 pkt.key.set(loc::VLAN_TCI, inner);
@@ -331,7 +410,7 @@ pub fn execute(
             }
             OdpAction::SetVlanTci(tci) => {
                 if rewrite::set_vlan_tci(&mut pkt.frame, &pkt.layout, *tci).is_err() {
-                    return ExecOutcome::Dropped(DropReason::RewriteFailed);
+                    return Step::Finished(ExecOutcome::Dropped(DropReason::RewriteFailed));
                 }
                 pkt.key.set(loc::VLAN_TCI, (*tci | key::VLAN_CFI) as u128);
             }
@@ -345,19 +424,10 @@ pub fn execute(
                 }
                 if rewrite::set_fields(&mut pkt.frame, &pkt.layout, &have, &pkt.key).is_err() {
                     pkt.key = have;
-                    return ExecOutcome::Dropped(DropReason::RewriteFailed);
+                    return Step::Finished(ExecOutcome::Dropped(DropReason::RewriteFailed));
                 }
             }
             OdpAction::Ct(c) => {
-                let req = CtRequest {
-                    zone: c.zone,
-                    commit: c.commit,
-                    force: c.force,
-                    nat: c.nat.as_ref(),
-                    set_mark: c.set_mark,
-                    set_label: c.set_label,
-                    alg: c.alg.as_deref(),
-                };
                 if pkt.layout.l3_ofs == 0 {
                     // Not IP: nothing to track. Open vSwitch's userspace tracker reports such
                     // frames as tracked and invalid, and so does xvs.
@@ -369,28 +439,14 @@ pub fn execute(
                     apply_ct_result(&mut pkt.key, &r);
                     continue;
                 }
+                if SUSPEND {
+                    return Step::AtCt(i);
+                }
                 let l3 = pkt.layout.l3_ofs as usize;
                 let len = pkt.frame.len();
-                match ct.execute(&mut pkt.frame, l3, &pkt.key, &req, now) {
-                    CtVerdict::Tracked(r) => {
-                        // NAT rewrites addresses and ports in place; anything that changed
-                        // the frame's length is parsed again from scratch.
-                        if r.state & (key::CS_SRC_NAT | key::CS_DST_NAT) != 0
-                            && (pkt.frame.len() != len
-                                || !refresh_addresses(pkt.frame.data(), &pkt.layout, &mut pkt.key))
-                        {
-                            pkt.reparse();
-                        }
-                        apply_ct_result(&mut pkt.key, &r);
-                    }
-                    CtVerdict::Held => return ExecOutcome::Dropped(DropReason::FragmentHeld),
-                    CtVerdict::Reassembled { frame, result } => {
-                        return ExecOutcome::Reassembled {
-                            frame,
-                            result,
-                            resume_at: i + 1,
-                        }
-                    }
+                let mut v = ct.execute(&mut pkt.frame, l3, &pkt.key, &ct_request(c), now);
+                if let Some(end) = finish_ct(pkt, len, &mut v, i) {
+                    return Step::Finished(end);
                 }
             }
             OdpAction::CtClear => {
@@ -400,13 +456,13 @@ pub fn execute(
             }
             OdpAction::Recirc(id) => {
                 if i + 1 == actions.len() {
-                    return ExecOutcome::Recirc(*id);
+                    return Step::Finished(ExecOutcome::Recirc(*id));
                 }
                 sink.recirculate(*id, pkt.frame.data(), &pkt.key);
             }
             OdpAction::Clone(sub) => {
                 if let Some(out) = run_on_copy(sub, pkt, sink, ct, now) {
-                    return out;
+                    return Step::Finished(out);
                 }
             }
             OdpAction::CheckPktLen { len, gt, le } => {
@@ -415,13 +471,13 @@ pub fn execute(
                 } else {
                     le
                 };
-                return execute(branch, pkt, sink, ct, now);
+                return Step::Finished(execute(branch, pkt, sink, ct, now));
             }
             // No controller to receive it: the copy it stands for is lost, and counted.
             OdpAction::Userspace(_) => sink.dropped(DropReason::Controller),
             OdpAction::TunnelPush(h) => {
                 if let Err(r) = tunnel_push(h, pkt) {
-                    return ExecOutcome::Dropped(r);
+                    return Step::Finished(ExecOutcome::Dropped(r));
                 }
             }
             OdpAction::TunnelPop(rx) => {
@@ -429,14 +485,14 @@ pub fn execute(
                     // The inner frame replaces this one: elsewhere than last, pop a copy.
                     if let Some(out) = run_on_copy(std::slice::from_ref(action), pkt, sink, ct, now)
                     {
-                        return out;
+                        return Step::Finished(out);
                     }
                     continue;
                 }
-                return match tunnel_pop(rx, pkt) {
+                return Step::Finished(match tunnel_pop(rx, pkt) {
                     Ok(()) => ExecOutcome::Recirc(0),
                     Err(r) => ExecOutcome::Dropped(r),
-                };
+                });
             }
             OdpAction::Emit(e) => {
                 let mut buf = vec![0u8; COPY_HEADROOM + e.frame.len()];
@@ -448,14 +504,14 @@ pub fn execute(
                 match execute(&e.actions, &mut made, sink, ct, now) {
                     ExecOutcome::Recirc(id) => sink.recirculate(id, made.frame.data(), &made.key),
                     ExecOutcome::Dropped(r) => sink.dropped(r),
-                    ExecOutcome::Reassembled { .. } | ExecOutcome::Done => {}
+                    ExecOutcome::Reassembled(_) | ExecOutcome::Done => {}
                 }
             }
-            OdpAction::Drop(r) => return ExecOutcome::Dropped(*r),
+            OdpAction::Drop(r) => return Step::Finished(ExecOutcome::Dropped(*r)),
             OdpAction::Capture(id) => sink.capture(*id, pkt.frame.data()),
         }
     }
-    ExecOutcome::Done
+    Step::Finished(ExecOutcome::Done)
 }
 
 /// A source port from the inner frame's addresses and ports, so one inner flow keeps one outer
@@ -599,7 +655,7 @@ fn run_on_copy(
     match execute(actions, &mut copy, sink, ct, now) {
         ExecOutcome::Recirc(id) => sink.recirculate(id, copy.frame.data(), &copy.key),
         ExecOutcome::Dropped(r) => sink.dropped(r),
-        ExecOutcome::Reassembled { .. } | ExecOutcome::Done => {}
+        ExecOutcome::Reassembled(_) | ExecOutcome::Done => {}
     }
     None
 }

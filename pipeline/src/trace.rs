@@ -179,7 +179,7 @@ pub fn trace(
                 k.set(loc::RECIRC_ID, id as u128);
                 pkt.key = k;
             }
-            ExecOutcome::Reassembled { .. } => {
+            ExecOutcome::Reassembled(_) => {
                 verdict = "held for reassembly".into();
                 break;
             }

@@ -3,7 +3,7 @@
 
 use pipeline::cache::FlowCache;
 use pipeline::compose::{verify_checksums, PacketBuilder};
-use pipeline::ct::{ConnTracker, CtRequest, CtResult, CtVerdict, Nanos};
+use pipeline::ct::{ConnTracker, CtItem, CtRequest, CtResult, CtVerdict, Nanos};
 use pipeline::engine::{Engine, Shared};
 use pipeline::extract::extract;
 use pipeline::key::{self, loc, FlowKey};
@@ -59,9 +59,17 @@ impl DpSink for Outputs {
 struct FakeCt {
     committed: Mutex<Vec<(u32, u32)>>,
     calls: Mutex<u32>,
+    /// Every call: (zone, commit, frames), 1 frame for `execute`.
+    batches: Mutex<Vec<(u16, bool, usize)>>,
+    /// What `prefers_batches` answers.
+    grouping: bool,
 }
 
 impl ConnTracker for FakeCt {
+    fn prefers_batches(&self) -> bool {
+        self.grouping
+    }
+
     fn execute(
         &self,
         _f: &mut Frame<'_>,
@@ -70,6 +78,31 @@ impl ConnTracker for FakeCt {
         req: &CtRequest<'_>,
         _now: Nanos,
     ) -> CtVerdict {
+        self.batches.lock().unwrap().push((req.zone, req.commit, 1));
+        self.track(k, req)
+    }
+
+    fn execute_batch(
+        &self,
+        items: &mut [CtItem<'_, '_>],
+        req: &CtRequest<'_>,
+        _now: Nanos,
+        out: &mut [Option<CtVerdict>],
+    ) -> usize {
+        self.batches
+            .lock()
+            .unwrap()
+            .push((req.zone, req.commit, items.len()));
+        let n = items.len().min(out.len());
+        for (it, o) in items.iter_mut().zip(out.iter_mut()) {
+            *o = Some(self.track(it.key, req));
+        }
+        n
+    }
+}
+
+impl FakeCt {
+    fn track(&self, k: &FlowKey, req: &CtRequest<'_>) -> CtVerdict {
         *self.calls.lock().unwrap() += 1;
         let (s, d) = (k.get(loc::NW_SRC) as u32, k.get(loc::NW_DST) as u32);
         let mut c = self.committed.lock().unwrap();
@@ -127,6 +160,35 @@ impl Rig {
             &mut out,
             1,
         );
+        self.engine.end_batch();
+        out.0
+    }
+
+    /// Sends `frames` (in_port, bytes) as one burst through [`Engine::process_batch`]; every
+    /// frame of a burst comes in on the same port.
+    fn send_batch(&mut self, in_port: u32, frames: &[Vec<u8>]) -> Vec<(u32, Vec<u8>)> {
+        let view = self.env.0.view();
+        let sh = Shared {
+            env: &view,
+            recirc: &self.recirc,
+            ct: &self.ct,
+            generation: view.generation(),
+        };
+        let mut bufs: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|f| {
+                let mut b = vec![0u8; 256 + f.len()];
+                b[256..].copy_from_slice(f);
+                b
+            })
+            .collect();
+        let mut out = Outputs::default();
+        let batch = bufs
+            .iter_mut()
+            .zip(frames)
+            .map(|(b, f)| Frame::new(b, 256, f.len()));
+        self.engine
+            .process_batch(batch, in_port, &FlowKey::ZERO, &sh, &mut out, 1);
         self.engine.end_batch();
         out.0
     }
@@ -397,4 +459,156 @@ fn runts_are_dropped_before_any_flow_sees_them() {
         1,
         "a bare Ethernet header is a frame"
     );
+}
+
+/// Two zones, each with a lookup `ct` and a commit `ct`: the shape of the seed's SNAT path,
+/// without the NAT (the double does none).
+const TWO_ZONES: &str = r#"
+table=0,priority=110,in_port=1,ip,nw_src=198.18.0.4,actions=ct(table=1,zone=6)
+table=0,priority=100,in_port=1,ip,actions=ct(table=1,zone=5)
+table=0,priority=100,in_port=2,ip,actions=ct(table=1,zone=6)
+table=0,priority=90,in_port=1,actions=output:3
+table=1,priority=100,ct_state=+new+trk,ip,actions=ct(commit,table=2,zone=5)
+table=1,priority=100,ct_state=+est+trk,ip,actions=output:3
+table=1,priority=90,ct_state=+inv+trk,actions=drop
+table=2,priority=100,actions=output:4
+"#;
+
+const TWO_ZONE_PORTS: &[(&str, u32)] = &[("a", 1), ("b", 2), ("c", 3), ("d", 4)];
+
+/// A UDP frame of connection `i` (its own source port), `mark` in the payload.
+fn conn_frame(i: u16, mark: u8) -> Vec<u8> {
+    PacketBuilder::udp4(
+        VM_MAC,
+        ROUTER_MAC,
+        Ipv4Addr::new(198, 18, 0, (i % 200) as u8 + 1),
+        Ipv4Addr::new(198, 19, 0, 1),
+        10_000 + i,
+        9,
+    )
+    .payload_len(18)
+    .payload_byte(mark)
+    .build()
+}
+
+#[test]
+fn a_burst_is_tracked_in_one_call_per_ct_action() {
+    let mut rig = Rig::new(TWO_ZONE_PORTS, TWO_ZONES);
+    rig.ct.grouping = true;
+    let burst: Vec<Vec<u8>> = (10..18).map(|i| conn_frame(i, 0)).collect();
+    let out = rig.send_batch(1, &burst);
+    assert_eq!(
+        out.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        vec![4; 8],
+        "every new connection committed and sent on"
+    );
+    assert_eq!(
+        out.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>(),
+        burst,
+        "in arrival order"
+    );
+    assert_eq!(
+        *rig.ct.batches.lock().unwrap(),
+        vec![(5, false, 8), (5, true, 8)],
+        "one lookup call and one commit call, each with the whole burst"
+    );
+    // Established now: one lookup call, no commit.
+    rig.ct.batches.lock().unwrap().clear();
+    let out = rig.send_batch(1, &burst);
+    assert_eq!(out.iter().filter(|(p, _)| *p == 3).count(), 8);
+    assert_eq!(*rig.ct.batches.lock().unwrap(), vec![(5, false, 8)]);
+    // A tracker that does not want batches gets every frame where it reaches the `ct`.
+    rig.ct.grouping = false;
+    rig.ct.batches.lock().unwrap().clear();
+    let out = rig.send_batch(1, &burst);
+    assert_eq!(
+        out,
+        burst.iter().map(|f| (3, f.clone())).collect::<Vec<_>>()
+    );
+    assert_eq!(*rig.ct.batches.lock().unwrap(), vec![(5, false, 1); 8]);
+}
+
+#[test]
+fn frames_waiting_at_different_ct_actions_are_tracked_apart_and_non_ip_skips_the_tracker() {
+    let mut rig = Rig::new(TWO_ZONE_PORTS, TWO_ZONES);
+    rig.ct.grouping = true;
+    // Connections 0 and 2 are established, 1 and 3 new (3 in zone 6); an ARP frame takes the
+    // non-IP flow.
+    rig.send_batch(1, &[conn_frame(0, 0), conn_frame(2, 0)]);
+    rig.ct.batches.lock().unwrap().clear();
+    let arp = PacketBuilder::arp_request(
+        VM_MAC,
+        Ipv4Addr::new(198, 18, 0, 9),
+        Ipv4Addr::new(198, 18, 0, 1),
+    )
+    .build();
+    let burst = vec![
+        conn_frame(0, 1),
+        conn_frame(1, 1),
+        arp.clone(),
+        conn_frame(2, 1),
+        conn_frame(3, 1),
+    ];
+    let out = rig.send_batch(1, &burst);
+    let mut calls = rig.ct.batches.lock().unwrap().clone();
+    calls.sort();
+    assert_eq!(
+        calls,
+        vec![(5, false, 3), (5, true, 2), (6, false, 1)],
+        "zone 5's three frames looked up together, connection 3 (zone 6) alone, the two new \
+         ones committed together"
+    );
+    let to = |port: u32| -> Vec<Vec<u8>> {
+        out.iter()
+            .filter(|(p, _)| *p == port)
+            .map(|(_, f)| f.clone())
+            .collect()
+    };
+    // The ARP frame needs no tracking: it leaves before the frames that waited for it.
+    assert_eq!(to(3), vec![arp, conn_frame(0, 1), conn_frame(2, 1)]);
+    assert_eq!(to(4), vec![conn_frame(1, 1), conn_frame(3, 1)]);
+}
+
+/// The property batching must keep: for frames of different connections, a burst gives what
+/// the same frames give one at a time, and the frames of one connection keep their order.
+#[test]
+fn a_burst_sends_what_frames_one_at_a_time_send() {
+    let flows = TWO_ZONES;
+    for seed in 0..40u16 {
+        // Connections 0..6; each frame picks one, some twice in a row; port 1 or 2.
+        let picks: Vec<(u16, u8)> = (0..20u16)
+            .map(|n| ((seed.wrapping_mul(7) + n * (seed % 5 + 1)) % 6, n as u8))
+            .collect();
+        let frames: Vec<Vec<u8>> = picks.iter().map(|&(c, m)| conn_frame(c, m)).collect();
+        let in_port = 1 + (seed % 2) as u32;
+        let mut batched = Rig::new(TWO_ZONE_PORTS, flows);
+        batched.ct.grouping = true;
+        let mut single = Rig::new(TWO_ZONE_PORTS, flows);
+        // Connections start established in both rigs, so no frame depends on another's commit.
+        for c in 0..6 {
+            batched.send(in_port, &conn_frame(c, 0xff));
+            single.send(in_port, &conn_frame(c, 0xff));
+        }
+        let got = batched.send_batch(in_port, &frames);
+        let want: Vec<(u32, Vec<u8>)> = frames
+            .iter()
+            .flat_map(|f| single.send(in_port, f))
+            .collect();
+        let mut g = got.clone();
+        let mut w = want.clone();
+        g.sort();
+        w.sort();
+        assert_eq!(g, w, "seed {seed}: the same frames out");
+        for c in 0..6 {
+            let of = |v: &[(u32, Vec<u8>)]| -> Vec<Vec<u8>> {
+                v.iter()
+                    .filter(|(_, f)| f[..][26..34] == conn_frame(c, 0)[26..34])
+                    .map(|(_, f)| f.clone())
+                    .collect()
+            };
+            assert_eq!(of(&got), of(&want), "seed {seed}: connection {c} in order");
+        }
+        assert_eq!(batched.engine.stats.frames, single.engine.stats.frames);
+        assert_eq!(batched.engine.stats.drops, single.engine.stats.drops);
+    }
 }
