@@ -5,9 +5,10 @@
 //! with the source port ignored), the per-connection state of FTP control connections (the
 //! sequence-number offsets their payload rewrites introduced, and the expectations they own),
 //! and which connections were created from an expectation (their parent's original tuple).
-//! All of it sits in one table behind one lock, away from the 128-byte connection records:
-//! only connections flagged as helper or related connections ever reach it, so connections
-//! without a helper pay one flag test and nothing else.
+//! All of it sits in one table behind one read-write lock, away from the 128-byte connection
+//! records; only connections flagged as helper or related connections ever reach it (a data
+//! connection's packets only read it), so connections without a helper pay one flag test and
+//! nothing else.
 //!
 //! It must not parse frames (that is [`crate::ftp`] and [`crate::packet`]) or touch the
 //! connection table; the tracker calls it with the shard lock of the connection concerned held

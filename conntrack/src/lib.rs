@@ -40,7 +40,7 @@ use pipeline::key::*;
 use pipeline::wire::Frame;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use table::{
     Conn, Found, Shard, Shards, F_ALG_PATH, F_ALG_STATE, F_DNAT, F_FTP, F_LIVE, F_RELATED,
     F_SEEN_REPLY, F_SNAT, F_TFTP, NO_KEY, SHARDS,
@@ -182,7 +182,7 @@ pub struct Tracker {
     c: AtomicCounters,
     sweep_shard: AtomicUsize,
     /// Helper state; locked after a shard lock, never before (see [`alg`]).
-    alg: Mutex<AlgTable>,
+    alg: RwLock<AlgTable>,
     /// Expectations held, read without the lock so that new connections look for one only
     /// when there may be one.
     n_expect: AtomicUsize,
@@ -293,7 +293,7 @@ impl Tracker {
             frags: Mutex::new(Reassembler::default()),
             c: AtomicCounters::default(),
             sweep_shard: AtomicUsize::new(0),
-            alg: Mutex::new(AlgTable::default()),
+            alg: RwLock::new(AlgTable::default()),
             n_expect: AtomicUsize::new(0),
         }
     }
@@ -686,9 +686,16 @@ impl Tracker {
             _ => None,
         };
         let ftp = seg.filter(|_| flags & F_FTP != 0 && alg::ftp_ctl_packet(req.alg, &p.tuple));
-        let mut at = self.alg_lock();
-        let offs = ftp
-            .and_then(|_| at.helpers.get(&orig))
+        // A data connection's packets only read its parent's tuple (shared lock, so transfers
+        // do not serialise on it); a control segment may change the table.
+        let parent = match flags & F_RELATED {
+            0 => None,
+            _ => self.alg_read().related.get(&orig).copied(),
+        };
+        let mut at = ftp.map(|_| self.alg_lock());
+        let offs = at
+            .as_ref()
+            .and_then(|at| at.helpers.get(&orig))
             .map(|h| h.seq)
             .unwrap_or_default();
         // (sequence number as the receiver must see it, acknowledgement as the sender expects)
@@ -718,15 +725,15 @@ impl Tracker {
                 drop(g);
                 if flags & F_RELATED != 0 {
                     res.state |= CS_RELATED;
-                    if let Some(parent) = at.related.get(&orig) {
-                        res.orig = Some(ct_tuple(parent));
+                    if let Some(parent) = parent {
+                        res.orig = Some(ct_tuple(&parent));
                     }
                 }
                 if let Some(t) = target {
                     packet::rewrite(b.bytes(), p, &t);
                 }
-                if let (Some(f), Some(w)) = (ftp, wire) {
-                    self.ftp_segment(&mut at, &conn, b, p, &f, reply, w, req, now, &mut res);
+                if let (Some(f), Some(w), Some(at)) = (ftp, wire, at.as_mut()) {
+                    self.ftp_segment(at, &conn, b, p, &f, reply, w, req, now, &mut res);
                 }
                 Some(res)
             }
@@ -881,9 +888,13 @@ impl Tracker {
         self.n_expect.store(at.expects.len(), Relaxed);
     }
 
-    fn alg_lock(&self) -> MutexGuard<'_, AlgTable> {
+    fn alg_lock(&self) -> RwLockWriteGuard<'_, AlgTable> {
         // Every update leaves the table consistent between statements, so poisoning is ignored.
-        self.alg.lock().unwrap_or_else(|e| e.into_inner())
+        self.alg.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn alg_read(&self) -> RwLockReadGuard<'_, AlgTable> {
+        self.alg.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forgets the helper state of the connection with original tuple `o` (being removed).
@@ -895,7 +906,7 @@ impl Tracker {
 
     /// Expectations currently held.
     pub fn expectation_count(&self) -> usize {
-        self.alg_lock().expects.len()
+        self.alg_read().expects.len()
     }
 
     fn create<B: Resize + ?Sized>(
@@ -1387,10 +1398,13 @@ pub fn format_conn(c: &Conn) -> String {
             TcpState::from_u8(c.state).name()
         );
     }
-    if c.flags & F_FTP != 0 {
-        s.push_str(",helper=ftp");
-    } else if c.flags & F_TFTP != 0 {
-        s.push_str(",helper=tftp");
+    let helper = match c.flags & (F_FTP | F_TFTP) {
+        F_FTP => Some(Helper::Ftp),
+        F_TFTP => Some(Helper::Tftp),
+        _ => None,
+    };
+    if let Some(h) = helper {
+        let _ = write!(s, ",helper={}", h.name());
     }
     s
 }

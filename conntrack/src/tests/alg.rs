@@ -1048,3 +1048,79 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn ipv6_snat_eprt_rewrite_grows_the_payload_and_shifts_sequence_numbers() {
+    let c6: u128 = 0xfd00 << 112 | 5; // fd00::5
+    let s6: u128 = 0x2001_0db8 << 96 | 8; // 2001:db8::8
+    let n6: u128 = 0x2001_0db8_ffff << 80 | 1; // 2001:db8:ffff::1
+    let seg6 = |src, dst, sport, dport, flags, seq, ack, pl: &[u8]| {
+        frame(&P {
+            v6: true,
+            src,
+            dst,
+            sport,
+            dport,
+            flags,
+            seq,
+            ack,
+            payload: pl.to_vec(),
+            ..P::default()
+        })
+    };
+    let t = Tracker::new(Config::default());
+    let spec = NatSpec {
+        kind: Some(NatKind::Src),
+        addr_min: Some(IpAddr::V6(n6.into())),
+        ..NatSpec::default()
+    };
+    let bare = NatSpec::default();
+    let n = with_nat(req(1), &bare);
+    let first = CtRequest {
+        alg: Some("ftp"),
+        nat: Some(&spec),
+        ..commit(1)
+    };
+    run(
+        &t,
+        &seg6(c6, s6, 40000, 21, TCP_SYN, 100, 0, b""),
+        &first,
+        0,
+    );
+    run(
+        &t,
+        &seg6(s6, n6, 21, 40000, TCP_SYN | TCP_ACK, 500, 101, b""),
+        &n,
+        0,
+    );
+    let cmd = b"EPRT |2|fd00::5|6275|\r\n";
+    let (r, out) = run(&t, &seg6(c6, s6, 40000, 21, PA, 101, 501, cmd), &n, 0);
+    assert_eq!(r.state, EST | CS_SRC_NAT);
+    assert_eq!(payload(&out), b"EPRT |2|2001:db8:ffff::1|6275|\r\n");
+    assert_eq!(view(&out), (n6, s6, 40000, 21));
+    let (sent, seen) = (cmd.len() as u32, cmd.len() as u32 + 9);
+    let (_, out) = run(
+        &t,
+        &seg6(s6, n6, 21, 40000, TCP_ACK, 501, 101 + seen, b""),
+        &n,
+        0,
+    );
+    assert_eq!(seq_ack(&out), (501, 101 + sent));
+    view(&out);
+    let (_, out) = run(
+        &t,
+        &seg6(c6, s6, 40000, 21, PA, 101 + sent, 501, b"LIST\r\n"),
+        &n,
+        0,
+    );
+    assert_eq!(seq_ack(&out), (101 + seen, 501));
+    view(&out);
+    // The server's data connection to the translated address goes to the client.
+    let c = CtRequest {
+        nat: Some(&bare),
+        ..commit(1)
+    };
+    let (r, out) = run(&t, &seg6(s6, n6, 20, 6275, TCP_SYN, 1, 0, b""), &c, 0);
+    assert_eq!(r.state, NEW | CS_RELATED | CS_DST_NAT);
+    assert_eq!(view(&out), (s6, c6, 20, 6275));
+}
