@@ -5,8 +5,11 @@
 //! `ct_label`/original-tuple for each frame, applies SNAT/DNAT (rewriting the frame in place
 //! with checksums kept right), relates ICMP errors to their connections, reassembles fragments
 //! before tracking, enforces global and per-zone limits, expires connections by state timeout
-//! and dumps them in the format of `ovs-appctl dpctl/dump-conntrack`. Open vSwitch's userspace
-//! conntrack is the behavioural reference.
+//! and dumps them in the format of `ovs-appctl dpctl/dump-conntrack`. Connections committed with
+//! `alg=ftp` or `alg=tftp` announce the data connections their payload names (expectations, see
+//! [`alg`]); those are `+rel` and, under NAT, translated like their parent, with the FTP
+//! payload's address rewritten and the control connection's sequence numbers kept consistent.
+//! Open vSwitch's userspace conntrack is the behavioural reference.
 //!
 //! It is pure: no clocks (time comes in as `now`), no syscalls, no threads. It must not know
 //! about ports, flows or the pipeline beyond [`pipeline::ct`].
@@ -19,13 +22,16 @@
 
 #![deny(unsafe_code)]
 
+pub mod alg;
 pub mod frag;
+pub mod ftp;
 pub mod nat;
 pub mod packet;
 pub mod table;
 pub mod tcp;
 pub mod tuple;
 
+use alg::{AddExpect, AlgTable, ExpKey, Expect, Helper, HelperConn};
 use frag::{FragConfig, FragOutcome, Reassembler};
 use packet::{Bad, Parsed, L4};
 use pipeline::ct::{ConnTracker, CtItem, CtRequest, CtResult, CtTuple, CtVerdict, Nanos};
@@ -34,8 +40,11 @@ use pipeline::key::*;
 use pipeline::wire::Frame;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard};
-use table::{Conn, Found, Shard, Shards, F_DNAT, F_LIVE, F_SEEN_REPLY, F_SNAT, NO_KEY, SHARDS};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use table::{
+    Conn, Found, Shard, Shards, F_ALG_PATH, F_ALG_STATE, F_DNAT, F_FTP, F_LIVE, F_RELATED,
+    F_SEEN_REPLY, F_SNAT, F_TFTP, NO_KEY, SHARDS,
+};
 use tcp::TcpState;
 pub use tuple::{Addr, Tuple};
 
@@ -79,6 +88,13 @@ pub struct Config {
     /// the CPU caches, and the prefetch passes (a shard lock per frame each) cost more than
     /// the misses they would hide.
     pub prefetch_min_conns: usize,
+    /// Expectations (announced data connections) held at most; more are refused and counted.
+    pub max_expectations: usize,
+    /// How long an expectation waits for its data connection (it also goes with its parent).
+    pub expectation_timeout: Nanos,
+    /// Read `EPRT |1|...|` and `229 (|||port|)` on IPv4 FTP control connections too. Open
+    /// vSwitch reads the extended forms over IPv6 only, so this is off by default.
+    pub ftp_extended_v4: bool,
 }
 
 impl Default for Config {
@@ -102,6 +118,9 @@ impl Default for Config {
             seed: 0x6a09_e667_f3bc_c908,
             frag: FragConfig::default(),
             prefetch_min_conns: 16_384,
+            max_expectations: 4096,
+            expectation_timeout: 300 * SEC,
+            ftp_extended_v4: false,
         }
     }
 }
@@ -130,6 +149,12 @@ pub struct Counters {
     pub frag_dropped: u64,
     /// Connections removed by timeout.
     pub expired: u64,
+    /// Expectations recorded by the helpers.
+    pub expectations: u64,
+    /// Expectations refused because [`Config::max_expectations`] were held.
+    pub expectations_refused: u64,
+    /// FTP messages whose address was rewritten under NAT.
+    pub alg_rewrites: u64,
 }
 
 #[derive(Default)]
@@ -144,6 +169,9 @@ struct AtomicCounters {
     frag_reassembled: AtomicU64,
     frag_dropped: AtomicU64,
     expired: AtomicU64,
+    expectations: AtomicU64,
+    expectations_refused: AtomicU64,
+    alg_rewrites: AtomicU64,
 }
 
 /// The connection tracker. Shared by datapath threads (`&self` everywhere).
@@ -158,6 +186,11 @@ pub struct Tracker {
     frags: Mutex<Reassembler>,
     c: AtomicCounters,
     sweep_shard: AtomicUsize,
+    /// Helper state; locked after a shard lock, never before (see [`alg`]).
+    alg: RwLock<AlgTable>,
+    /// Expectations held, read without the lock so that new connections look for one only
+    /// when there may be one.
+    n_expect: AtomicUsize,
 }
 
 /// Outcome of looking a tuple up.
@@ -170,6 +203,51 @@ enum NewOutcome {
     Done(CtResult),
     /// A concurrent commit created the connection first: look it up again.
     Retry,
+}
+
+/// What a packet of a known connection does to it (see [`Tracker::advance`]).
+enum Advance {
+    /// Accepted: the answer, and the tuple to rewrite the packet to under NAT.
+    Valid(CtResult, Option<Tuple>),
+    Invalid,
+    /// A SYN reopening a closed connection: remove it and start a new one.
+    Reopen,
+}
+
+/// The bytes of a datagram being tracked, which an FTP payload rewrite under NAT may lengthen
+/// or shorten: a switched frame, or a datagram reassembled from fragments.
+pub trait Resize {
+    fn bytes(&mut self) -> &mut [u8];
+    /// Makes the bytes `n` long (new bytes at the end, contents unspecified). False, with
+    /// nothing changed, when there is no room.
+    fn set_len(&mut self, n: usize) -> bool;
+}
+
+impl Resize for Frame<'_> {
+    #[inline]
+    fn bytes(&mut self) -> &mut [u8] {
+        self.data_mut()
+    }
+    fn set_len(&mut self, n: usize) -> bool {
+        let len = self.len();
+        if n <= len {
+            self.truncate(n);
+            return true;
+        }
+        // Tailroom first; otherwise move the whole frame into the headroom.
+        self.push_tail(n - len).is_ok() || self.insert_gap(len, n - len).is_ok()
+    }
+}
+
+impl Resize for Vec<u8> {
+    #[inline]
+    fn bytes(&mut self) -> &mut [u8] {
+        self
+    }
+    fn set_len(&mut self, n: usize) -> bool {
+        self.resize(n, 0);
+        true
+    }
 }
 
 fn ct_tuple(t: &Tuple) -> CtTuple {
@@ -220,6 +298,8 @@ impl Tracker {
             frags: Mutex::new(Reassembler::default()),
             c: AtomicCounters::default(),
             sweep_shard: AtomicUsize::new(0),
+            alg: RwLock::new(AlgTable::default()),
+            n_expect: AtomicUsize::new(0),
         }
     }
 
@@ -254,10 +334,15 @@ impl Tracker {
             &c.frag_reassembled,
             &c.frag_dropped,
             &c.expired,
+            &c.expectations,
+            &c.expectations_refused,
+            &c.alg_rewrites,
         ] {
             n.store(0, Relaxed);
         }
         self.sweep_shard.store(0, Relaxed);
+        self.alg_lock().clear();
+        self.n_expect.store(0, Relaxed);
     }
 
     pub fn config(&self) -> &Config {
@@ -306,6 +391,9 @@ impl Tracker {
             frag_reassembled: c.frag_reassembled.load(Relaxed),
             frag_dropped: c.frag_dropped.load(Relaxed),
             expired: c.expired.load(Relaxed),
+            expectations: c.expectations.load(Relaxed),
+            expectations_refused: c.expectations_refused.load(Relaxed),
+            alg_rewrites: c.alg_rewrites.load(Relaxed),
         }
     }
 
@@ -410,7 +498,12 @@ impl Tracker {
 
     /// Removes the connection at `idx` of the locked shard.
     fn remove(&self, mut g: MutexGuard<'_, Shard>, idx: u32) {
-        let zone = g.conns.get(idx).orig.zone;
+        let c = g.conns.get(idx);
+        let zone = c.orig.zone;
+        if c.flags & F_ALG_STATE != 0 {
+            let o = c.orig;
+            self.alg_forget(&o);
+        }
         let remote = g.remove_conn(idx, self.cfg.seed);
         drop(g);
         if let Some((s, k, gen)) = remote {
@@ -423,43 +516,43 @@ impl Tracker {
 
     /// Tracks one complete (unfragmented) datagram whose IP header is at `l3` of `d`, NATing it
     /// in place when asked. `Err(Bad::Fragment)` means it must go through reassembly.
-    fn track(
+    fn track<B: Resize + ?Sized>(
         &self,
-        d: &mut [u8],
+        b: &mut B,
         l3: usize,
         req: &CtRequest<'_>,
         now: Nanos,
     ) -> Result<CtResult, Bad> {
-        let p = match packet::parse(d, l3, req.zone, self.cfg.verify_checksums) {
+        let p = match packet::parse(b.bytes(), l3, req.zone, self.cfg.verify_checksums) {
             Ok(p) => p,
             Err(Bad::Fragment) => return Err(Bad::Fragment),
             Err(_) => return Ok(self.bad(req.zone)),
         };
         let h = p.tuple.hash(self.cfg.seed);
-        self.track_parsed(d, &p, h, req, now)
+        self.track_parsed(b, &p, h, req, now)
     }
 
-    /// [`Tracker::track`] once the datagram is parsed (from `d`, unchanged since) and its
+    /// [`Tracker::track`] once the datagram is parsed (from `b`, unchanged since) and its
     /// tuple hashed.
     #[inline]
-    fn track_parsed(
+    fn track_parsed<B: Resize + ?Sized>(
         &self,
-        d: &mut [u8],
+        b: &mut B,
         p: &Parsed,
         h: u64,
         req: &CtRequest<'_>,
         now: Nanos,
     ) -> Result<CtResult, Bad> {
         match p.kind {
-            L4::IcmpError { inner_l3 } => return Ok(self.related(d, p, inner_l3, req)),
+            L4::IcmpError { inner_l3 } => return Ok(self.related(b.bytes(), p, inner_l3, req)),
             L4::IcmpOther => return Ok(self.bad(req.zone)),
             _ => {}
         }
         for _ in 0..2 {
-            if let Some(r) = self.existing(d, p, h, req, now) {
+            if let Some(r) = self.existing(b, p, h, req, now) {
                 return Ok(r);
             }
-            match self.create(d, p, h, req, now) {
+            match self.create(b, p, h, req, now) {
                 NewOutcome::Done(r) => return Ok(r),
                 NewOutcome::Retry => continue,
             }
@@ -469,9 +562,9 @@ impl Tracker {
 
     /// Handles a packet of a known connection; `None` when there is none (or it was just
     /// removed: expired, forced, or reopened by a SYN).
-    fn existing(
+    fn existing<B: Resize + ?Sized>(
         &self,
-        d: &mut [u8],
+        b: &mut B,
         p: &Parsed,
         h: u64,
         req: &CtRequest<'_>,
@@ -492,17 +585,49 @@ impl Tracker {
         }
         g.hits += 1;
         let c = g.conns.get_mut(idx);
-        if let L4::Tcp(seg) = &p.kind {
+        // The one test connections without a helper pay.
+        if c.flags & F_ALG_PATH != 0 {
+            return self.existing_alg(g, idx, reply, b, p, req, now);
+        }
+        let seg = match &p.kind {
+            L4::Tcp(seg) => Some(seg),
+            _ => None,
+        };
+        match self.advance(c, seg, reply, req, now) {
+            Advance::Valid(res, target) => {
+                drop(g);
+                if let Some(t) = target {
+                    packet::rewrite(b.bytes(), p, &t);
+                }
+                Some(res)
+            }
+            Advance::Invalid => {
+                drop(g);
+                Some(self.bad(req.zone))
+            }
+            Advance::Reopen => {
+                self.remove(g, idx);
+                None
+            }
+        }
+    }
+
+    /// Moves connection `c` by a packet travelling in direction `reply` (TCP segment `seg`):
+    /// state, timeout, mark and label on commit; the answer and the NAT target.
+    #[inline(always)]
+    fn advance(
+        &self,
+        c: &mut Conn,
+        seg: Option<&packet::TcpSeg>,
+        reply: bool,
+        req: &CtRequest<'_>,
+        now: Nanos,
+    ) -> Advance {
+        if let Some(seg) = seg {
             match tcp::update(&mut c.state, &mut c.tcp, reply as usize, seg) {
                 tcp::Update::Valid => {}
-                tcp::Update::Invalid => {
-                    drop(g);
-                    return Some(self.bad(req.zone));
-                }
-                tcp::Update::Reopen => {
-                    self.remove(g, idx);
-                    return None;
-                }
+                tcp::Update::Invalid => return Advance::Invalid,
+                tcp::Update::Reopen => return Advance::Reopen,
             }
         }
         if reply {
@@ -536,16 +661,262 @@ impl Tracker {
             label: c.label_u128(),
             orig: Some(ct_tuple(&c.orig)),
         };
-        drop(g);
-        if let Some(t) = target {
-            packet::rewrite(d, p, &t);
-        }
-        Some(res)
+        Advance::Valid(res, target)
     }
 
-    fn create(
+    /// [`Tracker::existing`] for a helper's control connection or a related connection (the
+    /// shard lock held, the hit counted). An FTP control segment's acknowledgement is taken
+    /// back into the numbering its peer sent before the window checks (they keep each side in
+    /// its own numbering), and after them its payload is read, expectations recorded, the
+    /// address rewritten under NAT and the sequence numbers shifted by what earlier rewrites
+    /// added or removed.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn existing_alg<B: Resize + ?Sized>(
         &self,
-        d: &mut [u8],
+        mut g: MutexGuard<'_, Shard>,
+        idx: u32,
+        reply: bool,
+        b: &mut B,
+        p: &Parsed,
+        req: &CtRequest<'_>,
+        now: Nanos,
+    ) -> Option<CtResult> {
+        let dir = reply as usize;
+        let c = g.conns.get_mut(idx);
+        let (flags, orig) = (c.flags, c.orig);
+        let mut seg = match &p.kind {
+            L4::Tcp(seg) => Some(*seg),
+            _ => None,
+        };
+        let ftp = seg.filter(|_| flags & F_FTP != 0 && alg::ftp_ctl_packet(req.alg, &p.tuple));
+        // A data connection's packets only read its parent's tuple (shared lock, so transfers
+        // do not serialise on it); a control segment may change the table.
+        let parent = match flags & F_RELATED {
+            0 => None,
+            _ => self.alg_read().related.get(&orig).copied(),
+        };
+        let mut at = ftp.map(|_| self.alg_lock());
+        let offs = at
+            .as_ref()
+            .and_then(|at| at.helpers.get(&orig))
+            .map(|h| h.seq)
+            .unwrap_or_default();
+        // (sequence number as the receiver must see it, acknowledgement as the sender expects)
+        let mut wire = None;
+        if let (Some(f), Some(s)) = (ftp, seg.as_mut()) {
+            let ack = if f.flags & packet::TCP_ACK != 0 {
+                f.ack.wrapping_sub(offs[1 - dir].for_ack(f.ack) as u32)
+            } else {
+                f.ack
+            };
+            s.ack = ack;
+            wire = Some((f.seq.wrapping_add(offs[dir].for_seq(f.seq) as u32), ack));
+        }
+        match self.advance(c, seg.as_ref(), reply, req, now) {
+            Advance::Invalid => {
+                drop(at);
+                drop(g);
+                Some(self.bad(req.zone))
+            }
+            Advance::Reopen => {
+                drop(at);
+                self.remove(g, idx);
+                None
+            }
+            Advance::Valid(mut res, target) => {
+                let conn = *g.conns.get(idx);
+                drop(g);
+                if flags & F_RELATED != 0 {
+                    res.state |= CS_RELATED;
+                    if let Some(parent) = parent {
+                        res.orig = Some(ct_tuple(&parent));
+                    }
+                }
+                if let Some(t) = target {
+                    packet::rewrite(b.bytes(), p, &t);
+                }
+                if let (Some(f), Some(w), Some(at)) = (ftp, wire, at.as_mut()) {
+                    self.ftp_segment(at, &conn, b, p, &f, reply, w, req, now, &mut res);
+                }
+                Some(res)
+            }
+        }
+    }
+
+    /// The FTP helper's work on one control segment `seg` of `c` (already NATed in its
+    /// headers), whose numbers must become `wire` (sequence, acknowledgement).
+    #[allow(clippy::too_many_arguments)]
+    fn ftp_segment<B: Resize + ?Sized>(
+        &self,
+        at: &mut AlgTable,
+        c: &Conn,
+        b: &mut B,
+        p: &Parsed,
+        seg: &packet::TcpSeg,
+        reply: bool,
+        wire: (u32, u32),
+        req: &CtRequest<'_>,
+        now: Nanos,
+        res: &mut CtResult,
+    ) {
+        let mut l4_len = p.l4_len;
+        let mut changed = wire != (seg.seq, seg.ack);
+        let msg = packet::tcp_payload(b.bytes(), p)
+            .filter(|(s, e)| e > s)
+            .map(|(s, e)| {
+                (
+                    s,
+                    ftp::parse(&b.bytes()[s..e], p.tuple.v6, self.cfg.ftp_extended_v4),
+                )
+            });
+        match msg {
+            None | Some((_, ftp::Parse::Other)) => {}
+            Some((_, ftp::Parse::Malformed)) => {
+                // As Open vSwitch does: the packet is marked invalid on top of its state.
+                self.c.invalid.fetch_add(1, Relaxed);
+                res.state |= CS_INVALID;
+            }
+            Some((pay, ftp::Parse::Msg(m))) => {
+                let rep = c.reply();
+                // The address the receiver must see, and the one the sender may know itself
+                // by: the client's for PORT/EPRT, the server's for 227/229.
+                let (shown, real) = match m.mode {
+                    ftp::Mode::Active => (rep.dst, c.orig.src),
+                    ftp::Mode::Passive => (c.orig.dst, rep.src),
+                };
+                if m.addr.is_some_and(|a| a != shown && a != real) {
+                    // Pointing the peer at a third host is refused, as Open vSwitch does.
+                    self.c.invalid.fetch_add(1, Relaxed);
+                    res.state |= CS_INVALID;
+                } else {
+                    self.expect(at, c, reply, m.port, now);
+                    if req.nat.is_some() && m.addr.is_some_and(|a| a != shown) {
+                        if let Some(delta) = self.rewrite_addr(b, p, pay, &m, shown) {
+                            self.c.alg_rewrites.fetch_add(1, Relaxed);
+                            l4_len = (l4_len as isize + delta) as usize;
+                            changed = true;
+                            if let Some(h) = at.helpers.get_mut(&c.orig) {
+                                h.seq[reply as usize].grow(seg.seq, delta as i32);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if changed {
+            let d = b.bytes();
+            packet::set_tcp_seq_ack(d, p, wire.0, wire.1);
+            packet::refresh_tcp_checksum(d, p, l4_len);
+        }
+    }
+
+    /// Replaces the address of FTP message `m` (payload at `pay`) by `to`, moving the rest of
+    /// the datagram and fixing the IP length. The length change, or `None` (nothing changed)
+    /// when the buffer has no room or the address has no text form.
+    fn rewrite_addr<B: Resize + ?Sized>(
+        &self,
+        b: &mut B,
+        p: &Parsed,
+        pay: usize,
+        m: &ftp::Msg,
+        to: Addr,
+    ) -> Option<isize> {
+        let mut text = [0u8; ftp::MAX_ADDR_TEXT];
+        let n = ftp::format_addr(to, p.tuple.v6, m.syntax, &mut text);
+        if n == 0 {
+            return None;
+        }
+        let start = pay + m.addr_at;
+        let old_end = start + m.addr_len;
+        let len = b.bytes().len();
+        if old_end > len {
+            return None;
+        }
+        let delta = n as isize - m.addr_len as isize;
+        if !packet::adjust_ip_len(b.bytes(), p, delta) {
+            return None;
+        }
+        if delta > 0 {
+            if !b.set_len(len + delta as usize) {
+                packet::adjust_ip_len(b.bytes(), p, -delta);
+                return None;
+            }
+            b.bytes().copy_within(old_end..len, start + n);
+        } else if delta < 0 {
+            b.bytes().copy_within(old_end..len, start + n);
+            b.set_len(len - (-delta) as usize);
+        }
+        b.bytes()[start..start + n].copy_from_slice(&text[..n]);
+        Some(delta)
+    }
+
+    /// Records the expectation of control connection `c` for a data connection to `port`,
+    /// announced by a message that travelled in direction `reply`: from the message's receiver
+    /// to its sender, with the addresses the data connection's first packet will carry when it
+    /// reaches the tracker, translated (when it is) the way the parent is.
+    fn expect(&self, at: &mut AlgTable, c: &Conn, reply: bool, port: u16, now: Nanos) {
+        let (o, r) = (c.orig, c.reply());
+        let dnat = c.flags & F_DNAT != 0;
+        let (src, dst, nat_dst, nat_addr) = match (reply, dnat) {
+            (false, false) => (r.src, r.dst, false, o.src),
+            (false, true) => (r.src, r.dst, true, o.dst),
+            (true, false) => (o.src, o.dst, true, r.dst),
+            (true, true) => (o.src, o.dst, false, r.src),
+        };
+        let k = ExpKey {
+            src,
+            dst,
+            dport: port,
+            zone: o.zone,
+            proto: o.proto,
+            v6: o.v6,
+        };
+        let e = Expect {
+            parent: o,
+            mark: c.mark,
+            label: c.label_u128(),
+            nat_dst,
+            nat_addr,
+            expires: now.saturating_add(self.cfg.expectation_timeout),
+        };
+        match at.add_expect(k, e, self.cfg.max_expectations) {
+            AddExpect::Created => {
+                self.c.expectations.fetch_add(1, Relaxed);
+            }
+            AddExpect::Exists => {}
+            AddExpect::Refused => {
+                self.c.expectations_refused.fetch_add(1, Relaxed);
+            }
+        }
+        self.n_expect.store(at.expects.len(), Relaxed);
+    }
+
+    fn alg_lock(&self) -> RwLockWriteGuard<'_, AlgTable> {
+        // Every update leaves the table consistent between statements, so poisoning is ignored.
+        self.alg.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn alg_read(&self) -> RwLockReadGuard<'_, AlgTable> {
+        self.alg.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets the helper state of the connection with original tuple `o` (being removed).
+    fn alg_forget(&self, o: &Tuple) {
+        let mut at = self.alg_lock();
+        at.forget(o);
+        self.n_expect.store(at.expects.len(), Relaxed);
+    }
+
+    /// Expectations currently held.
+    pub fn expectation_count(&self) -> usize {
+        self.alg_read().expects.len()
+    }
+
+    fn create<B: Resize + ?Sized>(
+        &self,
+        b: &mut B,
         p: &Parsed,
         ha: u64,
         req: &CtRequest<'_>,
@@ -583,13 +954,51 @@ impl Tracker {
             orig: Some(ct_tuple(&o)),
             ..CtResult::default()
         };
+        // A connection some helper announced is related to its parent: it answers with the
+        // parent's mark, label and original tuple, as Open vSwitch's does.
+        let exp = if self.n_expect.load(Relaxed) != 0
+            && (o.proto == tuple::IPPROTO_TCP || o.proto == tuple::IPPROTO_UDP)
+        {
+            self.alg_lock().find_expect(&o, now)
+        } else {
+            None
+        };
+        if let Some(e) = &exp {
+            res.state |= CS_RELATED;
+            res.mark = e.mark;
+            res.label = e.label;
+            res.orig = Some(ct_tuple(&e.parent));
+        }
         if !req.commit {
             self.c.new.fetch_add(1, Relaxed);
             return NewOutcome::Done(res);
         }
         let seed = self.cfg.seed;
         let nat = req.nat.and_then(|s| s.kind.map(|k| (s, k)));
-        let mut plain = Some(o.reverse());
+        // Under any `nat`, a related connection is translated the way its parent is (address
+        // only), whatever range the action names: Open vSwitch's rule.
+        let exp_nat = exp
+            .filter(|_| req.nat.is_some())
+            .map(|e| (e.nat_dst, e.nat_addr));
+        let nat_flag = match (exp_nat, nat) {
+            (Some((true, _)), _) => F_SNAT,
+            (Some((false, _)), _) => F_DNAT,
+            (None, Some((_, NatKind::Src))) => F_SNAT,
+            (None, Some((_, NatKind::Dst))) => F_DNAT,
+            (None, None) => 0,
+        };
+        let mut plain = Some(match exp_nat {
+            Some((true, a)) => Tuple {
+                dst: a,
+                ..o.reverse()
+            },
+            Some((false, a)) => Tuple {
+                src: a,
+                ..o.reverse()
+            },
+            None => o.reverse(),
+        });
+        let nat = nat.filter(|_| exp_nat.is_none());
         let mut cands = nat.map(|(s, k)| {
             nat::Candidates::new(
                 &o,
@@ -618,12 +1027,23 @@ impl Tracker {
             self.c.refused.fetch_add(1, Relaxed);
             return NewOutcome::Done(res);
         }
+        let helper = Helper::for_conn(req.alg, o.proto);
+        c.flags |= match helper {
+            Some(Helper::Ftp) => F_FTP,
+            Some(Helper::Tftp) => F_TFTP,
+            None => 0,
+        };
+        if let Some(e) = &exp {
+            c.flags |= F_RELATED;
+            c.mark = e.mark;
+            c.set_label_u128(e.label);
+        }
         apply_mark_label(&mut c, req);
         c.expires = now.saturating_add(self.timeout(&c));
         let a = Shards::shard_of(ha);
         while let Some((r, hb)) = cand.take() {
-            let b = Shards::shard_of(hb);
-            let (mut ga, gb) = self.shards.lock_pair(a, b);
+            let sb = Shards::shard_of(hb);
+            let (mut ga, gb) = self.shards.lock_pair(a, sb);
             if ga.contains(&o, ha) {
                 drop((ga, gb));
                 self.unreserve(zone);
@@ -638,17 +1058,19 @@ impl Tracker {
                 cand = next_cand();
                 continue;
             }
-            if let Some((_, k)) = nat {
-                // A range that contains the original tuple may leave it unchanged.
-                if r != o.reverse() {
-                    c.flags |= if k == NatKind::Src { F_SNAT } else { F_DNAT };
-                }
+            // A range that contains the original tuple may leave it unchanged.
+            if r != o.reverse() {
+                c.flags |= nat_flag;
             }
             if !c.set_reply(&r) {
                 // Every candidate translates one side only; anything else is a bug, and
                 // better refused than recorded wrong.
                 debug_assert!(false, "unrepresentable reply tuple {r:?} for {o:?}");
                 break;
+            }
+            if c.flags & F_ALG_STATE != 0 {
+                // Under the shard lock, so the removal that forgets it cannot come first.
+                self.alg_commit(&c, helper, exp.as_ref(), now);
             }
             match gb {
                 None => {
@@ -658,7 +1080,7 @@ impl Tracker {
                     let (idx, gen) = ga.add_conn(c, ha, hb, false);
                     let at = ga.conns.get(idx) as *const Conn as usize;
                     let k = gb.add_key(r, hb, (a as u32, idx, gen), at);
-                    ga.conns.get_mut(idx).set_remote_key(b as u32, k);
+                    ga.conns.get_mut(idx).set_remote_key(sb as u32, k);
                 }
             }
             ga.committed += 1;
@@ -666,17 +1088,43 @@ impl Tracker {
             res.label = c.label_u128();
             if c.flags & (F_SNAT | F_DNAT) != 0 {
                 res.state |= nat_bits(c.flags, false);
-                packet::rewrite(d, p, &r.reverse());
+                packet::rewrite(b.bytes(), p, &r.reverse());
             }
             return NewOutcome::Done(res);
         }
         self.unreserve(zone);
         self.c.new.fetch_add(1, Relaxed);
-        if nat.is_some() {
+        if nat_flag != 0 {
             self.c.nat_exhausted.fetch_add(1, Relaxed);
         }
         // Never let a packet that should have been translated leave untranslated.
         NewOutcome::Done(self.bad(zone))
+    }
+
+    /// Records the helper state of connection `c`, just committed (with `helper`, or from
+    /// expectation `exp`). A TFTP connection announces its data connection at once: the
+    /// server answers from another port, to the client's address and port.
+    fn alg_commit(&self, c: &Conn, helper: Option<Helper>, exp: Option<&Expect>, now: Nanos) {
+        let mut at = self.alg_lock();
+        if let Some(e) = exp {
+            at.related.insert(c.orig, e.parent);
+        }
+        if let Some(h) = helper {
+            at.helpers.insert(
+                c.orig,
+                HelperConn {
+                    helper: h,
+                    seq: Default::default(),
+                    expects: Vec::new(),
+                },
+            );
+            if h == Helper::Tftp {
+                // The client's port as the server sees it (Open vSwitch takes the port before
+                // NAT, which differs only when SNAT moved it, and then misses the answer).
+                let port = c.reply().dport;
+                self.expect(&mut at, c, false, port, now);
+            }
+        }
     }
 
     /// An ICMP error: `+rel` when its embedded datagram belongs to a connection, translated
@@ -787,6 +1235,10 @@ impl Tracker {
                 let c = g.conns.get(pos);
                 if c.flags & F_LIVE != 0 && c.expires <= now {
                     let zone = c.orig.zone;
+                    if c.flags & F_ALG_STATE != 0 {
+                        let o = c.orig;
+                        self.alg_forget(&o);
+                    }
                     if let Some(r) = g.remove_conn(pos, self.cfg.seed) {
                         remote.push(r);
                     }
@@ -810,6 +1262,11 @@ impl Tracker {
             }
         }
         self.c.expired.fetch_add(removed as u64, Relaxed);
+        if self.n_expect.load(Relaxed) != 0 {
+            let mut at = self.alg_lock();
+            at.expire(now);
+            self.n_expect.store(at.expects.len(), Relaxed);
+        }
         removed
     }
 
@@ -823,6 +1280,10 @@ impl Tracker {
                 let c = g.conns.get(i);
                 if c.flags & F_LIVE != 0 && zone.is_none_or(|z| z == c.orig.zone) {
                     let z = c.orig.zone;
+                    if c.flags & F_ALG_STATE != 0 {
+                        let o = c.orig;
+                        self.alg_forget(&o);
+                    }
                     if let Some(r) = g.remove_conn(i, self.cfg.seed) {
                         remote.push(r);
                     }
@@ -837,6 +1298,10 @@ impl Tracker {
                     .remove_key(k, gen, self.cfg.seed);
             }
         }
+        // Their parents are gone already; this catches any whose parent lives in another zone.
+        let mut at = self.alg_lock();
+        at.flush(zone);
+        self.n_expect.store(at.expects.len(), Relaxed);
         n
     }
 
@@ -938,6 +1403,14 @@ pub fn format_conn(c: &Conn) -> String {
             TcpState::from_u8(c.state).name()
         );
     }
+    let helper = match c.flags & (F_FTP | F_TFTP) {
+        F_FTP => Some(Helper::Ftp),
+        F_TFTP => Some(Helper::Tftp),
+        _ => None,
+    };
+    if let Some(h) = helper {
+        let _ = write!(s, ",helper={}", h.name());
+    }
     s
 }
 
@@ -986,7 +1459,7 @@ impl Tracker {
         }
         for ((it, o), pre) in items.iter_mut().zip(out.iter_mut()).zip(pre.iter()) {
             *o = Some(match pre {
-                Some((p, h)) => match self.track_parsed(it.frame.data_mut(), p, *h, req, now) {
+                Some((p, h)) => match self.track_parsed(&mut *it.frame, p, *h, req, now) {
                     Ok(r) => CtVerdict::Tracked(r),
                     Err(_) => self.fragment(it.frame, it.l3_ofs, req, now),
                 },
@@ -1035,7 +1508,7 @@ impl ConnTracker for Tracker {
         if key.nw_frag() & FRAG_ANY != 0 {
             return self.fragment(frame, l3_ofs, req, now);
         }
-        match self.track(frame.data_mut(), l3_ofs, req, now) {
+        match self.track(frame, l3_ofs, req, now) {
             Ok(r) => CtVerdict::Tracked(r),
             // The key did not say "fragment" but the header does: reassemble all the same.
             Err(_) => self.fragment(frame, l3_ofs, req, now),

@@ -595,6 +595,64 @@ pub fn refresh_icmp_checksum(d: &mut [u8], p: &Parsed) {
     wr16(d, p.l4 + ICMP_CSUM, c);
 }
 
+/// Where a TCP segment's payload starts and ends in `d`, bounded by the datagram and the
+/// buffer; `None` when the header is short or its data offset inconsistent.
+pub fn tcp_payload(d: &[u8], p: &Parsed) -> Option<(usize, usize)> {
+    let doff = (*d.get(p.l4 + TCP_DOFF)? >> 4) as usize * 4;
+    let end = p.l4 + p.l4_len;
+    if doff < 20 || doff > p.l4_len || end > d.len() {
+        return None;
+    }
+    Some((p.l4 + doff, end))
+}
+
+/// Writes a TCP segment's sequence and acknowledgement numbers (the checksum is left to the
+/// caller).
+pub fn set_tcp_seq_ack(d: &mut [u8], p: &Parsed, seq: u32, ack: u32) {
+    for (o, v) in [(TCP_SEQ, seq), (TCP_ACKNO, ack)] {
+        if let Some(b) = d.get_mut(p.l4 + o..p.l4 + o + 4) {
+            b.copy_from_slice(&v.to_be_bytes());
+        }
+    }
+}
+
+/// Adds `delta` to the datagram's length field (IPv4 total length, keeping the header
+/// checksum right, or IPv6 payload length). False, with nothing written, if the result would
+/// not fit the field.
+pub fn adjust_ip_len(d: &mut [u8], p: &Parsed, delta: isize) -> bool {
+    let o = p.l3
+        + if p.tuple.v6 {
+            V6_PAYLOAD_LEN
+        } else {
+            V4_TOTAL_LEN
+        };
+    let Some(old) = rd16(d, o) else {
+        return false;
+    };
+    let Ok(new) = u16::try_from(old as isize + delta) else {
+        return false;
+    };
+    wr16(d, o, new);
+    if !p.tuple.v6 {
+        let c = rd16(d, p.l3 + V4_CSUM).unwrap_or(0);
+        wr16(d, p.l3 + V4_CSUM, checksum::update16(c, old, new));
+    }
+    true
+}
+
+/// Recomputes from scratch the checksum of the TCP segment of `l4_len` bytes at `p.l4` (after
+/// its payload changed; a few control segments, so exactness beats speed).
+pub fn refresh_tcp_checksum(d: &mut [u8], p: &Parsed, l4_len: usize) {
+    let end = p.l4 + l4_len;
+    if end > d.len() || l4_len < 20 {
+        return;
+    }
+    wr16(d, p.l4 + TCP_CSUM, 0);
+    let acc = pseudo_sum(d, p.l3, p.tuple.v6, IPPROTO_TCP, l4_len);
+    let c = finish64(sum64(acc, &d[p.l4..end]));
+    wr16(d, p.l4 + TCP_CSUM, c);
+}
+
 /// Rewrites only the IP addresses of a datagram (the outer header of an ICMP error), keeping
 /// the IPv4 header checksum right. The L4 checksum is the caller's business.
 pub fn rewrite_addrs(d: &mut [u8], p: &Parsed, src: Addr, dst: Addr) {

@@ -32,6 +32,17 @@ pub const F_LIVE: u8 = 0x01;
 pub const F_SEEN_REPLY: u8 = 0x02;
 pub const F_SNAT: u8 = 0x04;
 pub const F_DNAT: u8 = 0x08;
+/// Committed with `alg=ftp`: its packets go through the FTP helper (state in
+/// [`crate::alg::AlgTable`]).
+pub const F_FTP: u8 = 0x10;
+/// Created from an expectation: `+rel` for life, parent tuple in [`crate::alg::AlgTable`].
+pub const F_RELATED: u8 = 0x20;
+/// Committed with `alg=tftp` (its expectation was made at commit; its packets need nothing).
+pub const F_TFTP: u8 = 0x40;
+/// Flags whose packets leave the established fast path for the helpers' one.
+pub const F_ALG_PATH: u8 = F_FTP | F_RELATED;
+/// Flags that have state in the helpers' table to forget when the connection goes.
+pub const F_ALG_STATE: u8 = F_FTP | F_TFTP | F_RELATED;
 
 /// One connection: 128 bytes on a 64-byte boundary, i.e. exactly two cache lines. The first
 /// line holds what every packet reads (the original tuple it is looked up by, timeout, flags,

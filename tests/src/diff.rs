@@ -96,6 +96,9 @@ pub struct Case {
     /// default (OpenFlow 1.0 + NXM) is used, whose `mod_vlan_vid` pushes a tag only when the
     /// packet has none at run time, as xvs's does.
     pub of13: bool,
+    /// Open vSwitch's `other_config:vlan-limit` for this case (`None`: its default, one tag
+    /// parsed). xvs always parses two, so a case whose frames carry two tags sets 2.
+    pub vlan_limit: Option<u32>,
 }
 
 /// What every port sent after one input frame: port name → frames, in order. Ports that sent
@@ -319,6 +322,8 @@ pub struct Oracle {
     pub sb: OvsSandbox,
     ctl: Unixctl,
     bridges: Vec<String>,
+    /// The `vlan-limit` in force (changed only when a case asks for another).
+    vlan_limit: Option<u32>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -334,6 +339,7 @@ impl Oracle {
             sb,
             ctl,
             bridges: Vec::new(),
+            vlan_limit: None,
         })
     }
 
@@ -352,6 +358,21 @@ impl Oracle {
         }
         for (_, p) in case.io_ports() {
             let _ = std::fs::remove_file(self.pcap(&p));
+        }
+        if case.vlan_limit != self.vlan_limit {
+            match case.vlan_limit {
+                Some(n) => self.sb.vsctl(&[
+                    "set",
+                    "Open_vSwitch",
+                    ".",
+                    &format!("other_config:vlan-limit={n}"),
+                ])?,
+                None => {
+                    self.sb
+                        .vsctl(&["remove", "Open_vSwitch", ".", "other_config", "vlan-limit"])?
+                }
+            };
+            self.vlan_limit = case.vlan_limit;
         }
         for b in &case.bridges {
             let mut a: Vec<String> = vec!["add-br".into(), b.name.clone()];

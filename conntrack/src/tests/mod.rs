@@ -1,5 +1,6 @@
 //! Tracker tests over hand-built frames.
 
+mod alg;
 mod build;
 mod cases;
 mod props;
