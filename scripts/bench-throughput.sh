@@ -639,15 +639,30 @@ measure_a() { # scenario dut cfg
   csv_row "$sc" "$dut" max_lossless "$best" "$step_s" "" "" "" "" "" "" "" "" "$note"
 }
 
+# xvs's own receive drops so far, summed over its ports: "fill_ring_empty rx_ring_full" (0 0
+# for other devices). Per fixed run, the difference says where its losses happened.
+xvs_rx_drops() { # dut
+  case "$1" in
+    xvs-*)
+      "$xvs" --control "$work/xvs.ctl" port-stats 2>/dev/null | awk -F'[=, ]+' '
+        /rx drops:/ { for (i = 1; i < NF; i++) { if ($i == "fill_ring_empty") f += $(i + 1); if ($i == "rx_ring_full") r += $(i + 1) } }
+        END { print f + 0, r + 0 }'
+      ;;
+    *) echo "0 0" ;;
+  esac
+}
+
 measure_b() { # scenario dut cfg
   local sc="$1" dut="$2" cfg="$3" load c0 c1 sent del el u0 s0 n0 u1 s1 n1 loads="$fixed_loads"
   [[ "$sc" == jumbo ]] && loads="$jumbo_loads"
   for load in $loads; do
-    local st0 st1
+    local st0 st1 f0 r0 f1 r1
     st0="$(steal_cpu1)"
+    read -r f0 r0 < <(xvs_rx_drops "$dut")
     c0="$(cpu_of "$dut_pid")"
     read -r sent del el < <(run_rate "$cfg" "$load" "$fixed_s")
     c1="$(cpu_of "$dut_pid")"
+    read -r f1 r1 < <(xvs_rx_drops "$dut")
     st1="$(steal_cpu1)"
     read -r u0 s0 n0 <<<"$c0"
     read -r u1 s1 n1 <<<"$c1"
@@ -657,8 +672,8 @@ measure_b() { # scenario dut cfg
     csched="$(calc "($n1 - $n0) / 1000000000" %.4f)"
     local stolen
     stolen="$(calc "($st1 - $st0) * 1000 / $hz" %d)"
-    csv_row "$sc" "$dut" fixed "$load" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "$cu" "$cs" "$csched" "" "" "pid $dut_pid; cpu1 stolen ${stolen} ms"
-    log "  $dut at $((load / 1000)) kpps: delivered $del of $sent, cpu user ${cu}s sys ${cs}s, cpu1 stolen ${stolen} ms"
+    csv_row "$sc" "$dut" fixed "$load" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "$cu" "$cs" "$csched" "" "" "pid $dut_pid; cpu1 stolen ${stolen} ms; rx drops fill_ring_empty $((f1 - f0)) rx_ring_full $((r1 - r0))"
+    log "  $dut at $((load / 1000)) kpps: delivered $del of $sent, cpu user ${cu}s sys ${cs}s, cpu1 stolen ${stolen} ms, rx drops fill $((f1 - f0)) ring $((r1 - r0))"
   done
 }
 

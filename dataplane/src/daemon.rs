@@ -170,9 +170,15 @@ fn worker_loop(
     // One clock read per poll: the end of a poll (or of a sleep) is the start of the next.
     let mut t0 = Instant::now();
     let mut last_n = 0;
+    // Length of the wait for events that ended just before this poll (0 when none did).
+    let mut slept_ns = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let now = clock.at(t0);
         let n = w.dp.poll_once(&sw, now);
+        if n > 0 && slept_ns > w.dp.stats.sleep_max_before_frames_ns {
+            w.dp.stats.sleep_max_before_frames_ns = slept_ns;
+        }
+        slept_ns = 0;
         let streaming = n > 0 && last_n > 0;
         last_n = n;
         let mut t_end = Instant::now();
@@ -196,7 +202,13 @@ fn worker_loop(
             if let Some(p) = poll.as_mut() {
                 let _ = p.poll(&mut events, Some(MAX_SLEEP));
                 t0 = Instant::now();
-                w.dp.stats.idle_ns += t0.saturating_duration_since(t_end).as_nanos() as u64;
+                slept_ns = t0.saturating_duration_since(t_end).as_nanos() as u64;
+                let st = &mut w.dp.stats;
+                st.idle_ns += slept_ns;
+                st.sleeps += 1;
+                if events.is_empty() {
+                    st.sleep_timeouts += 1;
+                }
             }
         } else if let Some(wait) = coalesce.filter(|_| streaming && n < pipeline::BATCH_SIZE) {
             // Traffic is flowing (this poll and the one before found frames) but did not fill a
@@ -208,8 +220,12 @@ fn worker_loop(
             // and a full batch means the thread is behind: both poll again at once.
             std::thread::sleep(wait);
             t0 = Instant::now();
-            w.dp.stats.idle_ns += t0.saturating_duration_since(t_end).as_nanos() as u64;
-            w.dp.stats.coalesce_waits += 1;
+            let slept = t0.saturating_duration_since(t_end).as_nanos() as u64;
+            let st = &mut w.dp.stats;
+            st.idle_ns += slept;
+            st.coalesce_waits += 1;
+            st.coalesce_ns += slept;
+            st.coalesce_max_ns = st.coalesce_max_ns.max(slept);
         }
     }
     w.dp.engine.end_batch();
@@ -557,7 +573,18 @@ impl State {
                 "  frames per busy poll: {:.2}",
                 t.dp.frames as f64 / t.dp.busy_polls.max(1) as f64
             );
-            let _ = writeln!(s, "  coalesce waits: {}", t.dp.coalesce_waits);
+            let _ = writeln!(
+                s,
+                "  sleeps: {} (timeouts {}, longest before frames {} ns)",
+                t.dp.sleeps, t.dp.sleep_timeouts, t.dp.sleep_max_before_frames_ns
+            );
+            let _ = writeln!(
+                s,
+                "  coalesce waits: {} (avg {} ns, max {} ns)",
+                t.dp.coalesce_waits,
+                t.dp.coalesce_ns / t.dp.coalesce_waits.max(1),
+                t.dp.coalesce_max_ns
+            );
             let _ = writeln!(
                 s,
                 "  busy ns: {} ({:.2}%)",

@@ -62,6 +62,16 @@ pub struct DatapathStats {
     pub busy_polls: u64,
     /// Interrupt mode: sleeps of `coalesce_us` taken after a burst short of a batch.
     pub coalesce_waits: u64,
+    /// Interrupt mode: waits for a receive event, those that ended by the timeout rather than
+    /// an event, and the longest wait after which the next poll found frames (frames that
+    /// waited on the ring while the thread slept).
+    pub sleeps: u64,
+    pub sleep_timeouts: u64,
+    pub sleep_max_before_frames_ns: u64,
+    /// Time those sleeps took, in all and the longest one (a sleep that overruns by
+    /// milliseconds lets the receive rings overflow).
+    pub coalesce_ns: u64,
+    pub coalesce_max_ns: u64,
     pub frames: u64,
     /// Outputs a port refused (ring full, too big, no such port).
     pub tx_refused: u64,

@@ -192,7 +192,11 @@ fn coalescing(ctl: &std::path::Path) -> (u64, f64) {
             .to_string()
     };
     (
-        value("coalesce waits:").parse().unwrap(),
+        value("coalesce waits:")
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("coalesce waits in {text}")),
         value("frames per busy poll:").parse().unwrap(),
     )
 }

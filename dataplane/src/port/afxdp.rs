@@ -25,6 +25,13 @@
 //! received frame is `Frame::new(chunk, 256, len)`. Transmitted frames are copied to offset 0 of
 //! a transmit chunk.
 //!
+//! The fill and tx rings have room for twice the chunks that will ever be on them. The kernel
+//! takes ring entries into a private cache and tells user space how far it has read only when
+//! that cache runs dry; with a ring exactly as large as the chunks, chunks the kernel had
+//! already taken still looked like occupied slots, so a refill could fail while the kernel's
+//! cache emptied, and the kernel then found the fill ring empty and dropped frames. The spare
+//! slots make a refill always fit.
+//!
 //! A bitmap records which receive chunks are currently lent to the kernel. A descriptor coming
 //! back on the rx ring is used only if its chunk's bit is set, and the bit is cleared before the
 //! chunk is borrowed, so no chunk can be borrowed twice even if the kernel misbehaved.
@@ -319,8 +326,9 @@ impl Queue {
             scratch_stride,
         };
         // From here on, dropping `q` releases whatever has been created.
+        // Twice the chunks they carry: see "Memory layout" above.
         let umem_cfg = xdp::xsk_umem_config {
-            fill_size: half,
+            fill_size: n,
             comp_size: half,
             frame_size: FRAME_SIZE as u32,
             frame_headroom: 0,
@@ -343,7 +351,7 @@ impl Queue {
         }
         let sock_cfg = xdp::xsk_socket_config {
             rx_size: half,
-            tx_size: half,
+            tx_size: n,
             __bindgen_anon_1: xdp::xsk_socket_config__bindgen_ty_1 {
                 libxdp_flags: if xskmap.is_some() {
                     xdp::XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD
