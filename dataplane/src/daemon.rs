@@ -544,6 +544,7 @@ impl State {
             cache: CacheStats,
             flows: usize,
             masks: usize,
+            umem: Vec<(String, crate::port::afxdp::UmemAccount)>,
         }
         let ts = self.ask(|w, _, _| T {
             dp: w.dp.stats,
@@ -551,6 +552,7 @@ impl State {
             cache: w.dp.engine.cache.stats,
             flows: w.dp.engine.cache.len(),
             masks: w.dp.engine.cache.mask_count(),
+            umem: w.dp.umem_accounts(),
         })?;
         let mut s = String::new();
         for (i, (t, h)) in ts.iter().zip(&self.threads).enumerate() {
@@ -567,6 +569,19 @@ impl State {
             );
             let total = (t.dp.busy_ns + t.dp.idle_ns).max(1);
             let _ = writeln!(s, "  frames: {}", t.dp.frames);
+            for (name, a) in &t.umem {
+                let _ = writeln!(
+                    s,
+                    "  umem {name}: rx chunks {} (lent to the kernel {}, waiting to be lent {}), \
+                     tx chunks {} (free {}, in flight {})",
+                    a.rx_chunks,
+                    a.rx_in_kernel,
+                    a.rx_backlog,
+                    a.tx_chunks,
+                    a.tx_free,
+                    a.tx_in_flight
+                );
+            }
             let _ = writeln!(s, "  polls: {} (busy {})", t.dp.polls, t.dp.busy_polls);
             let _ = writeln!(
                 s,

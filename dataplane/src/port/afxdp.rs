@@ -599,7 +599,13 @@ impl Queue {
         // SAFETY: live rx ring.
         let n = unsafe { xdp::xsk_ring_cons__peek(rx, want, &mut idx) };
         if n == 0 {
-            self.wake_rx_if_needed();
+            // Chunks a refill could not place are retried here too: when the fill ring is
+            // empty the kernel drops every frame, so no frame would come to trigger it.
+            if self.fill_backlog.is_empty() {
+                self.wake_rx_if_needed();
+            } else {
+                self.refill();
+            }
             return (0, 0, 0);
         }
         // SAFETY (for every `desc(k)` below): slot `idx + k`, k < n, was returned by peek and
