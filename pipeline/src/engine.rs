@@ -85,10 +85,11 @@ impl Engine {
 
     /// Processes frames received on datapath port `in_port`, [`BATCH_SIZE`] at a time.
     ///
-    /// Frames of a batch go through the pipeline together: each runs until it is done or
-    /// reaches a `ct` action, then the frames waiting at equal `ct` actions go to the tracker in
-    /// one [`ConnTracker::execute_batch`] call (which overlaps their table lookups), and go on
-    /// from there. Frames of one connection keep their order; frames of different ones may
+    /// When the tracker [prefers batches](ConnTracker::prefers_batches), frames of a batch go
+    /// through the pipeline together: each runs until it is done or reaches a `ct` action, then
+    /// the frames waiting at equal `ct` actions go to the tracker in one
+    /// [`ConnTracker::execute_batch`] call (which overlaps their table lookups), and go on from
+    /// there. Otherwise each frame is tracked where it reaches a `ct`. Frames of one connection keep their order; frames of different ones may
     /// leave in another order than they came, as in Open vSwitch's datapath, which also
     /// tracks and recirculates a batch at a time.
     pub fn process_batch<'f>(
