@@ -572,11 +572,13 @@ impl State {
             for (name, a) in &t.umem {
                 let _ = writeln!(
                     s,
-                    "  umem {name}: rx chunks {} (lent to the kernel {}, waiting to be lent {}), \
-                     tx chunks {} (free {}, in flight {})",
+                    "  umem {name}: rx chunks {} (lent to the kernel {}, waiting to be lent {}; \
+                     fill ring unread {}, rx ring unread {}), tx chunks {} (free {}, in flight {})",
                     a.rx_chunks,
                     a.rx_in_kernel,
                     a.rx_backlog,
+                    a.fill_unread,
+                    a.rx_unread,
                     a.tx_chunks,
                     a.tx_free,
                     a.tx_in_flight

@@ -763,6 +763,17 @@ impl Queue {
             tx_chunks,
             tx_free: self.tx_free.len() as u64,
             tx_in_flight: (self.tx_reserved + self.tx_outstanding) as u64,
+            // SAFETY: this queue's live fill and rx rings; reading the pointer fields does not
+            // create references.
+            fill_unread: unsafe {
+                let f = self.fill();
+                ring_gap((*f).producer, (*f).consumer)
+            } as u64,
+            // SAFETY: as above.
+            rx_unread: unsafe {
+                let r = self.rx();
+                ring_gap((*r).producer, (*r).consumer)
+            } as u64,
         }
     }
 
@@ -826,6 +837,11 @@ pub struct UmemAccount {
     pub tx_free: u64,
     /// Transmit chunks on the tx ring (reserved or submitted) and not yet completed.
     pub tx_in_flight: u64,
+    /// Entries on the fill ring the kernel has not reported reading (its published consumer
+    /// trails the producer by this much), and frames on the rx ring not yet read by xvs: with
+    /// `rx_in_kernel`, where the lent chunks are.
+    pub fill_unread: u64,
+    pub rx_unread: u64,
 }
 
 impl UmemAccount {
@@ -845,6 +861,8 @@ impl UmemAccount {
         self.tx_chunks += o.tx_chunks;
         self.tx_free += o.tx_free;
         self.tx_in_flight += o.tx_in_flight;
+        self.fill_unread += o.fill_unread;
+        self.rx_unread += o.rx_unread;
     }
 }
 
@@ -1160,6 +1178,17 @@ impl Port for AfXdpPort {
         }
         s
     }
+}
+
+/// Producer minus consumer of a ring, as both sides have published them.
+///
+/// # Safety
+/// `producer` and `consumer` must be the pointers of a live queue's ring (they point into the
+/// mapped ring for the queue's lifetime).
+unsafe fn ring_gap(producer: *const u32, consumer: *const u32) -> u32 {
+    // SAFETY: per the contract; read volatile because the kernel writes them concurrently (a
+    // torn view only skews a statistic).
+    unsafe { ptr::read_volatile(producer).wrapping_sub(ptr::read_volatile(consumer)) }
 }
 
 /// Index of the receive chunk at `addr`, if `addr` is in the receive half.
