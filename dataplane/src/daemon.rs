@@ -573,11 +573,19 @@ impl State {
                 let _ = writeln!(
                     s,
                     "  umem {name}: rx chunks {} (lent to the kernel {}, waiting to be lent {}; \
-                     fill ring unread {}, rx ring unread {}), tx chunks {} (free {}, in flight {})",
+                     fill ring unread {}, lowest at a burst {}, bursts finding it nearly dry {}; \
+                     rx ring unread {}), \
+                     tx chunks {} (free {}, in flight {})",
                     a.rx_chunks,
                     a.rx_in_kernel,
                     a.rx_backlog,
                     a.fill_unread,
+                    if a.fill_low == u64::MAX {
+                        "-".to_string()
+                    } else {
+                        a.fill_low.to_string()
+                    },
+                    a.fill_dry_bursts,
                     a.rx_unread,
                     a.tx_chunks,
                     a.tx_free,

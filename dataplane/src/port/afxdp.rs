@@ -240,6 +240,11 @@ struct Queue {
     /// empty otherwise (a chained frame is then rejected).
     scratch: Box<[u8]>,
     scratch_stride: usize,
+    /// The fewest entries seen unread on the fill ring when a burst arrived (before it was
+    /// refilled): how close the kernel came to running out of buffers; and how many bursts
+    /// found fewer than a batch of them (the kernel may have run dry just before).
+    fill_low: u32,
+    fill_dry_bursts: u64,
 }
 
 // SAFETY: a Queue exclusively owns its UMEM mapping, socket and rings; nothing else holds the
@@ -321,6 +326,8 @@ impl Queue {
             tx_outstanding: 0,
             rx_lent: 0,
             rx_returned: 0,
+            fill_low: u32::MAX,
+            fill_dry_bursts: 0,
             max_frame,
             scratch: vec![0u8; if sg { RX_BATCH * scratch_stride } else { 0 }].into_boxed_slice(),
             scratch_stride,
@@ -598,6 +605,16 @@ impl Queue {
         };
         // SAFETY: live rx ring.
         let n = unsafe { xdp::xsk_ring_cons__peek(rx, want, &mut idx) };
+        if n > 0 {
+            let f = self.fill();
+            // SAFETY: this queue's live fill ring; reading its pointer fields creates no
+            // reference.
+            let unread = unsafe { ring_gap((*f).producer, (*f).consumer) };
+            self.fill_low = self.fill_low.min(unread);
+            if (unread as usize) < RX_BATCH {
+                self.fill_dry_bursts += 1;
+            }
+        }
         if n == 0 {
             // Chunks a refill could not place are retried here too: when the fill ring is
             // empty the kernel drops every frame, so no frame would come to trigger it.
@@ -774,6 +791,12 @@ impl Queue {
                 let r = self.rx();
                 ring_gap((*r).producer, (*r).consumer)
             } as u64,
+            fill_low: if self.fill_low == u32::MAX {
+                u64::MAX
+            } else {
+                self.fill_low as u64
+            },
+            fill_dry_bursts: self.fill_dry_bursts,
         }
     }
 
@@ -842,6 +865,10 @@ pub struct UmemAccount {
     /// `rx_in_kernel`, where the lent chunks are.
     pub fill_unread: u64,
     pub rx_unread: u64,
+    /// The fewest entries seen unread on the fill ring when a burst arrived (`u64::MAX` until
+    /// one has), and the bursts that found fewer than a batch.
+    pub fill_low: u64,
+    pub fill_dry_bursts: u64,
 }
 
 impl UmemAccount {
@@ -863,6 +890,8 @@ impl UmemAccount {
         self.tx_in_flight += o.tx_in_flight;
         self.fill_unread += o.fill_unread;
         self.rx_unread += o.rx_unread;
+        self.fill_low = self.fill_low.min(o.fill_low);
+        self.fill_dry_bursts += o.fill_dry_bursts;
     }
 }
 
@@ -1156,7 +1185,10 @@ impl Port for AfXdpPort {
     }
 
     fn umem_account(&self) -> Option<UmemAccount> {
-        let mut a = UmemAccount::default();
+        let mut a = UmemAccount {
+            fill_low: u64::MAX,
+            ..UmemAccount::default()
+        };
         for q in &self.queues {
             a.add(&q.umem_account());
         }
