@@ -172,19 +172,25 @@ fn worker_loop(
     let mut last_n = 0;
     // Length of the wait for events that ended just before this poll (0 when none did).
     let mut slept_ns = 0u64;
+    let mut timed_out = false;
     while !stop.load(Ordering::Relaxed) {
         let now = clock.at(t0);
         let n = w.dp.poll_once(&sw, now);
         if n > 0 && slept_ns > w.dp.stats.sleep_max_before_frames_ns {
             w.dp.stats.sleep_max_before_frames_ns = slept_ns;
         }
+        if n > 0 && timed_out {
+            w.dp.stats.timeouts_with_frames += 1;
+        }
         slept_ns = 0;
+        timed_out = false;
         let streaming = n > 0 && last_n > 0;
         last_n = n;
         let mut t_end = Instant::now();
         let spent = t_end.saturating_duration_since(t0).as_nanos() as u64;
         if n > 0 {
             w.dp.stats.busy_ns += spent;
+            w.dp.stats.busy_max_ns = w.dp.stats.busy_max_ns.max(spent);
         } else {
             w.dp.stats.idle_ns += spent;
         }
@@ -208,6 +214,7 @@ fn worker_loop(
                 st.sleeps += 1;
                 if events.is_empty() {
                     st.sleep_timeouts += 1;
+                    timed_out = true;
                 }
             }
         } else if let Some(wait) = coalesce.filter(|_| streaming && n < pipeline::BATCH_SIZE) {
@@ -600,8 +607,11 @@ impl State {
             );
             let _ = writeln!(
                 s,
-                "  sleeps: {} (timeouts {}, longest before frames {} ns)",
-                t.dp.sleeps, t.dp.sleep_timeouts, t.dp.sleep_max_before_frames_ns
+                "  sleeps: {} (timeouts {}, of which found frames {}; longest before frames {} ns)",
+                t.dp.sleeps,
+                t.dp.sleep_timeouts,
+                t.dp.timeouts_with_frames,
+                t.dp.sleep_max_before_frames_ns
             );
             let _ = writeln!(
                 s,
@@ -612,9 +622,10 @@ impl State {
             );
             let _ = writeln!(
                 s,
-                "  busy ns: {} ({:.2}%)",
+                "  busy ns: {} ({:.2}%, longest poll {} ns)",
                 t.dp.busy_ns,
-                t.dp.busy_ns as f64 * 100.0 / total as f64
+                t.dp.busy_ns as f64 * 100.0 / total as f64,
+                t.dp.busy_max_ns
             );
             let _ = writeln!(
                 s,

@@ -67,6 +67,8 @@ pub struct DatapathStats {
     /// waited on the ring while the thread slept).
     pub sleeps: u64,
     pub sleep_timeouts: u64,
+    /// Timeouts after which the next poll found frames: frames whose arrival woke nobody.
+    pub timeouts_with_frames: u64,
     pub sleep_max_before_frames_ns: u64,
     /// Time those sleeps took, in all and the longest one (a sleep that overruns by
     /// milliseconds lets the receive rings overflow).
@@ -78,6 +80,8 @@ pub struct DatapathStats {
     /// Nanoseconds spent in polls that found work and in polls that did not.
     pub busy_ns: u64,
     pub idle_ns: u64,
+    /// The longest poll that found frames (receive, switch, transmit), in ns.
+    pub busy_max_ns: u64,
 }
 
 pub struct Datapath {
