@@ -581,7 +581,7 @@ impl State {
                     s,
                     "  umem {name}: rx chunks {} (lent to the kernel {}, waiting to be lent {}; \
                      fill ring unread {}, lowest at a burst {}, bursts finding it nearly dry {}; \
-                     rx ring unread {}), \
+                     rx ring unread {}, most waiting at a poll {}), \
                      tx chunks {} (free {}, in flight {})",
                     a.rx_chunks,
                     a.rx_in_kernel,
@@ -594,6 +594,7 @@ impl State {
                     },
                     a.fill_dry_bursts,
                     a.rx_unread,
+                    a.rx_high,
                     a.tx_chunks,
                     a.tx_free,
                     a.tx_in_flight

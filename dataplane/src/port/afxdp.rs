@@ -245,6 +245,8 @@ struct Queue {
     /// found fewer than a batch of them (the kernel may have run dry just before).
     fill_low: u32,
     fill_dry_bursts: u64,
+    /// The most frames found waiting on the rx ring at one poll.
+    rx_high: u32,
 }
 
 // SAFETY: a Queue exclusively owns its UMEM mapping, socket and rings; nothing else holds the
@@ -328,6 +330,7 @@ impl Queue {
             rx_returned: 0,
             fill_low: u32::MAX,
             fill_dry_bursts: 0,
+            rx_high: 0,
             max_frame,
             scratch: vec![0u8; if sg { RX_BATCH * scratch_stride } else { 0 }].into_boxed_slice(),
             scratch_stride,
@@ -606,6 +609,11 @@ impl Queue {
         // SAFETY: live rx ring.
         let n = unsafe { xdp::xsk_ring_cons__peek(rx, want, &mut idx) };
         if n > 0 {
+            let r = self.rx();
+            // SAFETY: this queue's live rx ring; reading its pointer fields creates no
+            // reference.
+            let waiting = unsafe { ring_gap((*r).producer, (*r).consumer) };
+            self.rx_high = self.rx_high.max(waiting);
             let f = self.fill();
             // SAFETY: this queue's live fill ring; reading its pointer fields creates no
             // reference.
@@ -797,6 +805,7 @@ impl Queue {
                 self.fill_low as u64
             },
             fill_dry_bursts: self.fill_dry_bursts,
+            rx_high: self.rx_high as u64,
         }
     }
 
@@ -869,6 +878,8 @@ pub struct UmemAccount {
     /// one has), and the bursts that found fewer than a batch.
     pub fill_low: u64,
     pub fill_dry_bursts: u64,
+    /// The most frames found waiting on the rx ring at one poll.
+    pub rx_high: u64,
 }
 
 impl UmemAccount {
@@ -892,6 +903,7 @@ impl UmemAccount {
         self.rx_unread += o.rx_unread;
         self.fill_low = self.fill_low.min(o.fill_low);
         self.fill_dry_bursts += o.fill_dry_bursts;
+        self.rx_high = self.rx_high.max(o.rx_high);
     }
 }
 
