@@ -1483,10 +1483,7 @@ impl ConnTracker for Tracker {
     ) -> usize {
         let n = items.len().min(out.len());
         if !self.prefers_batches() {
-            for (it, o) in items[..n].iter_mut().zip(out[..n].iter_mut()) {
-                *o = Some(self.execute(it.frame, it.l3_ofs, it.key, req, now));
-            }
-            return n;
+            return pipeline::ct::execute_each(self, items, req, now, out);
         }
         for (items, out) in items[..n]
             .chunks_mut(pipeline::BATCH_SIZE)

@@ -170,19 +170,14 @@ fn worker_loop(
     // One clock read per poll: the end of a poll (or of a sleep) is the start of the next.
     let mut t0 = Instant::now();
     let mut last_n = 0;
-    // Length of the wait for events that ended just before this poll (0 when none did).
-    let mut slept_ns = 0u64;
+    // The wait for events just before this poll ended by its timeout.
     let mut timed_out = false;
     while !stop.load(Ordering::Relaxed) {
         let now = clock.at(t0);
         let n = w.dp.poll_once(&sw, now);
-        if n > 0 && slept_ns > w.dp.stats.sleep_max_before_frames_ns {
-            w.dp.stats.sleep_max_before_frames_ns = slept_ns;
-        }
         if n > 0 && timed_out {
             w.dp.stats.timeouts_with_frames += 1;
         }
-        slept_ns = 0;
         timed_out = false;
         let streaming = n > 0 && last_n > 0;
         last_n = n;
@@ -208,9 +203,8 @@ fn worker_loop(
             if let Some(p) = poll.as_mut() {
                 let _ = p.poll(&mut events, Some(MAX_SLEEP));
                 t0 = Instant::now();
-                slept_ns = t0.saturating_duration_since(t_end).as_nanos() as u64;
                 let st = &mut w.dp.stats;
-                st.idle_ns += slept_ns;
+                st.idle_ns += t0.saturating_duration_since(t_end).as_nanos() as u64;
                 st.sleeps += 1;
                 if events.is_empty() {
                     st.sleep_timeouts += 1;
@@ -580,18 +574,13 @@ impl State {
                 let _ = writeln!(
                     s,
                     "  umem {name}: rx chunks {} (lent to the kernel {}, waiting to be lent {}; \
-                     fill ring unread {}, lowest at a burst {}, bursts finding it nearly dry {}; \
+                     fill ring unread {}, bursts finding it nearly dry {}; \
                      rx ring unread {}, most waiting at a poll {}), \
                      tx chunks {} (free {}, in flight {})",
                     a.rx_chunks,
                     a.rx_in_kernel,
                     a.rx_backlog,
                     a.fill_unread,
-                    if a.fill_low == u64::MAX {
-                        "-".to_string()
-                    } else {
-                        a.fill_low.to_string()
-                    },
                     a.fill_dry_bursts,
                     a.rx_unread,
                     a.rx_high,
@@ -608,11 +597,8 @@ impl State {
             );
             let _ = writeln!(
                 s,
-                "  sleeps: {} (timeouts {}, of which found frames {}; longest before frames {} ns)",
-                t.dp.sleeps,
-                t.dp.sleep_timeouts,
-                t.dp.timeouts_with_frames,
-                t.dp.sleep_max_before_frames_ns
+                "  sleeps: {} (timeouts {}, of which found frames {})",
+                t.dp.sleeps, t.dp.sleep_timeouts, t.dp.timeouts_with_frames
             );
             let _ = writeln!(
                 s,

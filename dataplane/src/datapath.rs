@@ -62,14 +62,12 @@ pub struct DatapathStats {
     pub busy_polls: u64,
     /// Interrupt mode: sleeps of `coalesce_us` taken after a burst short of a batch.
     pub coalesce_waits: u64,
-    /// Interrupt mode: waits for a receive event, those that ended by the timeout rather than
-    /// an event, and the longest wait after which the next poll found frames (frames that
-    /// waited on the ring while the thread slept).
+    /// Interrupt mode: waits for a receive event, and those that ended by the timeout rather
+    /// than an event.
     pub sleeps: u64,
     pub sleep_timeouts: u64,
     /// Timeouts after which the next poll found frames: frames whose arrival woke nobody.
     pub timeouts_with_frames: u64,
-    pub sleep_max_before_frames_ns: u64,
     /// Time those sleeps took, in all and the longest one (a sleep that overruns by
     /// milliseconds lets the receive rings overflow).
     pub coalesce_ns: u64,

@@ -103,10 +103,22 @@ pub trait ConnTracker: Send + Sync {
         now: Nanos,
         out: &mut [Option<CtVerdict>],
     ) -> usize {
-        let n = items.len().min(out.len());
-        for (it, o) in items.iter_mut().zip(out.iter_mut()) {
-            *o = Some(self.execute(it.frame, it.l3_ofs, it.key, req, now));
-        }
-        n
+        execute_each(self, items, req, now, out)
     }
+}
+
+/// [`ConnTracker::execute_batch`] as one [`ConnTracker::execute`] per item, in order: the
+/// trait's default, and what a tracker falls back to when grouping does not pay.
+pub fn execute_each<T: ConnTracker + ?Sized>(
+    ct: &T,
+    items: &mut [CtItem<'_, '_>],
+    req: &CtRequest<'_>,
+    now: Nanos,
+    out: &mut [Option<CtVerdict>],
+) -> usize {
+    let n = items.len().min(out.len());
+    for (it, o) in items.iter_mut().zip(out.iter_mut()) {
+        *o = Some(ct.execute(it.frame, it.l3_ofs, it.key, req, now));
+    }
+    n
 }

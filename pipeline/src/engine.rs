@@ -555,28 +555,31 @@ impl DpSink for CountingSink<'_, '_> {
     }
 }
 
+/// The metadata fields a recirculation keeps (see [`RECIRC_KEEP`]).
+const RECIRC_KEPT_FIELDS: [FieldLoc; 14] = [
+    loc::IN_PORT,
+    loc::TUN_ID,
+    loc::TUN_SRC,
+    loc::TUN_DST,
+    loc::TUN_FLAGS,
+    loc::CT_STATE,
+    loc::CT_ZONE,
+    loc::CT_MARK,
+    loc::CT_LABEL,
+    loc::CT_NW_SRC,
+    loc::CT_NW_DST,
+    loc::CT_NW_PROTO,
+    loc::CT_TP_SRC,
+    loc::CT_TP_DST,
+];
+
 /// Key bits a recirculation keeps (words before [`PACKET_WORD`]; packet words are all kept):
 /// `in_port`, the tunnel fields and the `ct_*` fields. Metadata is restored from the frozen
 /// state by translation, so everything else is cleared; `recirc_id` is set afterwards.
 /// Tunnel metadata travels with the frame: after a tunnel pop (id 0) it is what the options
 /// carried; after `ct(table=N)` translation restores it from the frozen state anyway.
 const RECIRC_KEEP: [u64; PACKET_WORD] = {
-    let keep = [
-        loc::IN_PORT,
-        loc::TUN_ID,
-        loc::TUN_SRC,
-        loc::TUN_DST,
-        loc::TUN_FLAGS,
-        loc::CT_STATE,
-        loc::CT_ZONE,
-        loc::CT_MARK,
-        loc::CT_LABEL,
-        loc::CT_NW_SRC,
-        loc::CT_NW_DST,
-        loc::CT_NW_PROTO,
-        loc::CT_TP_SRC,
-        loc::CT_TP_DST,
-    ];
+    let keep = RECIRC_KEPT_FIELDS;
     let mut m = [0u64; PACKET_WORD];
     let mut i = 0;
     while i < keep.len() {
@@ -629,22 +632,7 @@ mod tests {
         }
         let before = k;
         prepare_recirc(&mut k, 0x77);
-        let kept = [
-            loc::IN_PORT,
-            loc::TUN_ID,
-            loc::TUN_SRC,
-            loc::TUN_DST,
-            loc::TUN_FLAGS,
-            loc::CT_STATE,
-            loc::CT_ZONE,
-            loc::CT_MARK,
-            loc::CT_LABEL,
-            loc::CT_NW_SRC,
-            loc::CT_NW_DST,
-            loc::CT_NW_PROTO,
-            loc::CT_TP_SRC,
-            loc::CT_TP_DST,
-        ];
+        let kept = RECIRC_KEPT_FIELDS;
         for l in kept {
             assert_eq!(k.get(l), before.get(l), "{l:?}");
         }

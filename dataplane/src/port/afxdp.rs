@@ -240,10 +240,8 @@ struct Queue {
     /// empty otherwise (a chained frame is then rejected).
     scratch: Box<[u8]>,
     scratch_stride: usize,
-    /// The fewest entries seen unread on the fill ring when a burst arrived (before it was
-    /// refilled): how close the kernel came to running out of buffers; and how many bursts
-    /// found fewer than a batch of them (the kernel may have run dry just before).
-    fill_low: u32,
+    /// Bursts that arrived with fewer than a batch of entries unread on the fill ring (before
+    /// it was refilled): the kernel was running out of buffers, or had just run out.
     fill_dry_bursts: u64,
     /// The most frames found waiting on the rx ring at one poll.
     rx_high: u32,
@@ -328,7 +326,6 @@ impl Queue {
             tx_outstanding: 0,
             rx_lent: 0,
             rx_returned: 0,
-            fill_low: u32::MAX,
             fill_dry_bursts: 0,
             rx_high: 0,
             max_frame,
@@ -618,7 +615,6 @@ impl Queue {
             // SAFETY: this queue's live fill ring; reading its pointer fields creates no
             // reference.
             let unread = unsafe { ring_gap((*f).producer, (*f).consumer) };
-            self.fill_low = self.fill_low.min(unread);
             if (unread as usize) < RX_BATCH {
                 self.fill_dry_bursts += 1;
             }
@@ -799,11 +795,6 @@ impl Queue {
                 let r = self.rx();
                 ring_gap((*r).producer, (*r).consumer)
             } as u64,
-            fill_low: if self.fill_low == u32::MAX {
-                u64::MAX
-            } else {
-                self.fill_low as u64
-            },
             fill_dry_bursts: self.fill_dry_bursts,
             rx_high: self.rx_high as u64,
         }
@@ -874,9 +865,7 @@ pub struct UmemAccount {
     /// `rx_in_kernel`, where the lent chunks are.
     pub fill_unread: u64,
     pub rx_unread: u64,
-    /// The fewest entries seen unread on the fill ring when a burst arrived (`u64::MAX` until
-    /// one has), and the bursts that found fewer than a batch.
-    pub fill_low: u64,
+    /// Bursts that arrived with fewer than a batch of entries unread on the fill ring.
     pub fill_dry_bursts: u64,
     /// The most frames found waiting on the rx ring at one poll.
     pub rx_high: u64,
@@ -901,7 +890,6 @@ impl UmemAccount {
         self.tx_in_flight += o.tx_in_flight;
         self.fill_unread += o.fill_unread;
         self.rx_unread += o.rx_unread;
-        self.fill_low = self.fill_low.min(o.fill_low);
         self.fill_dry_bursts += o.fill_dry_bursts;
         self.rx_high = self.rx_high.max(o.rx_high);
     }
@@ -1197,10 +1185,7 @@ impl Port for AfXdpPort {
     }
 
     fn umem_account(&self) -> Option<UmemAccount> {
-        let mut a = UmemAccount {
-            fill_low: u64::MAX,
-            ..UmemAccount::default()
-        };
+        let mut a = UmemAccount::default();
         for q in &self.queues {
             a.add(&q.umem_account());
         }
