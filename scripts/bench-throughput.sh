@@ -3,8 +3,11 @@
 #
 #   generator ns: g0 ── tap2 : switch ns (device under test) : eth1 ── k0 : sink ns
 #
-# The generator is one trafgen process pinned to CPU 0 sending 64-byte UDP frames (60 bytes +
-# FCS) at a fixed rate (-b) or at full speed. The sink drops and counts them in XDP
+# The generator is one xvs-gen process (dataplane/src/gen.rs: an AF_XDP socket bound for
+# transmission only) pinned to CPU 0, sending 64-byte UDP frames (60 bytes + FCS) at full speed
+# or at a fixed rate spread evenly over time: frame k leaves k/rate seconds after the start.
+# (trafgen's rate limit lets each second's frames out at its full speed and then waits, so a
+# "100 kpps" run offers about 125 ms of 800 kpps and nothing for the rest of the second.) The sink drops and counts them in XDP
 # (scripts/bench/xdp_sink.c, compiled here with clang -target bpf; the count is the veth's
 # rx_queue_0_xdp_drops). The device under test runs on CPU 1 and is one of:
 #
@@ -29,7 +32,7 @@
 #            and its rows record what it does; rates are reported in Gbit/s as well as kpps
 #
 # Measures:
-#   (a) max_lossless: a full-speed run, then a bisection over trafgen's rate limit
+#   (a) max_lossless: a full-speed run, then a bisection over the generator's rate
 #   (b) fixed: 100 and 200 kpps on the interrupt-mode devices: loss, and the switch process's
 #       CPU per forwarded packet from /proc/PID/stat (user, system) and /proc/PID/task/*/schedstat
 #   (c) ping p50/p99 through the switch, idle and under 100 kpps (and over a direct veth pair
@@ -89,7 +92,7 @@ if (($(nproc) < 2)); then
   exit 2
 fi
 
-# Run lengths. Every loop below is bounded by these counts, every trafgen run by a timeout.
+# Run lengths. Every loop below is bounded by these counts, every generator run by a timeout.
 # --quick measures the interrupt-mode devices and the kernel bridge only, unless --duts says.
 if ((quick)); then
   [[ -n "$duts" ]] || duts="xvs-intr,ovs-nonpmd,nullfwd-intr,linux-bridge"
@@ -151,6 +154,7 @@ else
 fi
 xvs="$root/target/$profile/xvs"
 nullfwd="$root/target/$profile/xvs-nullfwd"
+genbin="$root/target/$profile/xvs-gen"
 clang -O2 -g -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
   -c "$bench/xdp_sink.c" -o "$work/xdp_sink.o"
 
@@ -210,24 +214,20 @@ path_mtu() { # mtu
   ip -n "$ns_s" link set dev eth1 mtu "$1"
 }
 
-# trafgen packet per scenario: 14 + 20 + 8 + 18 = 60 bytes on the veth, 64 with the FCS.
-# jumbo: 14 + 20 + 8 + 8972 = 9014 bytes.
-trafgen_cfg() { # scenario -> file
-  local f="$work/trafgen-$1.cfg" dmac sip dip fill=18
+# Generator arguments per scenario, one per line in a file: 14 + 20 + 8 + 18 = 60 bytes on the
+# veth, 64 with the FCS; jumbo: 14 + 20 + 8 + 8972 = 9014 bytes, sent multi-buffer.
+gen_cfg() { # scenario -> file
+  local f="$work/gen-$1.args" dev=g0 dmac sip dip fill=18
   case "$1" in
     snat) dmac="$mac_rtr_in"; sip=198.18.10.11; dip=198.19.7.1 ;;
+    direct) dev=gd; dmac="00:00:00:00:00:00"; sip=198.18.200.1; dip=198.18.200.2 ;;
     *) dmac="$mac_k"; sip=198.18.0.1; dip=198.18.0.2 ;;
   esac
   [[ "$1" == jumbo ]] && fill=$jumbo_fill
-  echo "{ eth(da=$dmac, sa=$mac_g), ipv4(saddr=$sip, daddr=$dip, ttl=64), udp(sp=4000, dp=9), fill(0, $fill) }" >"$f"
+  printf '%s\n' --dev "$dev" --eth-src "$mac_g" --eth-dst "$dmac" --ip-src "$sip" --ip-dst "$dip" \
+    --sport 4000 --dport 9 --payload "$fill" >"$f"
+  [[ "$1" == jumbo ]] && printf '%s\n' --mtu "$jumbo_mtu" >>"$f"
   echo "$f"
-}
-
-# trafgen's transmit ring holds 2048-byte frames unless told otherwise (-J): without it a jumbo
-# frame at full speed never leaves.
-jumbo_opt() { # trafgen cfg
-  [[ "$1" == *jumbo* ]] && echo -J
-  return 0
 }
 
 # Bytes of one benchmark frame on the veth (no FCS), for Gbit/s.
@@ -248,20 +248,21 @@ sink_count() {
 }
 
 # Sends N frames at RATE pps, or at full speed for N seconds when RATE is 0, from one core;
-# prints "sent elapsed_s". trafgen prints its counters when interrupted, so the timeout (also a
-# bound on a rate-limited run that falls behind) still yields what was sent.
+# prints "sent elapsed_s largest_backlog" as the generator counted them (the backlog: the most
+# frames that were ever due beyond one 32-frame burst, i.e. how far from even the run was).
+# Bounded by the generator's own deadline and by a timeout behind it.
 send() { # cfg n rate
-  local cfg="$1" n="$2" rate="$3" t0 t1 o limit
-  local -a args=(-n "$n" -b "${rate}pps")
-  limit=$((n / (rate > 0 ? rate : 1) * 2 + 2))
-  if ((rate == 0)); then args=(); limit=$n; fi
-  t0="$(date +%s.%N)"
-  o="$(timeout -s INT "$limit" ip netns exec "$ns_g" "${gen_nice[@]}" taskset -c 0 \
-    trafgen -o g0 -i "$cfg" -P 1 -q -C "${args[@]}" $(jumbo_opt "$cfg") 2>&1)" || true
-  t1="$(date +%s.%N)"
-  local sent
-  sent="$(tr -d '\r' <<<"$o" | awk '/packets outgoing/ {print $1; exit}')"
-  echo "${sent:-0} $(calc "$t1 - $t0")"
+  local cfg="$1" n="$2" rate="$3" o limit count
+  local -a args
+  mapfile -t args <"$cfg"
+  if ((rate > 0)); then
+    limit=$((n / rate * 2 + 2)); count=$n
+  else
+    limit=$n; count=$((n * 100000000))
+  fi
+  o="$(timeout -s INT $((limit + 10)) ip netns exec "$ns_g" "${gen_nice[@]}" taskset -c 0 \
+    "$genbin" "${args[@]}" --rate "$rate" --count "$count" --seconds "$limit" 2>&1)" || true
+  awk '/^sent / { print $2, $4, $6; found = 1; exit } END { if (!found) print 0, 1, 0 }' <<<"$o"
 }
 
 # Time the hypervisor took CPU 1 (the device's CPU) away, in ticks ("steal" in /proc/stat): a
@@ -298,15 +299,15 @@ csv_row() { # scenario dut measure offered dur sent delivered fwd_pps cu cs csch
   echo "$date_tag,\"$load_avg\",$sched,$sc,$dut,$m,$off,$dur,$sent,$del,$loss,$fwd,$cu,$cs,$csched,$upu,$ups,$upt,$p50,$p99,\"$note\",$(frame_bytes "$sc")" >>"$out"
 }
 
-# One timed run at RATE: prints "sent delivered elapsed".
+# One timed run at RATE: prints "sent delivered elapsed backlog".
 run_rate() { # cfg rate secs
-  local cfg="$1" rate="$2" secs="$3" n before after sent el
+  local cfg="$1" rate="$2" secs="$3" n before after sent el backlog
   if ((rate > 0)); then n=$((rate * secs)); else n=$secs; fi
   before="$(sink_count)"
-  read -r sent el < <(send "$cfg" "$n" "$rate")
+  read -r sent el backlog < <(send "$cfg" "$n" "$rate")
   sleep 0.3
   after="$(sink_count)"
-  echo "$sent $((after - before)) $el"
+  echo "$sent $((after - before)) $el $backlog"
 }
 
 lossless() { # sent delivered -> 0 if loss <= tolerance
@@ -607,7 +608,7 @@ warm_up() { # scenario cfg
   fi
   for i in $(seq 10); do
     ip netns exec "$ns_g" ping -c 1 -W 1 "$(ping_dst "$sc")" >/dev/null 2>&1 || true
-    read -r sent del el < <(run_rate "$cfg" "$([[ $sc == jumbo ]] && echo 10000 || echo 100000)" 1)
+    read -r sent del el _ < <(run_rate "$cfg" "$([[ $sc == jumbo ]] && echo 10000 || echo 100000)" 1)
     # Forwarding at all is enough here: lossy devices are for the measures to show.
     if ((sent > 0 && del * 2 >= sent)); then return 0; fi
     [[ "$sc" == geneve ]] && ip netns exec "$ns_k" ping -c 1 -W 1 198.19.1.1 >/dev/null 2>&1
@@ -618,9 +619,9 @@ warm_up() { # scenario cfg
 
 measure_a() { # scenario dut cfg
   local sc="$1" dut="$2" cfg="$3" sent del el gen best=0 lo hi mid i note
-  read -r sent del el < <(run_rate "$cfg" 0 "$step_s")
+  read -r sent del el _ < <(run_rate "$cfg" 0 "$step_s")
   gen="$(calc "$sent / $el" %d)"
-  csv_row "$sc" "$dut" full_rate "$gen" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "" "" "" "" "" "trafgen full speed"
+  csv_row "$sc" "$dut" full_rate "$gen" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "" "" "" "" "" "generator full speed"
   log "  $dut full speed: offered $((gen / 1000)) kpps, delivered $del of $sent"
   if lossless "$sent" "$del"; then
     best=$gen; note="lossless at the generator's full rate"
@@ -628,7 +629,7 @@ measure_a() { # scenario dut cfg
     lo=0; hi=$gen
     for ((i = 0; i < search_steps; i++)); do
       mid=$(((lo + hi) / 2))
-      read -r sent del el < <(run_rate "$cfg" "$mid" "$step_s")
+      read -r sent del el _ < <(run_rate "$cfg" "$mid" "$step_s")
       if lossless "$sent" "$del"; then lo=$mid; else hi=$mid; fi
       log "  $dut at $((mid / 1000)) kpps: delivered $del of $sent"
     done
@@ -656,11 +657,11 @@ measure_b() { # scenario dut cfg
   local sc="$1" dut="$2" cfg="$3" load c0 c1 sent del el u0 s0 n0 u1 s1 n1 loads="$fixed_loads"
   [[ "$sc" == jumbo ]] && loads="$jumbo_loads"
   for load in $loads; do
-    local st0 st1 f0 r0 f1 r1
+    local st0 st1 f0 r0 f1 r1 backlog
     st0="$(steal_cpu1)"
     read -r f0 r0 < <(xvs_rx_drops "$dut")
     c0="$(cpu_of "$dut_pid")"
-    read -r sent del el < <(run_rate "$cfg" "$load" "$fixed_s")
+    read -r sent del el backlog < <(run_rate "$cfg" "$load" "$fixed_s")
     c1="$(cpu_of "$dut_pid")"
     read -r f1 r1 < <(xvs_rx_drops "$dut")
     st1="$(steal_cpu1)"
@@ -672,8 +673,8 @@ measure_b() { # scenario dut cfg
     csched="$(calc "($n1 - $n0) / 1000000000" %.4f)"
     local stolen
     stolen="$(calc "($st1 - $st0) * 1000 / $hz" %d)"
-    csv_row "$sc" "$dut" fixed "$load" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "$cu" "$cs" "$csched" "" "" "pid $dut_pid; cpu1 stolen ${stolen} ms; rx drops fill_ring_empty $((f1 - f0)) rx_ring_full $((r1 - r0))"
-    log "  $dut at $((load / 1000)) kpps: delivered $del of $sent, cpu user ${cu}s sys ${cs}s, cpu1 stolen ${stolen} ms, rx drops fill $((f1 - f0)) ring $((r1 - r0))"
+    csv_row "$sc" "$dut" fixed "$load" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "$cu" "$cs" "$csched" "" "" "pid $dut_pid; cpu1 stolen ${stolen} ms; rx drops fill_ring_empty $((f1 - f0)) rx_ring_full $((r1 - r0)); generator backlog $backlog"
+    log "  $dut at $((load / 1000)) kpps: delivered $del of $sent, cpu user ${cu}s sys ${cs}s, cpu1 stolen ${stolen} ms, rx drops fill $((f1 - f0)) ring $((r1 - r0)), generator backlog $backlog"
   done
 }
 
@@ -687,10 +688,11 @@ measure_c() { # scenario dut [cfg]
   log "  $dut ping idle: p50 ${p50}us p99 ${p99}us ($n replies)"
   ((ping_load)) || return 0
   local secs=$((pings * 5 / 1000 + 3)) tg
-  tg="${cfg:-$(trafgen_cfg "$sc")}"
+  local -a args
+  tg="${cfg:-$(gen_cfg "$sc")}"
+  mapfile -t args <"$tg"
   timeout -s INT $((secs + 5)) ip netns exec "$ns_g" "${gen_nice[@]}" taskset -c 0 \
-    trafgen -o "$([[ $sc == direct ]] && echo gd || echo g0)" \
-    -i "$tg" -n $((100000 * secs)) -P 1 -q -C -b 100000pps $(jumbo_opt "$tg") >/dev/null 2>&1 &
+    "$genbin" "${args[@]}" --rate 100000 --count $((100000 * secs)) --seconds "$secs" >/dev/null 2>&1 &
   gen_pid=$!
   bg_pids+=("$gen_pid")
   sleep 0.5
@@ -726,7 +728,7 @@ perf_profile() { # scenario dut cfg
 log "load average $load_avg; scheduling of the device under test: $sched; results to $out"
 
 # The latency baseline: the direct veth pair, no switch.
-measure_c direct veth "$(sed 's/da=[^,]*/da=00:00:00:00:00:00/' "$(trafgen_cfg p2p)" >"$work/direct.cfg"; echo "$work/direct.cfg")"
+measure_c direct veth "$(gen_cfg direct)"
 
 # The device's own view of the run (drops by reason, per-port counters), kept next to the CSV.
 dut_counters() { # scenario dut
@@ -794,7 +796,7 @@ bench_dut() { # scenario dut cfg
 IFS=, read -r -a sc_list <<<"$scenarios"
 IFS=, read -r -a dut_list <<<"$duts"
 for sc in "${sc_list[@]}"; do
-  cfg="$(trafgen_cfg "$sc")"
+  cfg="$(gen_cfg "$sc")"
   if [[ "$sc" == jumbo ]]; then path_mtu "$jumbo_mtu"; else path_mtu 1500; fi
   for dut in "${dut_list[@]}"; do
     applies "$sc" "$dut" || continue

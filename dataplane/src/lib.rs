@@ -11,6 +11,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod dpflow;
+pub mod gen;
 pub mod hooks;
 pub mod mac_learning;
 pub mod nullfwd;

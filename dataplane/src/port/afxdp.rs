@@ -143,6 +143,9 @@ pub struct AfXdpConfig {
     /// ones are dropped and counted, never truncated), in multi-buffer mode. `None` carries
     /// frames up to [`MAX_FRAME_LEN`] the way libxdp sets a socket up. At most [`MAX_MTU`].
     pub mtu: Option<u32>,
+    /// Bind for transmission only: no XDP program is loaded, so the interface's own receive
+    /// path (the kernel stack, pings) is left alone. What a traffic generator wants.
+    pub tx_only: bool,
 }
 
 impl AfXdpConfig {
@@ -155,6 +158,7 @@ impl AfXdpConfig {
             frame_count: 4096,
             zero_copy: true,
             mtu: None,
+            tx_only: false,
         }
     }
 
@@ -360,7 +364,7 @@ impl Queue {
             rx_size: half,
             tx_size: n,
             __bindgen_anon_1: xdp::xsk_socket_config__bindgen_ty_1 {
-                libxdp_flags: if xskmap.is_some() {
+                libxdp_flags: if xskmap.is_some() || cfg.tx_only {
                     xdp::XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD
                 } else {
                     0
@@ -1072,7 +1076,7 @@ impl AfXdpPort {
         }
         let mut last_err = None;
         for (xdp_flags, bind_flags, mode, zero_copy) in attempts {
-            let prog = if sg {
+            let prog = if sg && !cfg.tx_only {
                 let max_queue = cfg.queues.iter().copied().max().unwrap_or(0);
                 match FragsProg::attach(&cfg.ifname, max_queue, xdp_flags) {
                     Ok(p) => Some(p),
