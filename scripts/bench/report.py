@@ -71,7 +71,7 @@ def table(csv_path, png_path=None):
     for r in rows:
         by.setdefault((r["scenario"], r["dut"], r["measure"], r["offered_pps"]), r)
 
-    print("\n(a) highest offered rate forwarded without loss (trafgen; 60-byte frames, 9014 in jumbo)")
+    print("\n(a) highest offered rate forwarded without loss (xvs-gen, paced; 60-byte frames, 9014 in jumbo)")
     print(f"{'scenario':<8} {'device under test':<18} {'lossless kpps':>13} {'gen full kpps':>13} "
           f"{'fwd at full kpps':>16} {'loss at full %':>14} {'lossless Gbit/s':>15} "
           f"{'fwd at full Gbit/s':>18}")
