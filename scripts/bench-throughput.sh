@@ -50,7 +50,8 @@
 # work, a switch thread that waits for a CPU behind a compiler loses frames for reasons that are
 # not its own (the AF_XDP rings overflow while it is runnable but not running). Every device
 # gets the same treatment (xvs's datapath threads, OVS's PMD thread or its whole non-PMD daemon,
-# the null forwarder). --sched other measures as scheduled by default. --perf DUT records a 5 s profile of that device at 100 kpps.
+# the null forwarder). --sched other measures as scheduled by default. --perf DUT records a 5 s profile of that device at 100 kpps
+# (BENCH_PERF_RATE=PPS in the environment sets another rate).
 # XVS_COALESCE_US=N in the environment sets xvs's `coalesce_us` (interrupt mode; default 30).
 set -euo pipefail
 
@@ -152,7 +153,8 @@ if [[ "$profile" == release ]]; then
 else
   (cd "$root" && cargo build -q -p xvs-dataplane --bins) >&2
 fi
-xvs="$root/target/$profile/xvs"
+# XVS_BIN=PATH runs another xvs binary (an A/B comparison of two builds in one sitting).
+xvs="${XVS_BIN:-$root/target/$profile/xvs}"
 nullfwd="$root/target/$profile/xvs-nullfwd"
 genbin="$root/target/$profile/xvs-gen"
 clang -O2 -g -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
@@ -711,7 +713,7 @@ perf_profile() { # scenario dut cfg
   local sc="$1" cfg="$3"
   shift
   command -v perf >/dev/null || return 0
-  local rate=100000
+  local rate="${BENCH_PERF_RATE:-100000}"
   [[ "$sc" == jumbo ]] && rate="${jumbo_loads%% *}"
   log "  perf record on $1 (pid $dut_pid), 5 s at $((rate / 1000)) kpps"
   perf record -F 999 -g -p "$dut_pid" -o "$work/perf.data" -- sleep 5 >/dev/null 2>&1 &

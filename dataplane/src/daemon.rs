@@ -57,6 +57,9 @@ const SEC: Nanos = 1_000_000_000;
 pub const MEGAFLOW_IDLE: Nanos = 10 * SEC;
 /// Longest sleep of an interrupt-mode thread, so its housekeeping still runs.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
+/// How stale OpenFlow rules' counters may be while traffic flows (see
+/// [`Datapath::set_rule_stats_interval`]).
+const RULE_STATS_INTERVAL: Nanos = 1_000_000;
 /// Timer slack of a coalescing datapath thread, nanoseconds.
 const COALESCE_SLACK_NS: std::ffi::c_ulong = 2_000;
 /// Connection slots examined per housekeeping tick.
@@ -201,6 +204,8 @@ fn worker_loop(
         t0 = t_end;
         if n == 0 {
             if let Some(p) = poll.as_mut() {
+                // Counters must not wait out a sleep.
+                w.dp.credit_rule_stats(now);
                 let _ = p.poll(&mut events, Some(MAX_SLEEP));
                 t0 = Instant::now();
                 let st = &mut w.dp.stats;
@@ -1163,9 +1168,11 @@ fn run_inner(opts: &RunOptions) -> Result<(), DaemonError> {
             }
         }
         let cpu = cfg.datapath.cpus.as_ref().and_then(|c| c.get(t).copied());
+        let mut dp = Datapath::new(slots, FlowCache::default());
+        dp.set_rule_stats_interval(RULE_STATS_INTERVAL);
         let worker = Worker {
             id: t,
-            dp: Datapath::new(slots, FlowCache::default()),
+            dp,
             owned: owned.clone(),
             cpu,
         };

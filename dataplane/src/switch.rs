@@ -850,6 +850,7 @@ mod tests {
     use pipeline::cache::FlowCache;
     use pipeline::compose::PacketBuilder;
     use pipeline::odp::format_actions;
+    use pipeline::table::FlowFilter;
 
     /// br0 (NORMAL, port `a`) patched to br1 (port `b`); br1 tags what goes to br0 with VLAN 5.
     const CFG: &str = r#"
@@ -898,6 +899,54 @@ priority=10,in_port=p1,dl_vlan=5 actions=strip_vlan,output:b
 
     fn vid(f: &[u8]) -> Option<u16> {
         (f.get(12..14) == Some(&[0x81, 0x00])).then(|| u16::from_be_bytes([f[14], f[15]]) & 0xfff)
+    }
+
+    #[test]
+    fn rule_counters_are_credited_at_most_every_interval_and_on_demand() {
+        let dir = std::env::temp_dir().join(format!("xvs-rule-stats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("br1.flows"), FLOWS).unwrap();
+        let cfg = config::parse(CFG, &dir, "t.toml").unwrap();
+        let built = setup::build(&cfg, 0).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let sw = &built.switch;
+        let (ports, handles) = setup::memory_ports(&built.ports);
+        let mut dp = Datapath::new(ports, FlowCache::default());
+        let b = sw.dp_port_by_name("b").unwrap() as usize;
+        let f = frame([2, 0, 0, 0, 0, 0xb], [2, 0, 0, 0, 0, 0xa]);
+        // The br1 rule every frame from b goes through.
+        let counted = || -> u64 {
+            sw.bridge("br1")
+                .unwrap()
+                .tables
+                .dump(&FlowFilter::all())
+                .iter()
+                .filter(|r| r.spec.priority == 10 && r.spec.actions.len() == 3)
+                .map(|r| r.stats.n_packets())
+                .sum()
+        };
+
+        // Default: credited after every poll.
+        handles[b].inject(&f);
+        dp.poll_once(sw, 1_000);
+        assert_eq!(counted(), 1);
+
+        dp.set_rule_stats_interval(1_000_000);
+        dp.credit_rule_stats(2_000);
+        handles[b].inject(&f);
+        dp.poll_once(sw, 3_000);
+        handles[b].inject(&f);
+        dp.poll_once(sw, 500_000);
+        assert_eq!(counted(), 1, "within the interval the rule waits");
+        dp.poll_once(sw, 1_002_000);
+        assert_eq!(counted(), 3, "the interval is up: both frames credited");
+
+        handles[b].inject(&f);
+        dp.poll_once(sw, 1_003_000);
+        assert_eq!(counted(), 3);
+        // What a thread does before it sleeps.
+        dp.credit_rule_stats(1_004_000);
+        assert_eq!(counted(), 4);
     }
 
     #[test]
