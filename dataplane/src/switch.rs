@@ -901,14 +901,20 @@ priority=10,in_port=p1,dl_vlan=5 actions=strip_vlan,output:b
         (f.get(12..14) == Some(&[0x81, 0x00])).then(|| u16::from_be_bytes([f[14], f[15]]) & 0xfff)
     }
 
-    #[test]
-    fn rule_counters_are_credited_at_most_every_interval_and_on_demand() {
-        let dir = std::env::temp_dir().join(format!("xvs-rule-stats-{}", std::process::id()));
+    /// The two-bridge switch of [`CFG`] with [`FLOWS`] in br1, over memory ports.
+    fn build(tag: &str) -> setup::Built {
+        let dir = std::env::temp_dir().join(format!("xvs-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("br1.flows"), FLOWS).unwrap();
         let cfg = config::parse(CFG, &dir, "t.toml").unwrap();
         let built = setup::build(&cfg, 0).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
+        built
+    }
+
+    #[test]
+    fn rule_counters_are_credited_at_most_every_interval_and_on_demand() {
+        let built = build("rule-stats");
         let sw = &built.switch;
         let (ports, handles) = setup::memory_ports(&built.ports);
         let mut dp = Datapath::new(ports, FlowCache::default());
@@ -951,12 +957,7 @@ priority=10,in_port=p1,dl_vlan=5 actions=strip_vlan,output:b
 
     #[test]
     fn patch_port_capture_copies_both_directions_only_while_running() {
-        let dir = std::env::temp_dir().join(format!("xvs-patch-capture-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("br1.flows"), FLOWS).unwrap();
-        let cfg = config::parse(CFG, &dir, "t.toml").unwrap();
-        let built = setup::build(&cfg, 0).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        let built = build("patch-capture");
         let sw = &built.switch;
         let (ports, handles) = setup::memory_ports(&built.ports);
         let mut dp = Datapath::new(ports, FlowCache::default());

@@ -61,6 +61,19 @@ fn wait_exit(mut g: Daemon, limit: Duration) -> std::process::Output {
     out
 }
 
+/// Two namespaces joined by a veth pair, `ga` in the first and `gb` in the second; `None`
+/// (with a message) when not root.
+fn pair() -> Option<(Netns, Netns)> {
+    if !is_root() {
+        eprintln!("generator: skipped, needs root (network namespaces and AF_XDP)");
+        return None;
+    }
+    let a = Netns::new("gen-a").unwrap();
+    let b = Netns::new("gen-b").unwrap();
+    veth_pair(&a, "ga", &b, "gb").unwrap();
+    Some((a, b))
+}
+
 fn rx_packets(ns: &Netns, ifname: &str) -> u64 {
     ns.exec_stdout(&[
         "cat",
@@ -94,13 +107,9 @@ fn report(stdout: &str) -> (u64, f64, u64) {
 
 #[test]
 fn paced_frames_arrive_no_faster_than_the_rate_and_the_stack_keeps_working() {
-    if !is_root() {
-        eprintln!("generator: skipped, needs root (network namespaces and AF_XDP)");
+    let Some((a, b)) = pair() else {
         return;
-    }
-    let a = Netns::new("gen-a").unwrap();
-    let b = Netns::new("gen-b").unwrap();
-    veth_pair(&a, "ga", &b, "gb").unwrap();
+    };
     a.addr("ga", "198.18.0.1/24").unwrap();
     b.addr("gb", "198.18.0.2/24").unwrap();
     let before = rx_packets(&b, "gb");
@@ -135,13 +144,9 @@ fn paced_frames_arrive_no_faster_than_the_rate_and_the_stack_keeps_working() {
 
 #[test]
 fn full_speed_stops_at_the_deadline_and_reports_what_it_sent() {
-    if !is_root() {
-        eprintln!("generator: skipped, needs root (network namespaces and AF_XDP)");
+    let Some((a, b)) = pair() else {
         return;
-    }
-    let a = Netns::new("gen-a").unwrap();
-    let b = Netns::new("gen-b").unwrap();
-    veth_pair(&a, "ga", &b, "gb").unwrap();
+    };
     let before = rx_packets(&b, "gb");
     let g = start_gen(
         &a,
