@@ -264,7 +264,11 @@ send() { # cfg n rate
   fi
   o="$(timeout -s INT $((limit + 10)) ip netns exec "$ns_g" "${gen_nice[@]}" taskset -c 0 \
     "$genbin" "${args[@]}" --rate "$rate" --count "$count" --seconds "$limit" 2>&1)" || true
-  awk '/^sent / { print $2, $4, $6; found = 1; exit } END { if (!found) print 0, 1, 0 }' <<<"$o"
+  # A descriptor the kernel refused is a frame counted as sent that never left: say so.
+  awk '/^sent / { print $2, $4, $6; found = 1
+                  if ($10 > 0) print "bench: generator: the kernel refused " $10 " frames" > "/dev/stderr"
+                  exit }
+       END { if (!found) print 0, 1, 0 }' <<<"$o"
 }
 
 # Time the hypervisor took CPU 1 (the device's CPU) away, in ticks ("steal" in /proc/stat): a

@@ -10,7 +10,10 @@
 //! backlog it ever had is reported so a run can be judged on how even it was.
 //!
 //! Output, one line at exit:
-//! `sent N elapsed_s S largest_backlog B ring_full_waits W`.
+//! `sent N elapsed_s S largest_backlog B ring_full_waits W invalid_descs I`, where `sent`
+//! counts frames handed to the kernel and `invalid_descs` the descriptors the kernel refused
+//! (non-zero means some "sent" frames never left, and a benchmark would blame their loss on
+//! the device under test).
 
 use crate::port::afxdp::{silence_libxdp, AfXdpConfig, AfXdpPort, XdpMode};
 use crate::port::{Port, PortError, TxVerdict};
@@ -145,17 +148,20 @@ pub struct Report {
     pub largest_backlog: u64,
     /// Times the transmit ring had no room and the generator waited for completions.
     pub ring_full_waits: u64,
+    /// Descriptors the kernel refused (filled in by [`run`] from the port's counters).
+    pub invalid_descs: u64,
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "sent {} elapsed_s {:.6} largest_backlog {} ring_full_waits {}",
+            "sent {} elapsed_s {:.6} largest_backlog {} ring_full_waits {} invalid_descs {}",
             self.sent,
             self.elapsed.as_secs_f64(),
             self.largest_backlog,
-            self.ring_full_waits
+            self.ring_full_waits,
+            self.invalid_descs
         )
     }
 }
@@ -242,7 +248,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
         .seconds
         .map(|s| clock() + Duration::from_secs_f64(s.max(0.0)).as_nanos() as u64);
     let mut pacer = Pacer::new(args.rate, args.count, clock());
-    let rep = send_paced(
+    let mut rep = send_paced(
         &mut port,
         &frame,
         &mut pacer,
@@ -253,6 +259,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
     );
     // Let the last kicks complete before the socket closes.
     port.flush();
+    rep.invalid_descs = port.stats().invalid_descs;
     println!("{rep}");
     let _ = std::io::stdout().flush();
     Ok(rep)

@@ -85,7 +85,8 @@ fn rx_packets(ns: &Netns, ifname: &str) -> u64 {
     .unwrap()
 }
 
-/// The generator's report line, parsed: (sent, elapsed seconds, largest backlog).
+/// The generator's report line, parsed: (sent, elapsed seconds, largest backlog). The kernel
+/// must have refused no descriptor.
 fn report(stdout: &str) -> (u64, f64, u64) {
     // libtest may print its own "test gen_child ... " before the line.
     let line = stdout
@@ -94,10 +95,17 @@ fn report(stdout: &str) -> (u64, f64, u64) {
         .unwrap_or_else(|| panic!("no report in {stdout:?}"));
     let f: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(
-        (f[0], f[2], f[4], f[6]),
-        ("sent", "elapsed_s", "largest_backlog", "ring_full_waits"),
+        (f[0], f[2], f[4], f[6], f[8]),
+        (
+            "sent",
+            "elapsed_s",
+            "largest_backlog",
+            "ring_full_waits",
+            "invalid_descs"
+        ),
         "{line}"
     );
+    assert_eq!(f[9], "0", "{line}");
     (
         f[1].parse().unwrap(),
         f[3].parse().unwrap(),
