@@ -269,6 +269,9 @@ send() { # cfg n rate
                   if ($10 > 0) print "bench: generator: the kernel refused " $10 " frames" > "/dev/stderr"
                   exit }
        END { if (!found) print 0, 1, 0 }' <<<"$o"
+  # No report: the generator failed (its socket, its arguments); say why rather than let a
+  # run that sent nothing pass for one that lost nothing.
+  grep -q '^sent ' <<<"$o" || echo "bench: generator failed: $(tail -n 3 <<<"$o" | tr '\n' ' ')" >&2
 }
 
 # Time the hypervisor took CPU 1 (the device's CPU) away, in ticks ("steal" in /proc/stat): a
@@ -316,8 +319,8 @@ run_rate() { # cfg rate secs
   echo "$sent $((after - before)) $el $backlog"
 }
 
-lossless() { # sent delivered -> 0 if loss <= tolerance
-  [[ "$(calc "100 * ($1 - $2) <= $loss_tol * $1" %d)" == 1 ]]
+lossless() { # sent delivered -> 0 if loss <= tolerance (a run that sent nothing is not)
+  (($1 > 0)) && [[ "$(calc "100 * ($1 - $2) <= $loss_tol * $1" %d)" == 1 ]]
 }
 
 # ---------------------------------------------------------------------------------------------
