@@ -150,6 +150,8 @@ pub struct Report {
     pub ring_full_waits: u64,
     /// Descriptors the kernel refused (filled in by [`run`] from the port's counters).
     pub invalid_descs: u64,
+    /// The port refused the frame for good (too long, device gone): the run stopped early.
+    pub refused: bool,
 }
 
 impl std::fmt::Display for Report {
@@ -195,18 +197,28 @@ pub fn send_paced(
             rep.largest_backlog = rep.largest_backlog.max(due.saturating_sub(burst));
         }
         let mut queued = 0;
+        let mut refused = false;
         while queued < due.min(burst) {
             match port.tx(frame) {
                 TxVerdict::Queued => queued += 1,
                 // The ring is full until the kernel completes what it holds: kick and retry.
-                _ => {
+                TxVerdict::RingFull => {
                     rep.ring_full_waits += 1;
+                    break;
+                }
+                // Too long for the port, or the device is gone: retrying cannot help.
+                TxVerdict::TooBig | TxVerdict::DeviceError => {
+                    refused = true;
                     break;
                 }
             }
         }
         port.flush();
         pacer.release(queued);
+        if refused {
+            rep.refused = true;
+            break;
+        }
     }
     rep.sent = pacer.released();
     rep.elapsed = Duration::from_nanos(clock().saturating_sub(t0));
@@ -241,12 +253,21 @@ pub fn run(args: &Args) -> Result<Report, String> {
     cfg.zero_copy = false;
     cfg.tx_only = true;
     cfg.mtu = args.mtu;
+    if frame.len() > cfg.max_frame_len() {
+        return Err(format!(
+            "a {}-byte frame is longer than the port carries ({} bytes); set --mtu",
+            frame.len(),
+            cfg.max_frame_len()
+        ));
+    }
+    let seconds = args
+        .seconds
+        .map(|s| Duration::try_from_secs_f64(s).map_err(|e| format!("--seconds {s}: {e}")))
+        .transpose()?;
     let mut port = AfXdpPort::open(&cfg).map_err(|e| e.to_string())?;
     let origin = Instant::now();
     let mut clock = || origin.elapsed().as_nanos() as u64;
-    let deadline = args
-        .seconds
-        .map(|s| clock() + Duration::from_secs_f64(s.max(0.0)).as_nanos() as u64);
+    let deadline = seconds.map(|d| clock().saturating_add(d.as_nanos() as u64));
     let mut pacer = Pacer::new(args.rate, args.count, clock());
     let mut rep = send_paced(
         &mut port,
@@ -261,6 +282,12 @@ pub fn run(args: &Args) -> Result<Report, String> {
     port.flush();
     rep.invalid_descs = port.stats().invalid_descs;
     println!("{rep}");
+    if rep.refused {
+        return Err(format!(
+            "{}: the port refused the frame after {} were sent",
+            args.dev, rep.sent
+        ));
+    }
     let _ = std::io::stdout().flush();
     Ok(rep)
 }
@@ -417,6 +444,53 @@ mod tests {
         assert_eq!(port.at.len(), 100);
         assert!(rep.ring_full_waits > 0);
         assert!(port.kicks >= 100 / 8);
+    }
+
+    #[test]
+    fn a_frame_the_port_refuses_for_good_stops_the_run() {
+        struct Refuser(u32);
+        impl Port for Refuser {
+            fn name(&self) -> &str {
+                "refuser"
+            }
+            fn rx_burst(&mut self, _f: &mut dyn FnMut(&mut RxFrames<'_>)) -> usize {
+                0
+            }
+            fn tx(&mut self, _frame: &[u8]) -> TxVerdict {
+                // Three frames go, then the device is gone.
+                if self.0 < 3 {
+                    self.0 += 1;
+                    TxVerdict::Queued
+                } else {
+                    TxVerdict::DeviceError
+                }
+            }
+            fn flush(&mut self) {}
+            fn poll_fds(&self) -> Vec<RawFd> {
+                Vec::new()
+            }
+            fn stats(&self) -> PortStats {
+                PortStats::default()
+            }
+        }
+        let mut pacer = Pacer::new(0, 1_000, 0);
+        let mut t = 0;
+        let mut clock = move || {
+            t += 1;
+            t
+        };
+        let stop = AtomicBool::new(false);
+        let rep = send_paced(
+            &mut Refuser(0),
+            &[0; 60],
+            &mut pacer,
+            32,
+            &stop,
+            None,
+            &mut clock,
+        );
+        assert!(rep.refused);
+        assert_eq!(rep.sent, 3);
     }
 
     #[test]
