@@ -3,14 +3,15 @@
 
 use conntrack::{Config, Tracker};
 use criterion::{black_box, Criterion, Throughput};
-use pipeline::ct::{ConnTracker, CtItem, CtRequest, CtVerdict};
+use pipeline::ct::CtRequest;
 use pipeline::flow::NatSpec;
-use pipeline::key::{FlowKey, CS_DST_NAT, CS_ESTABLISHED, CS_INVALID, CS_REPLY_DIR, CS_SRC_NAT};
-use pipeline::wire::Frame;
+use pipeline::key::{CS_DST_NAT, CS_ESTABLISHED, CS_INVALID, CS_REPLY_DIR, CS_SRC_NAT};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
-use xvs_benches::ct_load::{client, commit_req, populate, snat_spec, tcp_frame, track, ETH};
+use xvs_benches::ct_load::{
+    client, commit_req, populate, snat_spec, tcp_frame, track, track_batch, BatchBufs,
+};
 
 /// Counts live heap bytes so the memory figure is measured, not estimated.
 struct Counting;
@@ -122,10 +123,7 @@ fn benches(c: &mut Criterion) {
     });
     // The same through execute_batch, 32 frames (one pipeline batch) per call; then the reply
     // direction (un-SNAT), whose tuple is indexed in another shard than its connection.
-    const RX: usize = pipeline::BATCH_SIZE;
-    let mut bufs = [[0u8; 64]; RX];
-    let mut out: [Option<CtVerdict>; RX] = [const { None }; RX];
-    let key = FlowKey::ZERO;
+    let mut bufs: BatchBufs = [[0u8; 64]; pipeline::BATCH_SIZE];
     for (name, frames) in [
         ("established_lookup_snat_rewrite_batch32", &frames),
         ("established_reply_unsnat_rewrite_batch32", &reply_frames),
@@ -133,23 +131,8 @@ fn benches(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut acc = 0;
-                for _ in 0..BATCH / RX {
-                    for b in bufs.iter_mut() {
-                        b[..flen].copy_from_slice(&frames[pos * flen..(pos + 1) * flen]);
-                        pos = (pos + 1) % n_frames;
-                    }
-                    let mut fs = bufs.each_mut().map(|b| Frame::new(&mut b[..], 0, flen));
-                    let mut items = fs.each_mut().map(|frame| CtItem {
-                        frame,
-                        l3_ofs: ETH,
-                        key: &key,
-                    });
-                    t.execute_batch(&mut items, &req, 1, &mut out);
-                    for o in &out {
-                        if let Some(CtVerdict::Tracked(r)) = o {
-                            acc ^= r.state;
-                        }
-                    }
+                for _ in 0..BATCH / pipeline::BATCH_SIZE {
+                    acc ^= track_batch(&t, frames, flen, &mut pos, &mut bufs, &req);
                 }
                 black_box(acc)
             })

@@ -5,13 +5,13 @@
 //! prints nanoseconds per packet; run it under `perf record` to see where they go.
 
 use conntrack::{Config, Tracker};
-use pipeline::ct::{ConnTracker, CtItem, CtRequest, CtVerdict};
+use pipeline::ct::CtRequest;
 use pipeline::flow::NatSpec;
-use pipeline::key::FlowKey;
-use pipeline::wire::Frame;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use xvs_benches::ct_load::{client, commit_req, snat_spec, tcp_frame, track, ETH};
+use xvs_benches::ct_load::{
+    client, commit_req, populate, snat_spec, tcp_frame, track, track_batch, BatchBufs,
+};
 
 /// Prints the best and the median of the per-window costs: on a shared machine the best window
 /// is the one least disturbed by other work.
@@ -75,20 +75,7 @@ fn main() {
         report(mode, "per connection", &mut windows);
         return;
     }
-    let mut acks = Vec::with_capacity(conns as usize);
-    for i in 0..conns {
-        let (src, sport, server) = client(i);
-        let mut syn = tcp_frame(src, server, sport, 80, 0x02, 100, 0);
-        track(&t, &mut syn, &commit);
-        let nat_src =
-            u32::from_be_bytes([syn[ETH + 12], syn[ETH + 13], syn[ETH + 14], syn[ETH + 15]]);
-        let nat_port = u16::from_be_bytes([syn[ETH + 20], syn[ETH + 21]]);
-        let mut sa = tcp_frame(server, nat_src, 80, nat_port, 0x12, 5000, 101);
-        track(&t, &mut sa, &est);
-        let mut ack = tcp_frame(src, server, sport, 80, 0x10, 101, 5001);
-        track(&t, &mut ack, &commit);
-        acks.push(tcp_frame(src, server, sport, 80, 0x10, 101, 5001));
-    }
+    let (acks, _) = populate(&t, conns, &spec);
     let flen = acks[0].len();
     let frames: Vec<u8> = (0..acks.len())
         .flat_map(|i| acks[(i * 7919) % acks.len()].iter().copied())
@@ -99,31 +86,13 @@ fn main() {
     let start = Instant::now();
     let mut windows = Vec::new();
     const RX: usize = pipeline::BATCH_SIZE;
-    let mut bufs = [[0u8; 64]; RX];
-    let mut out: [Option<CtVerdict>; RX] = [const { None }; RX];
-    let key = FlowKey::ZERO;
+    let mut bufs: BatchBufs = [[0u8; 64]; RX];
     while start.elapsed() < deadline {
         let s = Instant::now();
         let mut done = 0u64;
         for _ in 0..64 {
             if mode == "batch" {
-                for b in bufs.iter_mut() {
-                    b[..flen].copy_from_slice(&frames[pos * flen..(pos + 1) * flen]);
-                    pos = (pos + 1) % n_frames;
-                }
-                let mut fs = bufs.each_mut().map(|b| Frame::new(&mut b[..], 0, flen));
-                let mut items = fs.each_mut().map(|frame| CtItem {
-                    frame,
-                    l3_ofs: ETH,
-                    key: &key,
-                });
-                t.execute_batch(&mut items, &est, 1, &mut out);
-                for o in &out {
-                    if let Some(CtVerdict::Tracked(r)) = o {
-                        acc ^= r.state;
-                    }
-                }
-                done += RX as u64;
+                acc ^= track_batch(&t, &frames, flen, &mut pos, &mut bufs, &est);
             } else {
                 for _ in 0..RX {
                     let b = &mut bufs[0];
@@ -131,8 +100,8 @@ fn main() {
                     pos = (pos + 1) % n_frames;
                     acc ^= track(&t, &mut b[..flen], &est);
                 }
-                done += RX as u64;
             }
+            done += RX as u64;
         }
         windows.push(s.elapsed().as_nanos() as f64 / done as f64);
     }

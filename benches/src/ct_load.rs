@@ -3,7 +3,7 @@
 
 use conntrack::Tracker;
 use pipeline::compose::PacketBuilder;
-use pipeline::ct::{ConnTracker, CtRequest, CtVerdict};
+use pipeline::ct::{ConnTracker, CtItem, CtRequest, CtVerdict};
 use pipeline::flow::{NatKind, NatSpec};
 use pipeline::key::FlowKey;
 use pipeline::wire::Frame;
@@ -43,6 +43,42 @@ pub fn track(t: &Tracker, f: &mut [u8], req: &CtRequest<'_>) -> u32 {
         CtVerdict::Tracked(r) => r.state,
         _ => 0,
     }
+}
+
+/// Frames of a batch: one 64-byte buffer per frame, reused from batch to batch.
+pub type BatchBufs = [[u8; 64]; pipeline::BATCH_SIZE];
+
+/// Tracks the next [`pipeline::BATCH_SIZE`] frames of `frames` (laid out back to back, `flen`
+/// bytes each, from frame `*pos` on and wrapping) through one `execute_batch` call, as a
+/// receive burst would present them; returns the XOR of their `ct_state`s.
+pub fn track_batch(
+    t: &Tracker,
+    frames: &[u8],
+    flen: usize,
+    pos: &mut usize,
+    bufs: &mut BatchBufs,
+    req: &CtRequest<'_>,
+) -> u32 {
+    let n_frames = frames.len() / flen;
+    for b in bufs.iter_mut() {
+        b[..flen].copy_from_slice(&frames[*pos * flen..(*pos + 1) * flen]);
+        *pos = (*pos + 1) % n_frames;
+    }
+    let key = FlowKey::ZERO;
+    let mut out: [Option<CtVerdict>; pipeline::BATCH_SIZE] = [const { None }; pipeline::BATCH_SIZE];
+    let mut fs = bufs.each_mut().map(|b| Frame::new(&mut b[..], 0, flen));
+    let mut items = fs.each_mut().map(|frame| CtItem {
+        frame,
+        l3_ofs: ETH,
+        key: &key,
+    });
+    t.execute_batch(&mut items, req, 1, &mut out);
+    out.iter()
+        .map(|o| match o {
+            Some(CtVerdict::Tracked(r)) => r.state,
+            _ => 0,
+        })
+        .fold(0, |a, s| a ^ s)
 }
 
 /// SNAT to the reference deployment's 172.22.7.27-30, any port.

@@ -89,9 +89,9 @@ impl Engine {
     /// through the pipeline together: each runs until it is done or reaches a `ct` action, then
     /// the frames waiting at equal `ct` actions go to the tracker in one
     /// [`ConnTracker::execute_batch`] call (which overlaps their table lookups), and go on from
-    /// there. Otherwise each frame is tracked where it reaches a `ct`. Frames of one connection keep their order; frames of different ones may
-    /// leave in another order than they came, as in Open vSwitch's datapath, which also
-    /// tracks and recirculates a batch at a time.
+    /// there. Otherwise each frame is tracked where it reaches a `ct`. Frames of one connection
+    /// keep their order; frames of different ones may leave in another order than they came,
+    /// as in Open vSwitch's datapath, which also tracks and recirculates a batch at a time.
     pub fn process_batch<'f>(
         &mut self,
         frames: impl IntoIterator<Item = Frame<'f>>,
