@@ -20,30 +20,6 @@ const PA: u8 = 0x18; // PSH|ACK
 const NEW: u32 = CS_TRACKED | CS_NEW;
 const EST: u32 = CS_TRACKED | CS_ESTABLISHED;
 
-#[allow(clippy::too_many_arguments)]
-fn seg(
-    src: u128,
-    dst: u128,
-    sport: u16,
-    dport: u16,
-    flags: u8,
-    seq: u32,
-    ack: u32,
-    pl: &[u8],
-) -> Vec<u8> {
-    frame(&P {
-        src,
-        dst,
-        sport,
-        dport,
-        flags,
-        seq,
-        ack,
-        payload: pl.to_vec(),
-        ..P::default()
-    })
-}
-
 /// Runs `f` through the tracker in a buffer with `room` bytes of headroom and tailroom (so a
 /// rewrite may grow it); the verdict's result and the frame as it leaves.
 #[track_caller]

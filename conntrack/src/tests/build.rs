@@ -168,6 +168,31 @@ pub fn frame(p: &P) -> Vec<u8> {
     eth(p.v6, &ip(p))
 }
 
+/// A TCP segment from `src`:`sport` to `dst`:`dport` carrying `pl`.
+#[allow(clippy::too_many_arguments)]
+pub fn seg(
+    src: u128,
+    dst: u128,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    pl: &[u8],
+) -> Vec<u8> {
+    frame(&P {
+        src,
+        dst,
+        sport,
+        dport,
+        flags,
+        seq,
+        ack,
+        payload: pl.to_vec(),
+        ..P::default()
+    })
+}
+
 /// An ICMP error (`ty`/`code`) from `from` to `to` quoting the first bytes of `quoted` (an IP
 /// datagram as built by [`ip`]).
 pub fn icmp_error(v6: bool, from: u128, to: u128, ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {

@@ -77,16 +77,7 @@ pub fn snat(addr: [u8; 4]) -> NatSpec {
 }
 
 fn tcp(src: u128, dst: u128, sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
-    frame(&P {
-        src,
-        dst,
-        sport,
-        dport,
-        flags,
-        seq,
-        ack,
-        ..P::default()
-    })
+    seg(src, dst, sport, dport, flags, seq, ack, &[])
 }
 
 fn udp(src: u128, dst: u128, sport: u16, dport: u16) -> Vec<u8> {
