@@ -554,20 +554,6 @@ fn tftp_answer_from_any_port_is_related() {
 fn ipv6_eprt_and_epsv_and_ipv4_extended_forms_when_enabled() {
     let c6: u128 = 0xfd00 << 112 | 1;
     let s6: u128 = 0xfd00 << 112 | 2;
-    let seg6 = |src, dst, sport, dport, flags, seq, ack, pl: &[u8]| {
-        frame(&P {
-            v6: true,
-            src,
-            dst,
-            sport,
-            dport,
-            flags,
-            seq,
-            ack,
-            payload: pl.to_vec(),
-            ..P::default()
-        })
-    };
     let t = Tracker::new(Config::default());
     run(
         &t,
@@ -1030,20 +1016,6 @@ fn ipv6_snat_eprt_rewrite_grows_the_payload_and_shifts_sequence_numbers() {
     let c6: u128 = 0xfd00 << 112 | 5; // fd00::5
     let s6: u128 = 0x2001_0db8 << 96 | 8; // 2001:db8::8
     let n6: u128 = 0x2001_0db8_ffff << 80 | 1; // 2001:db8:ffff::1
-    let seg6 = |src, dst, sport, dport, flags, seq, ack, pl: &[u8]| {
-        frame(&P {
-            v6: true,
-            src,
-            dst,
-            sport,
-            dport,
-            flags,
-            seq,
-            ack,
-            payload: pl.to_vec(),
-            ..P::default()
-        })
-    };
     let t = Tracker::new(Config::default());
     let spec = NatSpec {
         kind: Some(NatKind::Src),

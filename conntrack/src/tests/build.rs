@@ -168,7 +168,7 @@ pub fn frame(p: &P) -> Vec<u8> {
     eth(p.v6, &ip(p))
 }
 
-/// A TCP segment from `src`:`sport` to `dst`:`dport` carrying `pl`.
+/// A TCP segment over IPv4 from `src`:`sport` to `dst`:`dport` carrying `pl`.
 #[allow(clippy::too_many_arguments)]
 pub fn seg(
     src: u128,
@@ -180,7 +180,38 @@ pub fn seg(
     ack: u32,
     pl: &[u8],
 ) -> Vec<u8> {
+    tcp_segment(false, src, dst, sport, dport, flags, seq, ack, pl)
+}
+
+/// [`seg`] over IPv6.
+#[allow(clippy::too_many_arguments)]
+pub fn seg6(
+    src: u128,
+    dst: u128,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    pl: &[u8],
+) -> Vec<u8> {
+    tcp_segment(true, src, dst, sport, dport, flags, seq, ack, pl)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tcp_segment(
+    v6: bool,
+    src: u128,
+    dst: u128,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    pl: &[u8],
+) -> Vec<u8> {
     frame(&P {
+        v6,
         src,
         dst,
         sport,
