@@ -52,7 +52,8 @@
 # gets the same treatment (xvs's datapath threads, OVS's PMD thread or its whole non-PMD daemon,
 # the null forwarder). --sched other measures as scheduled by default. --perf DUT records a 5 s profile of that device at 100 kpps
 # (BENCH_PERF_RATE=PPS in the environment sets another rate).
-# XVS_COALESCE_US=N in the environment sets xvs's `coalesce_us` (interrupt mode; default 30).
+# XVS_COALESCE_US=N in the environment sets xvs's `coalesce_us` (interrupt mode; default 30),
+# XVS_FRAMES=N the `frames` (UMEM chunks per queue) of its AF_XDP ports.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -335,8 +336,8 @@ xdp_off() {
 
 # One AF_XDP port of an xvs configuration, in native mode; EXTRA is a further key line.
 afxdp_port() { # name ofport [extra]
-  printf '[[bridge.port]]\nname = "%s"\ntype = "afxdp"\nofport = %s\nxdp_mode = "native"\n%s\n' \
-    "$1" "$2" "${3:-}"
+  printf '[[bridge.port]]\nname = "%s"\ntype = "afxdp"\nofport = %s\nxdp_mode = "native"\n%s\n%s\n' \
+    "$1" "$2" "${XVS_FRAMES:+frames = $XVS_FRAMES}" "${3:-}"
 }
 
 write_xvs_config() { # scenario mode -> file

@@ -104,10 +104,12 @@ fn port_io(p: &PortConfig) -> Result<Option<PortIo>, SetupError> {
             xdp_mode,
             queues,
             mtu,
+            frames,
         } => {
             let mut c = AfXdpConfig::new(ifname);
             c.queues = (0..*queues).collect();
             c.mtu = *mtu;
+            c.frame_count = *frames;
             c.xdp_mode = match xdp_mode {
                 config::XdpMode::Auto => XdpMode::Auto,
                 config::XdpMode::Native => XdpMode::Native,
