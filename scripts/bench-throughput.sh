@@ -53,7 +53,8 @@
 # the null forwarder). --sched other measures as scheduled by default. --perf DUT records a 5 s profile of that device at 100 kpps
 # (BENCH_PERF_RATE=PPS in the environment sets another rate).
 # XVS_COALESCE_US=N in the environment sets xvs's `coalesce_us` (interrupt mode; default 30),
-# XVS_FRAMES=N the `frames` (UMEM chunks per queue) of its AF_XDP ports.
+# XVS_FRAMES=N the `frames` (UMEM chunks per queue) of its AF_XDP ports (default 16384 in poll
+# mode, 4096 in interrupt mode).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -309,15 +310,29 @@ csv_row() { # scenario dut measure offered dur sent delivered fwd_pps cu cs csch
   echo "$date_tag,\"$load_avg\",$sched,$sc,$dut,$m,$off,$dur,$sent,$del,$loss,$fwd,$cu,$cs,$csched,$upu,$ups,$upt,$p50,$p99,\"$note\",$(frame_bytes "$sc")" >>"$out"
 }
 
-# One timed run at RATE: prints "sent delivered elapsed backlog".
+# Frames the veths dropped so far on the generator-switch-sink path: "into_switch out_of_switch".
+# A veth whose peer runs XDP queues frames for the peer's NAPI in a ring of 256; a frame that
+# finds it full is dropped and counted as the sending end's tx_dropped. So g0's count is frames
+# lost before the device under test saw them, eth1's frames it sent that the sink's ring had no
+# room for (the kernel bills the sink's receive work to the sender).
+veth_drops() {
+  local g e
+  g="$(ip netns exec "$ns_g" cat /sys/class/net/g0/statistics/tx_dropped 2>/dev/null || echo 0)"
+  e="$(ip netns exec "$ns_s" cat /sys/class/net/eth1/statistics/tx_dropped 2>/dev/null || echo 0)"
+  echo "$g $e"
+}
+
+# One timed run at RATE: prints "sent delivered elapsed backlog veth_in_drops veth_out_drops".
 run_rate() { # cfg rate secs
-  local cfg="$1" rate="$2" secs="$3" n before after sent el backlog
+  local cfg="$1" rate="$2" secs="$3" n before after sent el backlog g0 e0 g1 e1
   if ((rate > 0)); then n=$((rate * secs)); else n=$secs; fi
   before="$(sink_count)"
+  read -r g0 e0 < <(veth_drops)
   read -r sent el backlog < <(send "$cfg" "$n" "$rate")
   sleep 0.3
   after="$(sink_count)"
-  echo "$sent $((after - before)) $el $backlog"
+  read -r g1 e1 < <(veth_drops)
+  echo "$sent $((after - before)) $el $backlog $((g1 - g0)) $((e1 - e0))"
 }
 
 lossless() { # sent delivered -> 0 if loss <= tolerance (a run that sent nothing is not)
@@ -334,14 +349,28 @@ xdp_off() {
   done
 }
 
-# One AF_XDP port of an xvs configuration, in native mode; EXTRA is a further key line.
+# One AF_XDP port of an xvs configuration, in native mode with $frames UMEM chunks; EXTRA is a
+# further key line.
 afxdp_port() { # name ofport [extra]
-  printf '[[bridge.port]]\nname = "%s"\ntype = "afxdp"\nofport = %s\nxdp_mode = "native"\n%s\n%s\n' \
-    "$1" "$2" "${XVS_FRAMES:+frames = $XVS_FRAMES}" "${3:-}"
+  printf '[[bridge.port]]\nname = "%s"\ntype = "afxdp"\nofport = %s\nxdp_mode = "native"\nframes = %s\n%s\n' \
+    "$1" "$2" "$frames" "${3:-}"
+}
+
+# UMEM chunks per port: poll mode is configured for throughput, with 8,192 receive chunks (16 ms
+# at 500 kpps). Here this VM's CPU is taken away from a polling thread for several
+# milliseconds at a time now and then; with the default 2,048 receive chunks such a pause
+# loses a few hundred frames at 350-550 kpps although the thread is a third idle (every such
+# loss was the fill ring found empty). Interrupt mode keeps the default.
+xvs_frames() { # mode
+  if [[ -n "${XVS_FRAMES:-}" ]]; then echo "$XVS_FRAMES"
+  elif [[ "$1" == poll ]]; then echo 16384
+  else echo 4096
+  fi
 }
 
 write_xvs_config() { # scenario mode -> file
-  local sc="$1" mode="$2" f="$work/xvs-$1-$2.toml"
+  local sc="$1" mode="$2" f="$work/xvs-$1-$2.toml" frames
+  frames="$(xvs_frames "$2")"
   cat >"$f" <<EOF
 [datapath]
 mode = "$mode"
@@ -453,7 +482,7 @@ start_xvs() { # scenario mode
 
 start_nullfwd() { # mode
   ip netns exec "$ns_s" taskset -c 1 "$nullfwd" --in tap2 --out eth1 --bidir --mode "$1" \
-    --xdp-mode native >"$work/dut.log" 2>&1 &
+    --xdp-mode native --frames "$(xvs_frames "$1")" >"$work/dut.log" 2>&1 &
   dut_pid=$!
   sleep 1
   kill -0 "$dut_pid" 2>/dev/null || { log "xvs-nullfwd did not start: $(tail -5 "$work/dut.log")"; return 1; }
@@ -628,20 +657,24 @@ warm_up() { # scenario cfg
 }
 
 measure_a() { # scenario dut cfg
-  local sc="$1" dut="$2" cfg="$3" sent del el gen best=0 lo hi mid i note
-  read -r sent del el _ < <(run_rate "$cfg" 0 "$step_s")
+  local sc="$1" dut="$2" cfg="$3" sent del el gen best=0 lo hi mid i note f0 r0 f1 r1 vi vo
+  read -r f0 r0 < <(xvs_rx_drops "$dut")
+  read -r sent del el _ vi vo < <(run_rate "$cfg" 0 "$step_s")
+  read -r f1 r1 < <(xvs_rx_drops "$dut")
   gen="$(calc "$sent / $el" %d)"
-  csv_row "$sc" "$dut" full_rate "$gen" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "" "" "" "" "" "generator full speed"
-  log "  $dut full speed: offered $((gen / 1000)) kpps, delivered $del of $sent"
+  csv_row "$sc" "$dut" full_rate "$gen" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "" "" "" "" "" "generator full speed; drops: veth in $vi, rx fill_ring_empty $((f1 - f0)) rx_ring_full $((r1 - r0)), veth out $vo"
+  log "  $dut full speed: offered $((gen / 1000)) kpps, delivered $del of $sent (drops: veth in $vi, rx fill $((f1 - f0)) ring $((r1 - r0)), veth out $vo)"
   if lossless "$sent" "$del"; then
     best=$gen; note="lossless at the generator's full rate"
   else
     lo=0; hi=$gen
     for ((i = 0; i < search_steps; i++)); do
       mid=$(((lo + hi) / 2))
-      read -r sent del el _ < <(run_rate "$cfg" "$mid" "$step_s")
+      read -r f0 r0 < <(xvs_rx_drops "$dut")
+      read -r sent del el _ vi vo < <(run_rate "$cfg" "$mid" "$step_s")
+      read -r f1 r1 < <(xvs_rx_drops "$dut")
       if lossless "$sent" "$del"; then lo=$mid; else hi=$mid; fi
-      log "  $dut at $((mid / 1000)) kpps: delivered $del of $sent"
+      log "  $dut at $((mid / 1000)) kpps: delivered $del of $sent (drops: veth in $vi, rx fill $((f1 - f0)) ring $((r1 - r0)), veth out $vo)"
     done
     best=$lo
     note="bisection: lossless at $((lo / 1000)) kpps, loss at $((hi / 1000)) kpps"
@@ -671,7 +704,7 @@ measure_b() { # scenario dut cfg
     st0="$(steal_cpu1)"
     read -r f0 r0 < <(xvs_rx_drops "$dut")
     c0="$(cpu_of "$dut_pid")"
-    read -r sent del el backlog < <(run_rate "$cfg" "$load" "$fixed_s")
+    read -r sent del el backlog vi vo < <(run_rate "$cfg" "$load" "$fixed_s")
     c1="$(cpu_of "$dut_pid")"
     read -r f1 r1 < <(xvs_rx_drops "$dut")
     st1="$(steal_cpu1)"
@@ -683,8 +716,8 @@ measure_b() { # scenario dut cfg
     csched="$(calc "($n1 - $n0) / 1000000000" %.4f)"
     local stolen
     stolen="$(calc "($st1 - $st0) * 1000 / $hz" %d)"
-    csv_row "$sc" "$dut" fixed "$load" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "$cu" "$cs" "$csched" "" "" "pid $dut_pid; cpu1 stolen ${stolen} ms; rx drops fill_ring_empty $((f1 - f0)) rx_ring_full $((r1 - r0)); generator backlog $backlog"
-    log "  $dut at $((load / 1000)) kpps: delivered $del of $sent, cpu user ${cu}s sys ${cs}s, cpu1 stolen ${stolen} ms, rx drops fill $((f1 - f0)) ring $((r1 - r0)), generator backlog $backlog"
+    csv_row "$sc" "$dut" fixed "$load" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "$cu" "$cs" "$csched" "" "" "pid $dut_pid; cpu1 stolen ${stolen} ms; rx drops fill_ring_empty $((f1 - f0)) rx_ring_full $((r1 - r0)); veth drops in $vi out $vo; generator backlog $backlog"
+    log "  $dut at $((load / 1000)) kpps: delivered $del of $sent, cpu user ${cu}s sys ${cs}s, cpu1 stolen ${stolen} ms, rx drops fill $((f1 - f0)) ring $((r1 - r0)), veth drops in $vi out $vo, generator backlog $backlog"
   done
 }
 
