@@ -10,7 +10,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 use xvs_benches::ct_load::{
-    client, commit_req, populate, snat_spec, tcp_frame, track, track_batch, BatchBufs,
+    client, commit_req, next, populate, scatter, snat_spec, tcp_frame, track, track_batch,
+    BatchBufs,
 };
 
 /// Counts live heap bytes so the memory figure is measured, not estimated.
@@ -81,15 +82,7 @@ fn benches(c: &mut Criterion) {
         set_label: None,
         alg: None,
     };
-    // Visit the connections in a scattered order so caches do not flatter the lookup. The
-    // frames themselves are laid out in visiting order, as a receive ring presents them (a
-    // datapath finds each frame's bytes where it just parsed them, not scattered on the heap).
     let flen = acks[0].len();
-    let scatter = |set: &[Vec<u8>]| -> Vec<u8> {
-        (0..set.len())
-            .flat_map(|i| set[(i * 7919) % set.len()].iter().copied())
-            .collect()
-    };
     let frames = scatter(&acks);
     let reply_frames = scatter(&replies);
     // Both sets must be what they claim: established, in their direction, translated.
@@ -104,7 +97,6 @@ fn benches(c: &mut Criterion) {
             assert_ne!(st & (CS_SRC_NAT | CS_DST_NAT), 0, "{st:#x}");
         }
     }
-    let n_frames = frames.len() / flen;
     let mut g = c.benchmark_group("conntrack");
     const BATCH: usize = 1024;
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -114,8 +106,8 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let mut acc = 0;
             for _ in 0..BATCH {
-                buf[..flen].copy_from_slice(&frames[pos * flen..(pos + 1) * flen]);
-                pos = (pos + 1) % n_frames;
+                buf = frames[pos];
+                pos = next(pos, frames.len());
                 acc ^= track(&t, &mut buf[..flen], &req);
             }
             black_box(acc)

@@ -10,7 +10,8 @@ use pipeline::flow::NatSpec;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use xvs_benches::ct_load::{
-    client, commit_req, populate, snat_spec, tcp_frame, track, track_batch, BatchBufs,
+    client, commit_req, next, populate, scatter, snat_spec, tcp_frame, track, track_batch,
+    BatchBufs,
 };
 
 /// Prints the best and the median of the per-window costs: on a shared machine the best window
@@ -77,10 +78,7 @@ fn main() {
     }
     let (acks, _) = populate(&t, conns, &spec);
     let flen = acks[0].len();
-    let frames: Vec<u8> = (0..acks.len())
-        .flat_map(|i| acks[(i * 7919) % acks.len()].iter().copied())
-        .collect();
-    let n_frames = frames.len() / flen;
+    let frames = scatter(&acks);
     let mut pos = 0;
     let mut acc = 0u32;
     let start = Instant::now();
@@ -96,8 +94,8 @@ fn main() {
             } else {
                 for _ in 0..RX {
                     let b = &mut bufs[0];
-                    b[..flen].copy_from_slice(&frames[pos * flen..(pos + 1) * flen]);
-                    pos = (pos + 1) % n_frames;
+                    *b = frames[pos];
+                    pos = next(pos, frames.len());
                     acc ^= track(&t, &mut b[..flen], &est);
                 }
             }
