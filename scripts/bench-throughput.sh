@@ -721,6 +721,35 @@ measure_b() { # scenario dut cfg
   done
 }
 
+# xvs's datapath counters summed over its threads: "frames busy_ns busy_polls" (busy: polls
+# that found frames, and their time, including the transmit kicks they made).
+xvs_busy() {
+  "$xvs" --control "$work/xvs.ctl" pmd-stats-show 2>/dev/null | awk '
+    $1 == "frames:" { f += $2 } $1 == "busy" && $2 == "ns:" { b += $3 }
+    $1 == "polls:" { sub(/\)/, "", $4); p += $4 }
+    END { print f + 0, b + 0, p + 0 }'
+}
+
+# A polling thread spends its whole CPU whatever the load, so the CPU per packet of (b) says
+# nothing about it; its busy time per frame does: the inverse of the rate it can sustain, with
+# the kernel's transmit and the sink's receive work it runs in its kicks. Measured at the fixed
+# loads and at 400 kpps (600 for p2p), below every scenario's lossless rate here.
+measure_poll_work() { # scenario dut cfg
+  local sc="$1" dut="$2" cfg="$3" load loads="$fixed_loads 400000"
+  [[ "$sc" == jumbo ]] && return 0
+  [[ "$sc" == p2p || "$sc" == normal ]] && loads="$fixed_loads 600000"
+  for load in $loads; do
+    local f0 b0 p0 f1 b1 p1 sent del el backlog vi vo per fpp
+    read -r f0 b0 p0 < <(xvs_busy)
+    read -r sent del el backlog vi vo < <(run_rate "$cfg" "$load" "$fixed_s")
+    read -r f1 b1 p1 < <(xvs_busy)
+    per="$(calc "($f1 > $f0) ? ($b1 - $b0) / ($f1 - $f0) : 0" %d)"
+    fpp="$(calc "($p1 > $p0) ? ($f1 - $f0) / ($p1 - $p0) : 0" %.2f)"
+    csv_row "$sc" "$dut" poll_work "$load" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "" "" "" "" "" "busy ns per frame $per; frames per busy poll $fpp; veth drops in $vi out $vo"
+    log "  $dut at $((load / 1000)) kpps: delivered $del of $sent, busy $per ns per frame, $fpp frames per busy poll"
+  done
+}
+
 measure_c() { # scenario dut [cfg]
   local sc="$1" dut="$2" cfg="${3:-}" dst p50 p99 n gen_pid="" size=56
   dst="$(ping_dst "$sc")"
@@ -757,7 +786,10 @@ perf_profile() { # scenario dut cfg
   local rate="${BENCH_PERF_RATE:-100000}"
   [[ "$sc" == jumbo ]] && rate="${jumbo_loads%% *}"
   log "  perf record on $1 (pid $dut_pid), 5 s at $((rate / 1000)) kpps"
-  perf record -F 999 -g -p "$dut_pid" -o "$work/perf.data" -- sleep 5 >/dev/null 2>&1 &
+  # BENCH_PERF_CALLGRAPH=dwarf records call chains by stack copies: release builds keep no
+  # frame pointers, so the default chains stop at the sampled function.
+  perf record -F 999 --call-graph "${BENCH_PERF_CALLGRAPH:-fp}" -p "$dut_pid" -o "$work/perf.data" \
+    -- sleep 5 >/dev/null 2>&1 &
   local pp=$!
   run_rate "$cfg" "$rate" 5 >/dev/null
   wait "$pp" || true
@@ -828,6 +860,8 @@ bench_dut() { # scenario dut cfg
   measure_a "$sc" "$dut" "$cfg"
   if is_intr "$dut"; then
     measure_b "$sc" "$dut" "$cfg"
+  elif [[ "$dut" == xvs-poll ]]; then
+    measure_poll_work "$sc" "$dut" "$cfg"
   fi
   # No probe through the tunnel (the sink does not decapsulate), nor to a VLAN the sink
   # kernel cannot terminate.

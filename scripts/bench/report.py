@@ -111,6 +111,15 @@ def table(csv_path, png_path=None):
               f"{fmt(num(r, 'us_per_pkt_sys')):>6} {fmt(num(r, 'us_per_pkt_total')):>6} "
               f"{fmt(sched_pp):>6}  {r['note']}")
 
+    poll = [r for r in rows if r["measure"] == "poll_work"]
+    if poll:
+        print("\n(b2) fixed offered load, poll mode: the polling thread's busy time per frame (ns; its"
+              " inverse is the rate it can sustain)")
+        print(f"{'scenario':<8} {'device under test':<18} {'kpps':>5} {'loss %':>8}  note")
+        for r in poll:
+            print(f"{r['scenario']:<8} {r['dut']:<18} {num(r, 'offered_pps') / 1e3:>5.0f} "
+                  f"{fmt(num(r, 'loss_pct'), '.3f'):>8}  {r['note']}")
+
     print("\n    ratios of xvs-intr to each peer (same scenario, same offered load; target in brackets)")
     print(f"{'scenario':<8} {'kpps':>5} {'total/null':>15} {'total/ovs-nonpmd':>17} "
           f"{'user/ovs-nonpmd':>16} {'loss':>10}")
