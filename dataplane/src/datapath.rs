@@ -6,7 +6,7 @@
 
 use crate::port::afxdp::UmemAccount;
 use crate::port::{Port, PortStats, RxFrames, TxVerdict};
-use crate::switch::Switch;
+use crate::switch::{PinnedTables, Switch};
 use pipeline::cache::FlowCache;
 use pipeline::ct::Nanos;
 use pipeline::engine::Engine;
@@ -93,6 +93,8 @@ pub struct Datapath {
     /// [`Datapath::set_rule_stats_interval`]); 0 credits after every poll.
     rule_stats_interval: Nanos,
     rule_stats_at: Nanos,
+    /// The flow tables this thread switches with, kept from poll to poll.
+    pinned: PinnedTables,
 }
 
 impl Datapath {
@@ -106,6 +108,7 @@ impl Datapath {
             stats: DatapathStats::default(),
             rule_stats_interval: 0,
             rule_stats_at: 0,
+            pinned: PinnedTables::default(),
         }
     }
 
@@ -149,7 +152,7 @@ impl Datapath {
 
     /// Receives one burst from every port and switches it. Returns the number of frames.
     pub fn poll_once(&mut self, sw: &Switch, now: Nanos) -> usize {
-        let view = sw.view();
+        let view = sw.view_pinned(&mut self.pinned);
         let shared = view.shared();
         // Received frames carry no metadata; a shared zero key spares a 296-byte fill per poll.
         static NO_METADATA: FlowKey = FlowKey::ZERO;

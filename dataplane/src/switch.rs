@@ -19,6 +19,7 @@ use pipeline::xlate::{
     BridgeId, NormalOutput, PortKind, RecircTable, RuleRef, TunnelPortInfo, XlateEnv,
     CAPTURE_POINT_BASE, TNL_VPORT_BASE,
 };
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -651,13 +652,43 @@ impl Switch {
     /// batch sees one version of each table set, never half of a replace.
     pub fn view(&self) -> SwitchView<'_> {
         let snaps: Vec<Arc<Snapshot>> = self.bridges.iter().map(|b| b.tables.snapshot()).collect();
+        self.view_of(Cow::Owned(snaps))
+    }
+
+    /// [`Switch::view`] for a thread that polls again and again: the tables it pinned last
+    /// time are kept in `pinned` and taken anew only from a bridge whose tables have been
+    /// published since. Pinning every bridge afresh on every poll (an allocation, and a guarded
+    /// load and two reference counts per bridge) was 11% of a polling thread forwarding SNAT
+    /// traffic at 400 kpps.
+    pub fn view_pinned<'a>(&'a self, pinned: &'a mut PinnedTables) -> SwitchView<'a> {
+        if pinned.snaps.len() != self.bridges.len() {
+            pinned.seen = self.bridges.iter().map(|b| b.tables.published()).collect();
+            pinned.snaps = self.bridges.iter().map(|b| b.tables.snapshot()).collect();
+        } else {
+            for ((b, seen), snap) in self
+                .bridges
+                .iter()
+                .zip(pinned.seen.iter_mut())
+                .zip(pinned.snaps.iter_mut())
+            {
+                let now = b.tables.published();
+                if *seen != now {
+                    *seen = now;
+                    *snap = b.tables.snapshot();
+                }
+            }
+        }
+        self.view_of(Cow::Borrowed(&pinned.snaps))
+    }
+
+    fn view_of<'a>(&'a self, snaps: Cow<'a, [Arc<Snapshot>]>) -> SwitchView<'a> {
         let mut generation = self.neigh.generation().wrapping_mul(0x9e37_79b9_7f4a_7c15);
         generation = generation.wrapping_add(
             self.capture_generation
                 .load(Ordering::Acquire)
                 .wrapping_mul(0xbf58_476d_1ce4_e5b9),
         );
-        for (b, s) in self.bridges.iter().zip(&snaps) {
+        for (b, s) in self.bridges.iter().zip(snaps.iter()) {
             generation = generation
                 .wrapping_add(s.generation())
                 .wrapping_add(b.fdb.generation());
@@ -679,10 +710,18 @@ impl Switch {
     }
 }
 
+/// The tables a datapath thread keeps pinned between polls ([`Switch::view_pinned`]).
+#[derive(Default)]
+pub struct PinnedTables {
+    /// Per bridge, `FlowTables::published` when its snapshot was taken.
+    seen: Vec<u64>,
+    snaps: Vec<Arc<Snapshot>>,
+}
+
 /// The switch as one batch of frames sees it (tables pinned).
 pub struct SwitchView<'a> {
     pub sw: &'a Switch,
-    snaps: Vec<Arc<Snapshot>>,
+    snaps: Cow<'a, [Arc<Snapshot>]>,
     /// Changes whenever a flow table or a learned MAC changes.
     pub generation: u64,
 }
@@ -844,13 +883,16 @@ impl XlateEnv for SwitchView<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::PinnedTables;
     use crate::config;
     use crate::datapath::Datapath;
     use crate::setup;
     use pipeline::cache::FlowCache;
     use pipeline::compose::PacketBuilder;
+    use pipeline::flow::parse::{parse_flows, ParseContext};
     use pipeline::odp::format_actions;
     use pipeline::table::FlowFilter;
+    use std::sync::Arc;
 
     /// br0 (NORMAL, port `a`) patched to br1 (port `b`); br1 tags what goes to br0 with VLAN 5.
     const CFG: &str = r#"
@@ -953,6 +995,50 @@ priority=10,in_port=p1,dl_vlan=5 actions=strip_vlan,output:b
         // What a thread does before it sleeps.
         dp.credit_rule_stats(1_004_000);
         assert_eq!(counted(), 4);
+    }
+
+    #[test]
+    fn pinned_tables_follow_every_publication_and_are_kept_otherwise() {
+        let built = build("pinned");
+        let sw = &built.switch;
+        let (ports, handles) = setup::memory_ports(&built.ports);
+        let mut dp = Datapath::new(ports, FlowCache::default());
+        let a = sw.dp_port_by_name("a").unwrap() as usize;
+        let b = sw.dp_port_by_name("b").unwrap() as usize;
+        let f = frame([2, 0, 0, 0, 0, 0xb], [2, 0, 0, 0, 0, 0xa]);
+        let send = |dp: &mut Datapath, now| {
+            handles[b].inject(&f);
+            dp.poll_once(sw, now);
+            vid(&handles[a].take_transmitted()[0])
+        };
+        assert_eq!(send(&mut dp, 1), Some(5));
+
+        // Unchanged tables: the same snapshots are kept.
+        let mut pinned = PinnedTables::default();
+        let first: Vec<_> = {
+            sw.view_pinned(&mut pinned);
+            pinned.snaps.clone()
+        };
+        sw.view_pinned(&mut pinned);
+        assert!(first
+            .iter()
+            .zip(&pinned.snaps)
+            .all(|(x, y)| Arc::ptr_eq(x, y)));
+
+        // br1's flows replaced: the next poll switches with the new ones.
+        let br1 = sw.bridge("br1").unwrap();
+        let text = "priority=10,in_port=b actions=mod_vlan_vid:7,output:p1,strip_vlan\n\
+                    priority=10,in_port=p1,dl_vlan=7 actions=strip_vlan,output:b\n";
+        let specs = parse_flows(text, &ParseContext::with_ports(br1.port_names())).unwrap();
+        br1.tables.replace_flows(&specs, 2).unwrap();
+        assert_eq!(send(&mut dp, 3), Some(7));
+        sw.view_pinned(&mut pinned);
+        let br1_at = sw.bridges.iter().position(|x| x.name == "br1").unwrap();
+        assert!(Arc::ptr_eq(&pinned.snaps[br1_at], &br1.tables.snapshot()));
+        assert!(
+            Arc::ptr_eq(&pinned.snaps[1 - br1_at], &first[1 - br1_at]),
+            "br0 did not change"
+        );
     }
 
     #[test]
