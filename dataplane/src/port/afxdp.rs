@@ -187,6 +187,50 @@ struct Rings {
 // Received frames start where the kernel puts them, so the pipeline's headroom is the kernel's.
 const _: () = assert!(xdp::XDP_PACKET_HEADROOM as usize == HEADROOM);
 
+/// Maps `len` bytes of zeroed memory for a UMEM, backed by transparent huge pages where the
+/// kernel allows. Every frame lives on a page of its own with 4 KiB pages, so a datapath
+/// cycling through thousands of chunks misses the TLB on nearly every frame it receives or
+/// sends (and under virtualisation a miss walks two page tables); 2 MiB pages cover a
+/// 64 MiB UMEM with 32 entries. The kernel pins the pages at registration, so they are
+/// populated here, after the advice, not left to fault in.
+fn map_umem(len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: an anonymous private mapping with no address hint; the result is checked before
+    // use and unmapped exactly once, in Drop (or below on failure).
+    let raw = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let Some(area) = NonNull::new(raw.cast::<u8>()) else {
+        return Err(io::Error::other("mmap returned NULL"));
+    };
+    // SAFETY: advice and population over exactly the mapping made above. Huge pages are a
+    // preference: without them (THP disabled, no contiguous memory) the pages are 4 KiB.
+    unsafe {
+        libc::madvise(raw, len, libc::MADV_HUGEPAGE);
+        if libc::madvise(raw, len, libc::MADV_POPULATE_WRITE) != 0 {
+            let e = io::Error::last_os_error();
+            // Kernels before 5.14 do not know MADV_POPULATE_WRITE: touch every page instead.
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                libc::munmap(raw, len);
+                return Err(e);
+            }
+            for off in (0..len).step_by(4096) {
+                ptr::write_volatile(area.as_ptr().add(off), 0);
+            }
+        }
+    }
+    Ok(area)
+}
+
 fn empty_prod() -> xdp::xsk_ring_prod {
     xdp::xsk_ring_prod {
         cached_prod: 0,
@@ -278,28 +322,7 @@ impl Queue {
         let ifname = CString::new(cfg.ifname.as_str())
             .map_err(|_| PortError::Config("interface name contains NUL".into()))?;
         let area_len = n as usize * FRAME_SIZE;
-        // SAFETY: an anonymous private mapping with no address hint; the result is checked
-        // before use and unmapped exactly once, in Drop (or below on failure).
-        let raw = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                area_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if raw == libc::MAP_FAILED {
-            return Err(PortError::os(
-                &cfg.ifname,
-                "mmap UMEM",
-                io::Error::last_os_error(),
-            ));
-        }
-        let Some(area) = NonNull::new(raw.cast::<u8>()) else {
-            return Err(PortError::Config("mmap returned NULL".into()));
-        };
+        let area = map_umem(area_len).map_err(|e| PortError::os(&cfg.ifname, "mmap UMEM", e))?;
         let rings = NonNull::from(Box::leak(Box::new(Rings {
             rx: empty_cons(),
             tx: empty_prod(),
@@ -1316,16 +1339,21 @@ unsafe extern "C" {
 }
 
 /// Starts loading the two cache lines that hold a frame's headers (Ethernet, VLAN, IP and
-/// the transport ports of most frames).
+/// the transport ports of most frames), and, for writing, the headroom line just before
+/// them. Nothing has touched that line since the chunk's last use thousands of frames ago,
+/// yet a VLAN push or tunnel encapsulation writes the frame's new start there and the
+/// transmit copy reads it straight back: perf on the SNAT scenario (VLAN push) put 6-9% of
+/// a polling thread on that read.
 #[inline(always)]
 fn prefetch_frame(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 is only a hint: it performs no architectural access and cannot fault,
-    // whatever the address.
+    // SAFETY: PREFETCHT0 and PREFETCHW are only hints: they perform no architectural access
+    // and cannot fault, whatever the address.
     unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T0};
         _mm_prefetch::<_MM_HINT_T0>(p.cast());
         _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64).cast());
+        _mm_prefetch::<_MM_HINT_ET0>(p.wrapping_sub(64).cast());
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
