@@ -192,7 +192,10 @@ fn worker_loop(
         } else {
             w.dp.stats.idle_ns += spent;
         }
-        while let Ok(q) = rx.try_recv() {
+        // Asked first for the same reason as the port inboxes (see `HookedPort::flush`): an
+        // empty channel's `try_recv` fences, its `is_empty` only loads.
+        while !rx.is_empty() {
+            let Ok(q) = rx.try_recv() else { break };
             q(&mut w, &sw, clock.now());
             t_end = Instant::now();
         }

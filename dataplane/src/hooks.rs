@@ -147,9 +147,13 @@ impl Port for HookedPort {
     }
 
     fn flush(&mut self) {
-        while let Some(frame) = self.inbox.queue.pop() {
-            if self.tx(&frame) != TxVerdict::Queued {
-                self.inbox_refused += 1;
+        // Almost always empty. Asking first costs two plain loads; a `pop` that finds nothing
+        // issues a full fence (perf: 4-5% of a polling thread, two ports flushed per poll).
+        if !self.inbox.queue.is_empty() {
+            while let Some(frame) = self.inbox.queue.pop() {
+                if self.tx(&frame) != TxVerdict::Queued {
+                    self.inbox_refused += 1;
+                }
             }
         }
         self.inner.flush();
