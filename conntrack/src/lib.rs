@@ -648,7 +648,7 @@ impl Tracker {
             Some(if reply {
                 c.orig.reverse()
             } else {
-                c.reply().reverse()
+                c.orig_target()
             })
         } else {
             None

@@ -101,6 +101,26 @@ impl Conn {
         r
     }
 
+    /// What a packet in the original direction becomes under the connection's NAT: the reply
+    /// tuple reversed (`self.reply().reverse()`), built directly, without constructing and
+    /// reversing two tuples per packet.
+    #[inline]
+    pub fn orig_target(&self) -> Tuple {
+        let mut t = self.orig;
+        if self.flags & F_SNAT != 0 {
+            t.src = self.nat_addr;
+            t.sport = self.nat_port;
+        } else if self.flags & F_DNAT != 0 {
+            t.dst = self.nat_addr;
+            if is_icmp(t.proto) {
+                t.sport = self.nat_port;
+            } else {
+                t.dport = self.nat_port;
+            }
+        }
+        t
+    }
+
     /// Records reply tuple `r` (call after setting the NAT flags). `r` must differ from the
     /// reversed original only where [`Conn::reply`] puts the translation, as every NAT
     /// candidate does; false (nothing recorded) otherwise.

@@ -238,3 +238,39 @@ proptest! {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// The original direction's NAT target built directly is the reply tuple reversed, for
+    /// SNAT, DNAT and none, every protocol (ICMP echo types included), both families.
+    #[test]
+    fn original_direction_target_is_the_reversed_reply(
+        src in any::<u128>(), dst in any::<u128>(), sport in any::<u16>(),
+        ty in prop_oneof![Just(0u8), Just(8u8), Just(128u8), Just(129u8), any::<u8>()],
+        code in any::<u8>(), proto in prop_oneof![Just(6u8), Just(17u8), Just(1u8), Just(58u8), Just(47u8)],
+        dport in any::<u16>(), v6 in any::<bool>(), nat in 0u8..3, nat_addr in any::<u128>(),
+        nat_port in any::<u16>(), zone in any::<u16>(),
+    ) {
+        use crate::table::{Conn, F_DNAT, F_SNAT};
+        use crate::tuple::{Addr, Tuple};
+        let icmp = proto == 1 || proto == 58;
+        let orig = Tuple {
+            src: Addr::from_u128(src),
+            dst: Addr::from_u128(dst),
+            sport,
+            dport: if icmp { (ty as u16) << 8 | code as u16 } else { dport },
+            zone,
+            proto,
+            v6,
+        };
+        let c = Conn {
+            orig,
+            flags: [0, F_SNAT, F_DNAT][nat as usize],
+            nat_addr: Addr::from_u128(nat_addr),
+            nat_port,
+            ..Conn::default()
+        };
+        prop_assert_eq!(c.orig_target(), c.reply().reverse());
+    }
+}
