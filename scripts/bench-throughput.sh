@@ -51,7 +51,9 @@
 # not its own (the AF_XDP rings overflow while it is runnable but not running). Every device
 # gets the same treatment (xvs's datapath threads, OVS's PMD thread or its whole non-PMD daemon,
 # the null forwarder). --sched other measures as scheduled by default. --perf DUT records a 5 s profile of that device at 100 kpps
-# (BENCH_PERF_RATE=PPS in the environment sets another rate).
+# (BENCH_PERF_RATE=PPS in the environment sets another rate, 0 full speed;
+# BENCH_PERF_CALLGRAPH=dwarf records call chains by stack copies; BENCH_KEEP_PERF=1 keeps
+# perf.data next to the CSV).
 # XVS_COALESCE_US=N in the environment sets xvs's `coalesce_us` (interrupt mode; default 30),
 # XVS_FRAMES=N the `frames` (UMEM chunks per queue) of its AF_XDP ports (default 16384 in poll
 # mode, 4096 in interrupt mode).
