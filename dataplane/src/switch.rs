@@ -886,6 +886,7 @@ mod tests {
     use super::PinnedTables;
     use crate::config;
     use crate::datapath::Datapath;
+    use crate::port::memory::MemoryHandle;
     use crate::setup;
     use pipeline::cache::FlowCache;
     use pipeline::compose::PacketBuilder;
@@ -943,24 +944,45 @@ priority=10,in_port=p1,dl_vlan=5 actions=strip_vlan,output:b
         (f.get(12..14) == Some(&[0x81, 0x00])).then(|| u16::from_be_bytes([f[14], f[15]]) & 0xfff)
     }
 
-    /// The two-bridge switch of [`CFG`] with [`FLOWS`] in br1, over memory ports.
-    fn build(tag: &str) -> setup::Built {
+    /// The two-bridge switch of [`CFG`] with [`FLOWS`] in br1 over memory ports, a datapath
+    /// switching them, and the datapath numbers of ports `a` (br0) and `b` (br1).
+    struct Rig {
+        built: setup::Built,
+        handles: Vec<MemoryHandle>,
+        dp: Datapath,
+        a: usize,
+        b: usize,
+    }
+
+    fn rig(tag: &str) -> Rig {
         let dir = std::env::temp_dir().join(format!("xvs-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("br1.flows"), FLOWS).unwrap();
         let cfg = config::parse(CFG, &dir, "t.toml").unwrap();
         let built = setup::build(&cfg, 0).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
-        built
+        let (ports, handles) = setup::memory_ports(&built.ports);
+        let port = |name| built.switch.dp_port_by_name(name).unwrap() as usize;
+        let (a, b) = (port("a"), port("b"));
+        Rig {
+            handles,
+            dp: Datapath::new(ports, FlowCache::default()),
+            a,
+            b,
+            built,
+        }
     }
 
     #[test]
     fn rule_counters_are_credited_at_most_every_interval_and_on_demand() {
-        let built = build("rule-stats");
+        let Rig {
+            built,
+            handles,
+            mut dp,
+            b,
+            ..
+        } = rig("rule-stats");
         let sw = &built.switch;
-        let (ports, handles) = setup::memory_ports(&built.ports);
-        let mut dp = Datapath::new(ports, FlowCache::default());
-        let b = sw.dp_port_by_name("b").unwrap() as usize;
         let f = frame([2, 0, 0, 0, 0, 0xb], [2, 0, 0, 0, 0, 0xa]);
         // The br1 rule every frame from b goes through.
         let counted = || -> u64 {
@@ -999,12 +1021,14 @@ priority=10,in_port=p1,dl_vlan=5 actions=strip_vlan,output:b
 
     #[test]
     fn pinned_tables_follow_every_publication_and_are_kept_otherwise() {
-        let built = build("pinned");
+        let Rig {
+            built,
+            handles,
+            mut dp,
+            a,
+            b,
+        } = rig("pinned");
         let sw = &built.switch;
-        let (ports, handles) = setup::memory_ports(&built.ports);
-        let mut dp = Datapath::new(ports, FlowCache::default());
-        let a = sw.dp_port_by_name("a").unwrap() as usize;
-        let b = sw.dp_port_by_name("b").unwrap() as usize;
         let f = frame([2, 0, 0, 0, 0, 0xb], [2, 0, 0, 0, 0, 0xa]);
         let send = |dp: &mut Datapath, now| {
             handles[b].inject(&f);
@@ -1043,12 +1067,14 @@ priority=10,in_port=p1,dl_vlan=5 actions=strip_vlan,output:b
 
     #[test]
     fn patch_port_capture_copies_both_directions_only_while_running() {
-        let built = build("patch-capture");
+        let Rig {
+            built,
+            handles,
+            mut dp,
+            a,
+            b,
+        } = rig("patch-capture");
         let sw = &built.switch;
-        let (ports, handles) = setup::memory_ports(&built.ports);
-        let mut dp = Datapath::new(ports, FlowCache::default());
-        let a = sw.dp_port_by_name("a").unwrap() as usize;
-        let b = sw.dp_port_by_name("b").unwrap() as usize;
         let (ma, mb) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
         let mut now = 1;
         let mut send = |dp: &mut Datapath, port: usize, f: &[u8]| {
