@@ -312,29 +312,39 @@ csv_row() { # scenario dut measure offered dur sent delivered fwd_pps cu cs csch
   echo "$date_tag,\"$load_avg\",$sched,$sc,$dut,$m,$off,$dur,$sent,$del,$loss,$fwd,$cu,$cs,$csched,$upu,$ups,$upt,$p50,$p99,\"$note\",$(frame_bytes "$sc")" >>"$out"
 }
 
-# Frames the veths dropped so far on the generator-switch-sink path: "into_switch out_of_switch".
+# Frames dropped so far along the generator-switch-sink path: "veth_in fill ring veth_out".
 # A veth whose peer runs XDP queues frames for the peer's NAPI in a ring of 256; a frame that
 # finds it full is dropped and counted as the sending end's tx_dropped. So g0's count is frames
 # lost before the device under test saw them, eth1's frames it sent that the sink's ring had no
-# room for (the kernel bills the sink's receive work to the sender).
-veth_drops() {
-  local g e
+# room for (the kernel bills the sink's receive work to the sender). Between them, xvs's own
+# receive drops (fill ring empty, rx ring full; 0 for other devices).
+path_drops() { # [dut]
+  local g e f r
   g="$(ip netns exec "$ns_g" cat /sys/class/net/g0/statistics/tx_dropped 2>/dev/null || echo 0)"
   e="$(ip netns exec "$ns_s" cat /sys/class/net/eth1/statistics/tx_dropped 2>/dev/null || echo 0)"
-  echo "$g $e"
+  read -r f r < <(xvs_rx_drops "${1:-}")
+  echo "$g $f $r $e"
 }
 
-# One timed run at RATE: prints "sent delivered elapsed backlog veth_in_drops veth_out_drops".
-run_rate() { # cfg rate secs
-  local cfg="$1" rate="$2" secs="$3" n before after sent el backlog g0 e0 g1 e1
+# What a run's drop counts (as run_rate prints them) say, for the log and the CSV note.
+drops_note() { # veth_in fill ring veth_out
+  echo "drops: veth in $1, rx fill_ring_empty $2 rx_ring_full $3, veth out $4"
+}
+
+# One timed run at RATE: prints "sent delivered elapsed backlog" and the run's drops along the
+# path (see path_drops: "veth_in fill ring veth_out").
+run_rate() { # cfg rate secs [dut]
+  local cfg="$1" rate="$2" secs="$3" dut="${4:-}" n before after sent el backlog
+  local -a d0 d1
   if ((rate > 0)); then n=$((rate * secs)); else n=$secs; fi
   before="$(sink_count)"
-  read -r g0 e0 < <(veth_drops)
+  read -r -a d0 < <(path_drops "$dut")
   read -r sent el backlog < <(send "$cfg" "$n" "$rate")
   sleep 0.3
   after="$(sink_count)"
-  read -r g1 e1 < <(veth_drops)
-  echo "$sent $((after - before)) $el $backlog $((g1 - g0)) $((e1 - e0))"
+  read -r -a d1 < <(path_drops "$dut")
+  echo "$sent $((after - before)) $el $backlog $((d1[0] - d0[0])) $((d1[1] - d0[1]))" \
+    "$((d1[2] - d0[2])) $((d1[3] - d0[3]))"
 }
 
 lossless() { # sent delivered -> 0 if loss <= tolerance (a run that sent nothing is not)
@@ -659,24 +669,22 @@ warm_up() { # scenario cfg
 }
 
 measure_a() { # scenario dut cfg
-  local sc="$1" dut="$2" cfg="$3" sent del el gen best=0 lo hi mid i note f0 r0 f1 r1 vi vo
-  read -r f0 r0 < <(xvs_rx_drops "$dut")
-  read -r sent del el _ vi vo < <(run_rate "$cfg" 0 "$step_s")
-  read -r f1 r1 < <(xvs_rx_drops "$dut")
+  local sc="$1" dut="$2" cfg="$3" sent del el gen best=0 lo hi mid i note drops
+  local -a d
+  read -r sent del el _ d[0] d[1] d[2] d[3] < <(run_rate "$cfg" 0 "$step_s" "$dut")
+  drops="$(drops_note "${d[@]}")"
   gen="$(calc "$sent / $el" %d)"
-  csv_row "$sc" "$dut" full_rate "$gen" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "" "" "" "" "" "generator full speed; drops: veth in $vi, rx fill_ring_empty $((f1 - f0)) rx_ring_full $((r1 - r0)), veth out $vo"
-  log "  $dut full speed: offered $((gen / 1000)) kpps, delivered $del of $sent (drops: veth in $vi, rx fill $((f1 - f0)) ring $((r1 - r0)), veth out $vo)"
+  csv_row "$sc" "$dut" full_rate "$gen" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "" "" "" "" "" "generator full speed; $drops"
+  log "  $dut full speed: offered $((gen / 1000)) kpps, delivered $del of $sent ($drops)"
   if lossless "$sent" "$del"; then
     best=$gen; note="lossless at the generator's full rate"
   else
     lo=0; hi=$gen
     for ((i = 0; i < search_steps; i++)); do
       mid=$(((lo + hi) / 2))
-      read -r f0 r0 < <(xvs_rx_drops "$dut")
-      read -r sent del el _ vi vo < <(run_rate "$cfg" "$mid" "$step_s")
-      read -r f1 r1 < <(xvs_rx_drops "$dut")
+      read -r sent del el _ d[0] d[1] d[2] d[3] < <(run_rate "$cfg" "$mid" "$step_s" "$dut")
       if lossless "$sent" "$del"; then lo=$mid; else hi=$mid; fi
-      log "  $dut at $((mid / 1000)) kpps: delivered $del of $sent (drops: veth in $vi, rx fill $((f1 - f0)) ring $((r1 - r0)), veth out $vo)"
+      log "  $dut at $((mid / 1000)) kpps: delivered $del of $sent ($(drops_note "${d[@]}"))"
     done
     best=$lo
     note="bisection: lossless at $((lo / 1000)) kpps, loss at $((hi / 1000)) kpps"
@@ -702,14 +710,14 @@ measure_b() { # scenario dut cfg
   local sc="$1" dut="$2" cfg="$3" load c0 c1 sent del el u0 s0 n0 u1 s1 n1 loads="$fixed_loads"
   [[ "$sc" == jumbo ]] && loads="$jumbo_loads"
   for load in $loads; do
-    local st0 st1 f0 r0 f1 r1 backlog
+    local st0 st1 backlog drops
+    local -a d
     st0="$(steal_cpu1)"
-    read -r f0 r0 < <(xvs_rx_drops "$dut")
     c0="$(cpu_of "$dut_pid")"
-    read -r sent del el backlog vi vo < <(run_rate "$cfg" "$load" "$fixed_s")
+    read -r sent del el backlog d[0] d[1] d[2] d[3] < <(run_rate "$cfg" "$load" "$fixed_s" "$dut")
     c1="$(cpu_of "$dut_pid")"
-    read -r f1 r1 < <(xvs_rx_drops "$dut")
     st1="$(steal_cpu1)"
+    drops="$(drops_note "${d[@]}")"
     read -r u0 s0 n0 <<<"$c0"
     read -r u1 s1 n1 <<<"$c1"
     local cu cs csched
@@ -718,8 +726,8 @@ measure_b() { # scenario dut cfg
     csched="$(calc "($n1 - $n0) / 1000000000" %.4f)"
     local stolen
     stolen="$(calc "($st1 - $st0) * 1000 / $hz" %d)"
-    csv_row "$sc" "$dut" fixed "$load" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "$cu" "$cs" "$csched" "" "" "pid $dut_pid; cpu1 stolen ${stolen} ms; rx drops fill_ring_empty $((f1 - f0)) rx_ring_full $((r1 - r0)); veth drops in $vi out $vo; generator backlog $backlog"
-    log "  $dut at $((load / 1000)) kpps: delivered $del of $sent, cpu user ${cu}s sys ${cs}s, cpu1 stolen ${stolen} ms, rx drops fill $((f1 - f0)) ring $((r1 - r0)), veth drops in $vi out $vo, generator backlog $backlog"
+    csv_row "$sc" "$dut" fixed "$load" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "$cu" "$cs" "$csched" "" "" "pid $dut_pid; cpu1 stolen ${stolen} ms; $drops; generator backlog $backlog"
+    log "  $dut at $((load / 1000)) kpps: delivered $del of $sent, cpu user ${cu}s sys ${cs}s, cpu1 stolen ${stolen} ms, $drops, generator backlog $backlog"
   done
 }
 
@@ -741,13 +749,14 @@ measure_poll_work() { # scenario dut cfg
   [[ "$sc" == jumbo ]] && return 0
   [[ "$sc" == p2p || "$sc" == normal ]] && loads="$fixed_loads 600000"
   for load in $loads; do
-    local f0 b0 p0 f1 b1 p1 sent del el backlog vi vo per fpp
+    local f0 b0 p0 f1 b1 p1 sent del el backlog per fpp
+    local -a d
     read -r f0 b0 p0 < <(xvs_busy)
-    read -r sent del el backlog vi vo < <(run_rate "$cfg" "$load" "$fixed_s")
+    read -r sent del el backlog d[0] d[1] d[2] d[3] < <(run_rate "$cfg" "$load" "$fixed_s" "$dut")
     read -r f1 b1 p1 < <(xvs_busy)
     per="$(calc "($f1 > $f0) ? ($b1 - $b0) / ($f1 - $f0) : 0" %d)"
     fpp="$(calc "($p1 > $p0) ? ($f1 - $f0) / ($p1 - $p0) : 0" %.2f)"
-    csv_row "$sc" "$dut" poll_work "$load" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "" "" "" "" "" "busy ns per frame $per; frames per busy poll $fpp; veth drops in $vi out $vo"
+    csv_row "$sc" "$dut" poll_work "$load" "$el" "$sent" "$del" "$(calc "$del / $el" %d)" "" "" "" "" "" "busy ns per frame $per; frames per busy poll $fpp; $(drops_note "${d[@]}")"
     log "  $dut at $((load / 1000)) kpps: delivered $del of $sent, busy $per ns per frame, $fpp frames per busy poll"
   done
 }
