@@ -56,7 +56,7 @@
 # perf.data next to the CSV).
 # XVS_COALESCE_US=N in the environment sets xvs's `coalesce_us` (interrupt mode; default 30),
 # XVS_FRAMES=N the `frames` (UMEM chunks per queue) of its AF_XDP ports (default 16384 in poll
-# mode, 4096 in interrupt mode).
+# mode, the port default in interrupt mode).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -361,22 +361,21 @@ xdp_off() {
   done
 }
 
-# One AF_XDP port of an xvs configuration, in native mode with $frames UMEM chunks; EXTRA is a
-# further key line.
+# One AF_XDP port of an xvs configuration, in native mode, with $frames UMEM chunks when set;
+# EXTRA is a further key line.
 afxdp_port() { # name ofport [extra]
-  printf '[[bridge.port]]\nname = "%s"\ntype = "afxdp"\nofport = %s\nxdp_mode = "native"\nframes = %s\n%s\n' \
-    "$1" "$2" "$frames" "${3:-}"
+  printf '[[bridge.port]]\nname = "%s"\ntype = "afxdp"\nofport = %s\nxdp_mode = "native"\n%s\n%s\n' \
+    "$1" "$2" "${frames:+frames = $frames}" "${3:-}"
 }
 
 # UMEM chunks per port: poll mode is configured for throughput, with 8,192 receive chunks (16 ms
 # at 500 kpps). Here this VM's CPU is taken away from a polling thread for several
 # milliseconds at a time now and then; with the default 2,048 receive chunks such a pause
 # loses a few hundred frames at 350-550 kpps although the thread is a third idle (every such
-# loss was the fill ring found empty). Interrupt mode keeps the default.
+# loss was the fill ring found empty). Interrupt mode keeps the default (prints nothing).
 xvs_frames() { # mode
   if [[ -n "${XVS_FRAMES:-}" ]]; then echo "$XVS_FRAMES"
   elif [[ "$1" == poll ]]; then echo 16384
-  else echo 4096
   fi
 }
 
@@ -493,8 +492,10 @@ start_xvs() { # scenario mode
 }
 
 start_nullfwd() { # mode
+  local frames
+  frames="$(xvs_frames "$1")"
   ip netns exec "$ns_s" taskset -c 1 "$nullfwd" --in tap2 --out eth1 --bidir --mode "$1" \
-    --xdp-mode native --frames "$(xvs_frames "$1")" >"$work/dut.log" 2>&1 &
+    --xdp-mode native ${frames:+--frames "$frames"} >"$work/dut.log" 2>&1 &
   dut_pid=$!
   sleep 1
   kill -0 "$dut_pid" 2>/dev/null || { log "xvs-nullfwd did not start: $(tail -5 "$work/dut.log")"; return 1; }

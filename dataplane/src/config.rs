@@ -79,12 +79,11 @@ pub const OFPORT_MAX: u32 = pipeline::flow::ofp_port::MAX - 1;
 pub const DEFAULT_COALESCE_US: u32 = 30;
 /// Longest coalescing wait the configuration accepts, microseconds.
 pub const MAX_COALESCE_US: i64 = 1000;
-/// Default UMEM chunks per AF_XDP queue (`frames`): half of them receive, so 2,048 receive
-/// buffers, about 2 ms of traffic at 1 Mpps while the datapath thread is off the CPU.
-pub const DEFAULT_FRAMES: u32 = 4096;
-/// Fewest and most UMEM chunks per queue: the receive half must hold a batch, and the most
+/// Default UMEM chunks per AF_XDP queue (`frames`): the port's own default.
+pub const DEFAULT_FRAMES: u32 = crate::port::afxdp::DEFAULT_FRAME_COUNT;
+/// Fewest and most UMEM chunks per queue `frames` accepts: the port's least, and the most that
 /// keeps one queue's UMEM at 256 MiB.
-pub const MIN_FRAMES: i64 = 64;
+pub const MIN_FRAMES: i64 = crate::port::afxdp::MIN_FRAME_COUNT as i64;
 pub const MAX_FRAMES: i64 = 65536;
 /// Default MAC learning aging, seconds.
 pub const DEFAULT_FDB_AGING: u32 = 300;

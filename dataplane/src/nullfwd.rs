@@ -8,7 +8,9 @@
 //! after `--duration`), one line per port:
 //! `port NAME rx_packets=.. rx_bytes=.. tx_packets=.. tx_bytes=.. rx_dropped=.. tx_dropped=.. invalid_descs=..`
 
-use crate::port::afxdp::{detach_xdp_programs, silence_libxdp, AfXdpConfig, AfXdpPort, XdpMode};
+use crate::port::afxdp::{
+    detach_xdp_programs, silence_libxdp, AfXdpConfig, AfXdpPort, XdpMode, DEFAULT_FRAME_COUNT,
+};
 use crate::port::tap::TapPort;
 use crate::port::{Port, PortError};
 use clap::{Parser, ValueEnum};
@@ -51,7 +53,7 @@ pub struct Args {
     #[arg(long = "no-zero-copy")]
     pub no_zero_copy: bool,
     /// UMEM chunks per queue (power of two).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = DEFAULT_FRAME_COUNT)]
     pub frames: u32,
     /// Queue ids to bind on AF_XDP ports (comma separated).
     #[arg(long, default_value = "0", value_delimiter = ',')]
