@@ -470,6 +470,10 @@ impl State {
 
     fn dump_flows(&self, br: &str) -> Result<String, String> {
         let (b, names) = self.bridge_names(br)?;
+        // Datapath threads credit their megaflows' counts to the rules at most every
+        // millisecond: have them credit what is pending now, so a dump right after traffic
+        // counts all of it. A thread that does not answer leaves its counts for later.
+        let _ = self.ask(|w, _, now| w.dp.credit_rule_stats(now));
         let now = self.clock.now();
         let mut s = String::new();
         for r in b.tables.dump(&FlowFilter::all()) {
