@@ -207,8 +207,8 @@ enum NewOutcome {
 
 /// What a packet of a known connection does to it (see [`Tracker::advance`]).
 enum Advance {
-    /// Accepted: the answer, and the tuple to rewrite the packet to under NAT.
-    Valid(CtResult, Option<Tuple>),
+    /// Accepted: the `ct_state` bits, and the tuple to rewrite the packet to under NAT.
+    Valid(u32, Option<Tuple>),
     Invalid,
     /// A SYN reopening a closed connection: remove it and start a new one.
     Reopen,
@@ -262,6 +262,18 @@ fn ct_tuple(t: &Tuple) -> CtTuple {
         proto: t.proto,
         src_port: sp,
         dst_port: dp,
+    }
+}
+
+/// The answer for a packet of connection `c` with `ct_state` bits `state`.
+#[inline(always)]
+fn answer(c: &Conn, state: u32, zone: u16) -> CtResult {
+    CtResult {
+        state,
+        zone,
+        mark: c.mark,
+        label: c.label_u128(),
+        orig: Some(ct_tuple(&c.orig)),
     }
 }
 
@@ -515,7 +527,8 @@ impl Tracker {
     }
 
     /// Tracks one complete (unfragmented) datagram whose IP header is at `l3` of `d`, NATing it
-    /// in place when asked. `Err(Bad::Fragment)` means it must go through reassembly.
+    /// in place when asked, and returns the answer. `Err(Bad::Fragment)` means it must go
+    /// through reassembly.
     fn track<B: Resize + ?Sized>(
         &self,
         b: &mut B,
@@ -529,11 +542,18 @@ impl Tracker {
             Err(_) => return Ok(self.bad(req.zone)),
         };
         let h = p.tuple.hash(self.cfg.seed);
-        self.track_parsed(b, &p, h, req, now)
+        let mut out = None;
+        self.track_parsed(b, &p, h, req, now, &mut out);
+        Ok(match out {
+            Some(CtVerdict::Tracked(r)) => r,
+            _ => self.bad(req.zone),
+        })
     }
 
     /// [`Tracker::track`] once the datagram is parsed (from `b`, unchanged since) and its
-    /// tuple hashed.
+    /// tuple hashed, with the answer written to `out`: built there in place, because it is
+    /// about 100 bytes and an established packet's whole path is short enough for copies of it
+    /// from layer to layer to show.
     #[inline]
     fn track_parsed<B: Resize + ?Sized>(
         &self,
@@ -542,26 +562,30 @@ impl Tracker {
         h: u64,
         req: &CtRequest<'_>,
         now: Nanos,
-    ) -> Result<CtResult, Bad> {
-        match p.kind {
-            L4::IcmpError { inner_l3 } => return Ok(self.related(b.bytes(), p, inner_l3, req)),
-            L4::IcmpOther => return Ok(self.bad(req.zone)),
-            _ => {}
-        }
-        for _ in 0..2 {
-            if let Some(r) = self.existing(b, p, h, req, now) {
-                return Ok(r);
+        out: &mut Option<CtVerdict>,
+    ) {
+        let r = match p.kind {
+            L4::IcmpError { inner_l3 } => self.related(b.bytes(), p, inner_l3, req),
+            L4::IcmpOther => self.bad(req.zone),
+            _ => 'tracked: {
+                for _ in 0..2 {
+                    if self.existing(b, p, h, req, now, out) {
+                        return;
+                    }
+                    match self.create(b, p, h, req, now) {
+                        NewOutcome::Done(r) => break 'tracked r,
+                        NewOutcome::Retry => continue,
+                    }
+                }
+                self.bad(req.zone)
             }
-            match self.create(b, p, h, req, now) {
-                NewOutcome::Done(r) => return Ok(r),
-                NewOutcome::Retry => continue,
-            }
-        }
-        Ok(self.bad(req.zone))
+        };
+        *out = Some(CtVerdict::Tracked(r));
     }
 
-    /// Handles a packet of a known connection; `None` when there is none (or it was just
-    /// removed: expired, forced, or reopened by a SYN).
+    /// Handles a packet of a known connection, writing the answer to `out`; false (`out`
+    /// untouched) when there is none (or it was just removed: expired, forced, or reopened by
+    /// a SYN).
     fn existing<B: Resize + ?Sized>(
         &self,
         b: &mut B,
@@ -569,45 +593,54 @@ impl Tracker {
         h: u64,
         req: &CtRequest<'_>,
         now: Nanos,
-    ) -> Option<CtResult> {
+        out: &mut Option<CtVerdict>,
+    ) -> bool {
         let Lookup::Hit(mut g, idx, reply) = self.lookup_or_prepare(&p.tuple, h, req.commit) else {
-            return None;
+            return false;
         };
         let c = g.conns.get(idx);
         if c.expires <= now {
             self.c.expired.fetch_add(1, Relaxed);
             self.remove(g, idx);
-            return None;
+            return false;
         }
         if req.commit && req.force && reply {
             self.remove(g, idx);
-            return None;
+            return false;
         }
         g.hits += 1;
         let c = g.conns.get_mut(idx);
         // The one test connections without a helper pay.
         if c.flags & F_ALG_PATH != 0 {
-            return self.existing_alg(g, idx, reply, b, p, req, now);
+            return match self.existing_alg(g, idx, reply, b, p, req, now) {
+                Some(r) => {
+                    *out = Some(CtVerdict::Tracked(r));
+                    true
+                }
+                None => false,
+            };
         }
         let seg = match &p.kind {
             L4::Tcp(seg) => Some(seg),
             _ => None,
         };
         match self.advance(c, seg, reply, req, now) {
-            Advance::Valid(res, target) => {
+            Advance::Valid(state, target) => {
+                *out = Some(CtVerdict::Tracked(answer(c, state, req.zone)));
                 drop(g);
                 if let Some(t) = target {
                     packet::rewrite(b.bytes(), p, &t);
                 }
-                Some(res)
+                true
             }
             Advance::Invalid => {
                 drop(g);
-                Some(self.bad(req.zone))
+                *out = Some(CtVerdict::Tracked(self.bad(req.zone)));
+                true
             }
             Advance::Reopen => {
                 self.remove(g, idx);
-                None
+                false
             }
         }
     }
@@ -654,14 +687,7 @@ impl Tracker {
             None
         };
         c.expires = now.saturating_add(self.timeout(c));
-        let res = CtResult {
-            state,
-            zone: req.zone,
-            mark: c.mark,
-            label: c.label_u128(),
-            orig: Some(ct_tuple(&c.orig)),
-        };
-        Advance::Valid(res, target)
+        Advance::Valid(state, target)
     }
 
     /// [`Tracker::existing`] for a helper's control connection or a related connection (the
@@ -725,9 +751,10 @@ impl Tracker {
                 self.remove(g, idx);
                 None
             }
-            Advance::Valid(mut res, target) => {
+            Advance::Valid(state, target) => {
                 let conn = *g.conns.get(idx);
                 drop(g);
+                let mut res = answer(&conn, state, req.zone);
                 if flags & F_RELATED != 0 {
                     res.state |= CS_RELATED;
                     if let Some(parent) = parent {
@@ -1458,13 +1485,10 @@ impl Tracker {
             self.shards.lock(Shards::shard_of(*h)).prefetch_remote(*h);
         }
         for ((it, o), pre) in items.iter_mut().zip(out.iter_mut()).zip(pre.iter()) {
-            *o = Some(match pre {
-                Some((p, h)) => match self.track_parsed(&mut *it.frame, p, *h, req, now) {
-                    Ok(r) => CtVerdict::Tracked(r),
-                    Err(_) => self.fragment(it.frame, it.l3_ofs, req, now),
-                },
-                None => self.execute(it.frame, it.l3_ofs, it.key, req, now),
-            });
+            match pre {
+                Some((p, h)) => self.track_parsed(&mut *it.frame, p, *h, req, now, o),
+                None => *o = Some(self.execute(it.frame, it.l3_ofs, it.key, req, now)),
+            }
         }
     }
 }

@@ -630,9 +630,10 @@ pub fn rewrite(d: &mut [u8], p: &Parsed, to: &Tuple) {
     }
 }
 
-/// [`rewrite`] for the common case, IPv4 TCP or UDP with the whole L4 header present: the same
-/// updates in the same order, with one bounds check instead of one per field. False (nothing
-/// written) when the headers are not all there.
+/// [`rewrite`] for the common case, IPv4 TCP or UDP with the whole L4 header present, with one
+/// bounds check and the checksum changes summed before a single fold (RFC 1624's update,
+/// applied to every changed field at once). False (nothing written) when the headers are not
+/// all there.
 #[inline]
 fn rewrite_v4_ports(d: &mut [u8], p: &Parsed, to: &Tuple) -> bool {
     let from = &p.tuple;
@@ -642,38 +643,65 @@ fn rewrite_v4_ports(d: &mut [u8], p: &Parsed, to: &Tuple) -> bool {
     } else {
         UDP_CSUM
     };
-    if co + 2 > p.l4_len || l4 + co + 2 > d.len() || l3 + 20 > l4 {
+    if co + 2 > p.l4_len || l3 + 20 > l4 || l4 > d.len() {
         return false;
     }
-    let r16 = |d: &[u8], o: usize| u16::from_be_bytes([d[o], d[o + 1]]);
-    let mut ipc = r16(d, l3 + V4_CSUM);
-    let mut l4c = r16(d, l4 + co);
+    let (head, tail) = d.split_at_mut(l4);
+    let (Some(ip), Some(l4h)) = (head.get_mut(l3..l3 + 20), tail.get_mut(..co + 2)) else {
+        return false;
+    };
+    let ip: &mut [u8; 20] = ip.try_into().expect("20 bytes");
+    let (ports, rest) = l4h.split_at_mut(4);
+    let ports: &mut [u8; 4] = ports.try_into().expect("4 bytes");
+    let l4c_at: &mut [u8; 2] = (&mut rest[co - 4..]).try_into().expect("2 bytes");
+    // The ones' complement sum of (new - old) over the changed 16-bit words; an unchanged
+    // field adds nothing (not even a negative zero), as if it had been left alone.
+    let delta16 = |old: u16, new: u16| -> u32 {
+        if old == new {
+            0
+        } else {
+            (!old) as u32 + new as u32
+        }
+    };
+    let delta32 = |old: u32, new: u32| -> u32 {
+        if old == new {
+            0
+        } else {
+            (!old >> 16) + (!old & 0xffff) + (new >> 16) + (new & 0xffff)
+        }
+    };
+    let (src, dst) = (to.src.as_v4(), to.dst.as_v4());
+    let addrs = delta32(from.src.as_v4(), src) + delta32(from.dst.as_v4(), dst);
+    let ports_delta = delta16(from.sport, to.sport) + delta16(from.dport, to.dport);
+    let ipc = u16::from_be_bytes([ip[V4_CSUM], ip[V4_CSUM + 1]]);
+    let l4c = u16::from_be_bytes(*l4c_at);
+    ip[V4_SRC..V4_SRC + 4].copy_from_slice(&src.to_be_bytes());
+    ip[V4_DST..V4_DST + 4].copy_from_slice(&dst.to_be_bytes());
+    ports[..2].copy_from_slice(&to.sport.to_be_bytes());
+    ports[2..].copy_from_slice(&to.dport.to_be_bytes());
+    if addrs != 0 {
+        ip[V4_CSUM..V4_CSUM + 2].copy_from_slice(&fold_update(ipc, addrs).to_be_bytes());
+    }
     // An IPv4 UDP checksum of zero means "none" and must stay zero.
-    let has_l4c = !(from.proto == IPPROTO_UDP && l4c == 0);
-    for (old, new, o) in [
-        (from.src.as_v4(), to.src.as_v4(), V4_SRC),
-        (from.dst.as_v4(), to.dst.as_v4(), V4_DST),
-    ] {
-        if old != new {
-            d[l3 + o..l3 + o + 4].copy_from_slice(&new.to_be_bytes());
-            ipc = checksum::update32(ipc, old, new);
-            l4c = checksum::update32(l4c, old, new);
+    let udp = from.proto == IPPROTO_UDP;
+    if !(udp && l4c == 0) && addrs + ports_delta != 0 {
+        let mut c = fold_update(l4c, addrs + ports_delta);
+        if udp && c == 0 {
+            c = 0xffff;
         }
-    }
-    for (old, new, o) in [(from.sport, to.sport, 0), (from.dport, to.dport, 2)] {
-        if old != new {
-            d[l4 + o..l4 + o + 2].copy_from_slice(&new.to_be_bytes());
-            l4c = checksum::update16(l4c, old, new);
-        }
-    }
-    d[l3 + V4_CSUM..l3 + V4_CSUM + 2].copy_from_slice(&ipc.to_be_bytes());
-    if has_l4c {
-        if from.proto == IPPROTO_UDP && l4c == 0 {
-            l4c = 0xffff;
-        }
-        d[l4 + co..l4 + co + 2].copy_from_slice(&l4c.to_be_bytes());
+        *l4c_at = c.to_be_bytes();
     }
     true
+}
+
+/// Checksum `csum` after adding `delta`, an unfolded ones' complement sum of (new - old)
+/// words: `~(~csum + delta)` folded (RFC 1624, eqn. 3).
+#[inline(always)]
+fn fold_update(csum: u16, delta: u32) -> u16 {
+    let mut acc = (!csum) as u32 + delta;
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    !(acc as u16)
 }
 
 /// Recomputes the checksum of a whole ICMP/ICMPv6 message from scratch (after its embedded
