@@ -564,23 +564,43 @@ impl Tracker {
         now: Nanos,
         out: &mut Option<CtVerdict>,
     ) {
-        let r = match p.kind {
-            L4::IcmpError { inner_l3 } => self.related(b.bytes(), p, inner_l3, req),
-            L4::IcmpOther => self.bad(req.zone),
-            _ => 'tracked: {
-                for _ in 0..2 {
-                    if self.existing(b, p, h, req, now, out) {
-                        return;
-                    }
-                    match self.create(b, p, h, req, now) {
-                        NewOutcome::Done(r) => break 'tracked r,
-                        NewOutcome::Retry => continue,
-                    }
-                }
-                self.bad(req.zone)
+        match p.kind {
+            L4::IcmpError { inner_l3 } => {
+                *out = Some(CtVerdict::Tracked(self.related(b.bytes(), p, inner_l3, req)))
             }
-        };
-        *out = Some(CtVerdict::Tracked(r));
+            L4::IcmpOther => *out = Some(CtVerdict::Tracked(self.bad(req.zone))),
+            _ => {
+                if !self.existing(b, p, h, req, now, out) {
+                    self.track_new(b, p, h, req, now, out)
+                }
+            }
+        }
+    }
+
+    /// [`Tracker::track_parsed`] for a packet that found no connection: creates one, or, when
+    /// a concurrent commit made it first, handles the packet as that connection's (once more
+    /// at most). Kept out of line: inlined, its setup was hoisted in front of every
+    /// established packet's lookup.
+    #[inline(never)]
+    fn track_new<B: Resize + ?Sized>(
+        &self,
+        b: &mut B,
+        p: &Parsed,
+        h: u64,
+        req: &CtRequest<'_>,
+        now: Nanos,
+        out: &mut Option<CtVerdict>,
+    ) {
+        for round in 0..2 {
+            if let NewOutcome::Done(r) = self.create(b, p, h, req, now) {
+                *out = Some(CtVerdict::Tracked(r));
+                return;
+            }
+            if round == 0 && self.existing(b, p, h, req, now, out) {
+                return;
+            }
+        }
+        *out = Some(CtVerdict::Tracked(self.bad(req.zone)));
     }
 
     /// Handles a packet of a known connection, writing the answer to `out`; false (`out`
