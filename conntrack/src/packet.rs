@@ -313,6 +313,7 @@ pub fn version_matches_ethertype(d: &[u8], l3: usize) -> bool {
 }
 
 /// Parses the datagram at `l3` of `d` into what tracking needs; `zone` is copied into the tuple.
+#[inline]
 pub fn parse(d: &[u8], l3: usize, zone: u16, verify: bool) -> Result<Parsed, Bad> {
     match parse_v4_common(d, l3, zone, verify) {
         Some(p) => Ok(p),
@@ -411,6 +412,7 @@ fn parse_v4_common(d: &[u8], l3: usize, zone: u16, verify: bool) -> Option<Parse
 
 /// [`parse`] for every datagram: IPv4 with options, IPv6 and its extension headers, ICMP, other
 /// protocols, fragments, SYNs and every malformed case.
+#[inline(never)]
 pub(crate) fn parse_any(d: &[u8], l3: usize, zone: u16, verify: bool) -> Result<Parsed, Bad> {
     if !version_matches_ethertype(d, l3) {
         return Err(Bad::Malformed);

@@ -166,9 +166,9 @@ const REF_IDX_BITS: u32 = 32 - SHARD_BITS;
 pub const MAX_SLOT: u32 = (1 << REF_IDX_BITS) - 1;
 
 /// Fixed-size chunks (no doubling on growth, so memory stays near the live count) plus a free
-/// list.
+/// list. Chunks are arrays, not slices, so that a lookup checks one bound, not two.
 pub struct Slab<T> {
-    chunks: Vec<Box<[T]>>,
+    chunks: Vec<Box<[T; CHUNK]>>,
     free: Vec<u32>,
     next: u32,
 }
@@ -193,8 +193,11 @@ impl<T: Copy + Default> Slab<T> {
             None => {
                 let i = self.next;
                 if i as usize / CHUNK >= self.chunks.len() {
-                    self.chunks
-                        .push(vec![T::default(); CHUNK].into_boxed_slice());
+                    let chunk: Box<[T; CHUNK]> = vec![T::default(); CHUNK]
+                        .into_boxed_slice()
+                        .try_into()
+                        .unwrap_or_else(|_| unreachable!("a vector of CHUNK elements"));
+                    self.chunks.push(chunk);
                 }
                 self.next += 1;
                 i
