@@ -207,8 +207,8 @@ enum NewOutcome {
 
 /// What a packet of a known connection does to it (see [`Tracker::advance`]).
 enum Advance {
-    /// Accepted: the `ct_state` bits, and the tuple to rewrite the packet to under NAT.
-    Valid(u32, Option<Tuple>),
+    /// Accepted: the `ct_state` bits, and whether NAT rewrites the packet.
+    Valid(u32, bool),
     Invalid,
     /// A SYN reopening a closed connection: remove it and start a new one.
     Reopen,
@@ -645,11 +645,15 @@ impl Tracker {
             _ => None,
         };
         match self.advance(c, seg, reply, req, now) {
-            Advance::Valid(state, target) => {
+            Advance::Valid(state, nat) => {
                 *out = Some(CtVerdict::Tracked(answer(c, state, req.zone)));
+                let end = if nat { c.nat_end(reply) } else { None };
+                let to = (nat && end.is_none()).then(|| c.nat_target(reply));
                 drop(g);
-                if let Some(t) = target {
-                    packet::rewrite(b.bytes(), p, &t);
+                if let Some(end) = end {
+                    packet::rewrite_end(b.bytes(), p, &end);
+                } else if let Some(to) = to {
+                    packet::rewrite(b.bytes(), p, &to);
                 }
                 true
             }
@@ -666,7 +670,7 @@ impl Tracker {
     }
 
     /// Moves connection `c` by a packet travelling in direction `reply` (TCP segment `seg`):
-    /// state, timeout, mark and label on commit; the answer and the NAT target.
+    /// state, timeout, mark and label on commit; the `ct_state` bits and whether NAT applies.
     #[inline(always)]
     fn advance(
         &self,
@@ -696,18 +700,12 @@ impl Tracker {
         if req.commit {
             apply_mark_label(c, req);
         }
-        let target = if req.nat.is_some() && c.flags & (F_SNAT | F_DNAT) != 0 {
+        let nat = req.nat.is_some() && c.flags & (F_SNAT | F_DNAT) != 0;
+        if nat {
             state |= nat_bits(c.flags, reply);
-            Some(if reply {
-                c.orig.reverse()
-            } else {
-                c.orig_target()
-            })
-        } else {
-            None
-        };
+        }
         c.expires = now.saturating_add(self.timeout(c));
-        Advance::Valid(state, target)
+        Advance::Valid(state, nat)
     }
 
     /// [`Tracker::existing`] for a helper's control connection or a related connection (the
@@ -771,9 +769,10 @@ impl Tracker {
                 self.remove(g, idx);
                 None
             }
-            Advance::Valid(state, target) => {
+            Advance::Valid(state, nat) => {
                 let conn = *g.conns.get(idx);
                 drop(g);
+                let target = nat.then(|| conn.nat_target(reply));
                 let mut res = answer(&conn, state, req.zone);
                 if flags & F_RELATED != 0 {
                     res.state |= CS_RELATED;

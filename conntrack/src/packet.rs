@@ -632,67 +632,150 @@ pub fn rewrite(d: &mut [u8], p: &Parsed, to: &Tuple) {
     }
 }
 
-/// [`rewrite`] for the common case, IPv4 TCP or UDP with the whole L4 header present, with one
-/// bounds check and the checksum changes summed before a single fold (RFC 1624's update,
-/// applied to every changed field at once). False (nothing written) when the headers are not
-/// all there.
-#[inline]
-fn rewrite_v4_ports(d: &mut [u8], p: &Parsed, to: &Tuple) -> bool {
-    let from = &p.tuple;
-    let (l3, l4) = (p.l3, p.l4);
-    let co = if from.proto == IPPROTO_TCP {
+/// The IP header, the L4 ports and the L4 checksum of the IPv4 TCP or UDP datagram `p`
+/// (parsed from `d`), as fixed-size views: one bounds check for every field a NAT rewrite
+/// touches. `None` when the headers are not all there.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn v4_nat_views<'d>(
+    d: &'d mut [u8],
+    p: &Parsed,
+) -> Option<(&'d mut [u8; 20], &'d mut [u8; 4], &'d mut [u8; 2])> {
+    let co = if p.tuple.proto == IPPROTO_TCP {
         TCP_CSUM
     } else {
         UDP_CSUM
     };
+    let (l3, l4) = (p.l3, p.l4);
     if co + 2 > p.l4_len || l3 + 20 > l4 || l4 > d.len() {
-        return false;
+        return None;
     }
     let (head, tail) = d.split_at_mut(l4);
-    let (Some(ip), Some(l4h)) = (head.get_mut(l3..l3 + 20), tail.get_mut(..co + 2)) else {
+    let ip: &mut [u8; 20] = head.get_mut(l3..l3 + 20)?.try_into().ok()?;
+    let (ports, rest) = tail.get_mut(..co + 2)?.split_at_mut(4);
+    let ports: &mut [u8; 4] = ports.try_into().ok()?;
+    let l4c: &mut [u8; 2] = (&mut rest[co - 4..]).try_into().ok()?;
+    Some((ip, ports, l4c))
+}
+
+/// The ones' complement sum of (new - old) over a 16-bit word; nothing (not even a negative
+/// zero) when it is unchanged, as if it had been left alone.
+#[inline(always)]
+fn delta16(old: u16, new: u16) -> u32 {
+    if old == new {
+        0
+    } else {
+        (!old) as u32 + new as u32
+    }
+}
+
+/// [`delta16`] over the two words of a 32-bit field.
+#[inline(always)]
+fn delta32(old: u32, new: u32) -> u32 {
+    if old == new {
+        0
+    } else {
+        (!old >> 16) + (!old & 0xffff) + (new >> 16) + (new & 0xffff)
+    }
+}
+
+/// Adds the summed changes to the IPv4 header checksum (`addrs`: the addresses') and the L4
+/// checksum (`addrs + ports`), each with one fold. An IPv4 UDP checksum of zero means "none"
+/// and stays zero; a computed zero is sent as all ones.
+#[inline(always)]
+fn apply_v4_deltas(ip: &mut [u8; 20], l4c: &mut [u8; 2], udp: bool, addrs: u32, ports: u32) {
+    if addrs != 0 {
+        let ipc = u16::from_be_bytes([ip[V4_CSUM], ip[V4_CSUM + 1]]);
+        ip[V4_CSUM..V4_CSUM + 2].copy_from_slice(&fold_update(ipc, addrs).to_be_bytes());
+    }
+    let old = u16::from_be_bytes(*l4c);
+    if !(udp && old == 0) && addrs + ports != 0 {
+        let mut c = fold_update(old, addrs + ports);
+        if udp && c == 0 {
+            c = 0xffff;
+        }
+        *l4c = c.to_be_bytes();
+    }
+}
+
+/// [`rewrite`] for the common case, IPv4 TCP or UDP with the whole L4 header present, with the
+/// checksum changes summed before a single fold (RFC 1624's update, applied to every changed
+/// field at once). False (nothing written) when the headers are not all there.
+#[inline]
+fn rewrite_v4_ports(d: &mut [u8], p: &Parsed, to: &Tuple) -> bool {
+    let from = &p.tuple;
+    let Some((ip, ports, l4c)) = v4_nat_views(d, p) else {
         return false;
-    };
-    let ip: &mut [u8; 20] = ip.try_into().expect("20 bytes");
-    let (ports, rest) = l4h.split_at_mut(4);
-    let ports: &mut [u8; 4] = ports.try_into().expect("4 bytes");
-    let l4c_at: &mut [u8; 2] = (&mut rest[co - 4..]).try_into().expect("2 bytes");
-    // The ones' complement sum of (new - old) over the changed 16-bit words; an unchanged
-    // field adds nothing (not even a negative zero), as if it had been left alone.
-    let delta16 = |old: u16, new: u16| -> u32 {
-        if old == new {
-            0
-        } else {
-            (!old) as u32 + new as u32
-        }
-    };
-    let delta32 = |old: u32, new: u32| -> u32 {
-        if old == new {
-            0
-        } else {
-            (!old >> 16) + (!old & 0xffff) + (new >> 16) + (new & 0xffff)
-        }
     };
     let (src, dst) = (to.src.as_v4(), to.dst.as_v4());
     let addrs = delta32(from.src.as_v4(), src) + delta32(from.dst.as_v4(), dst);
-    let ports_delta = delta16(from.sport, to.sport) + delta16(from.dport, to.dport);
-    let ipc = u16::from_be_bytes([ip[V4_CSUM], ip[V4_CSUM + 1]]);
-    let l4c = u16::from_be_bytes(*l4c_at);
+    let port_delta = delta16(from.sport, to.sport) + delta16(from.dport, to.dport);
     ip[V4_SRC..V4_SRC + 4].copy_from_slice(&src.to_be_bytes());
     ip[V4_DST..V4_DST + 4].copy_from_slice(&dst.to_be_bytes());
     ports[..2].copy_from_slice(&to.sport.to_be_bytes());
     ports[2..].copy_from_slice(&to.dport.to_be_bytes());
-    if addrs != 0 {
-        ip[V4_CSUM..V4_CSUM + 2].copy_from_slice(&fold_update(ipc, addrs).to_be_bytes());
-    }
-    // An IPv4 UDP checksum of zero means "none" and must stay zero.
-    let udp = from.proto == IPPROTO_UDP;
-    if !(udp && l4c == 0) && addrs + ports_delta != 0 {
-        let mut c = fold_update(l4c, addrs + ports_delta);
-        if udp && c == 0 {
-            c = 0xffff;
+    apply_v4_deltas(ip, l4c, from.proto == IPPROTO_UDP, addrs, port_delta);
+    true
+}
+
+/// Which end of a datagram a NAT rewrite changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Src,
+    Dst,
+}
+
+/// What NAT does to every packet of a connection in one direction, when it changes one end
+/// only (as SNAT and DNAT do): that end's address and port (ICMP: identifier) become these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatEnd {
+    pub side: Side,
+    pub addr: Addr,
+    pub port: u16,
+}
+
+impl NatEnd {
+    /// Tuple `t` with this end translated.
+    pub fn apply(&self, t: &Tuple) -> Tuple {
+        let mut t = *t;
+        match self.side {
+            Side::Src => (t.src, t.sport) = (self.addr, self.port),
+            Side::Dst => (t.dst, t.dport) = (self.addr, self.port),
         }
-        *l4c_at = c.to_be_bytes();
+        t
     }
+}
+
+/// Rewrites `p` (parsed from `d`) as `nat` says: [`rewrite_v4_end`] when it applies,
+/// [`rewrite`] otherwise.
+#[inline]
+pub fn rewrite_end(d: &mut [u8], p: &Parsed, nat: &NatEnd) {
+    if !rewrite_v4_end(d, p, nat) {
+        rewrite(d, p, &nat.apply(&p.tuple));
+    }
+}
+
+/// [`rewrite`] to the tuple that `p`'s with `nat` applied is, for an IPv4 TCP or UDP datagram
+/// with its whole L4 header: one address and one port change, so only their two differences
+/// are summed. False (nothing written) for any other datagram, which [`rewrite`] handles.
+#[inline]
+pub fn rewrite_v4_end(d: &mut [u8], p: &Parsed, nat: &NatEnd) -> bool {
+    let t = &p.tuple;
+    if t.v6 || !matches!(t.proto, IPPROTO_TCP | IPPROTO_UDP) {
+        return false;
+    }
+    let Some((ip, ports, l4c)) = v4_nat_views(d, p) else {
+        return false;
+    };
+    let (old_addr, old_port, addr_at, port_at) = match nat.side {
+        Side::Src => (t.src.as_v4(), t.sport, V4_SRC, 0),
+        Side::Dst => (t.dst.as_v4(), t.dport, V4_DST, 2),
+    };
+    let addr = nat.addr.as_v4();
+    ip[addr_at..addr_at + 4].copy_from_slice(&addr.to_be_bytes());
+    ports[port_at..port_at + 2].copy_from_slice(&nat.port.to_be_bytes());
+    let (addrs, port_delta) = (delta32(old_addr, addr), delta16(old_port, nat.port));
+    apply_v4_deltas(ip, l4c, t.proto == IPPROTO_UDP, addrs, port_delta);
     true
 }
 

@@ -11,6 +11,7 @@
 //! connection lives elsewhere — never a global lock. It must not parse frames or decide
 //! connection semantics.
 
+use crate::packet::{NatEnd, Side};
 use crate::tcp::Peer;
 use crate::tuple::{is_icmp, Addr, Tuple};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering::Relaxed};
@@ -119,6 +120,34 @@ impl Conn {
             }
         }
         t
+    }
+
+    /// What a packet in direction `reply` becomes under the connection's NAT.
+    #[inline]
+    pub fn nat_target(&self, reply: bool) -> Tuple {
+        if reply {
+            self.orig.reverse()
+        } else {
+            self.orig_target()
+        }
+    }
+
+    /// [`Conn::nat_target`] as the one end it changes, for TCP and UDP under SNAT or DNAT
+    /// (ICMP's identifier and types do not map onto one end); `None` otherwise.
+    #[inline]
+    pub fn nat_end(&self, reply: bool) -> Option<NatEnd> {
+        if is_icmp(self.orig.proto) {
+            return None;
+        }
+        let o = &self.orig;
+        let (side, addr, port) = match (self.flags & (F_SNAT | F_DNAT), reply) {
+            (F_SNAT, false) => (Side::Src, self.nat_addr, self.nat_port),
+            (F_SNAT, true) => (Side::Dst, o.src, o.sport),
+            (F_DNAT, false) => (Side::Dst, self.nat_addr, self.nat_port),
+            (F_DNAT, true) => (Side::Src, o.dst, o.dport),
+            _ => return None,
+        };
+        Some(NatEnd { side, addr, port })
     }
 
     /// Records reply tuple `r` (call after setting the NAT flags). `r` must differ from the

@@ -274,3 +274,47 @@ proptest! {
         prop_assert_eq!(c.orig_target(), c.reply().reverse());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// For TCP and UDP under SNAT or DNAT, the one end a direction's NAT changes, applied to
+    /// that direction's tuple, is the whole target tuple; and on an IPv4 frame the one-end
+    /// rewrite writes exactly the bytes the general rewrite does.
+    #[test]
+    fn one_end_nat_is_the_whole_target(
+        src in any::<u32>(), dst in any::<u32>(), sport in any::<u16>(), dport in any::<u16>(),
+        udp in any::<bool>(), no_csum in any::<bool>(), dnat in any::<bool>(), reply in any::<bool>(),
+        nat_addr in any::<u32>(), nat_port in any::<u16>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        use crate::packet::{parse, rewrite, rewrite_end};
+        use crate::table::{Conn, F_DNAT, F_SNAT};
+        use crate::tuple::{Addr, Tuple};
+        let proto = if udp { 17 } else { 6 };
+        let orig = Tuple {
+            src: Addr::v4(src), dst: Addr::v4(dst), sport, dport, zone: 3, proto, v6: false,
+        };
+        let c = Conn {
+            orig,
+            flags: if dnat { F_DNAT } else { F_SNAT },
+            nat_addr: Addr::v4(nat_addr),
+            nat_port,
+            ..Conn::default()
+        };
+        let seen = if reply { c.reply() } else { c.orig };
+        let end = c.nat_end(reply).expect("TCP and UDP under NAT change one end");
+        prop_assert_eq!(end.apply(&seen), c.nat_target(reply));
+        let p = P {
+            src: seen.src.as_v4() as u128, dst: seen.dst.as_v4() as u128,
+            sport: seen.sport, dport: seen.dport, proto, flags: 0x10, payload,
+            udp_no_csum: udp && no_csum, ..P::default()
+        };
+        let f = frame(&p);
+        let parsed = parse(&f, ETH, 3, true).expect("a well-formed frame");
+        let (mut one, mut whole) = (f.clone(), f);
+        rewrite_end(&mut one, &parsed, &end);
+        rewrite(&mut whole, &parsed, &c.nat_target(reply));
+        prop_assert_eq!(one, whole);
+    }
+}
