@@ -970,20 +970,16 @@ impl Tracker {
     ) -> NewOutcome {
         let zone = req.zone;
         let o = p.tuple;
-        let mut c = Conn {
-            orig: o,
-            rep: NO_KEY,
-            ..Conn::default()
-        };
+        // The record is only built for a commit: a lookup that is not one (the seed's un-SNAT
+        // `ct(nat)` in the VM's zone misses on every outbound packet) only needs the verdict.
+        let mut tcp_start = None;
         match &p.kind {
             L4::Tcp(seg) => {
                 let v = tcp::classify_new(seg, self.cfg.tcp_pickup);
                 if v == tcp::NewVerdict::Invalid {
                     return NewOutcome::Done(self.bad(zone));
                 }
-                let (st, peers) = tcp::start(seg, v);
-                c.state = st as u8;
-                c.tcp = peers;
+                tcp_start = Some((seg, v));
             }
             L4::IcmpEcho => {
                 // Only a request starts an echo connection.
@@ -1018,6 +1014,37 @@ impl Tracker {
         if !req.commit {
             self.c.new.fetch_add(1, Relaxed);
             return NewOutcome::Done(res);
+        }
+        self.commit_new(b, p, ha, req, now, tcp_start, res, exp)
+    }
+
+    /// [`Tracker::create`] for a commit: records the connection (translated when asked) and
+    /// rewrites the packet. Kept out of line: inlined, its setup was hoisted in front of the
+    /// uncommitted lookups that miss.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn commit_new<B: Resize + ?Sized>(
+        &self,
+        b: &mut B,
+        p: &Parsed,
+        ha: u64,
+        req: &CtRequest<'_>,
+        now: Nanos,
+        tcp_start: Option<(&packet::TcpSeg, tcp::NewVerdict)>,
+        mut res: CtResult,
+        exp: Option<Expect>,
+    ) -> NewOutcome {
+        let zone = req.zone;
+        let o = p.tuple;
+        let mut c = Conn {
+            orig: o,
+            rep: NO_KEY,
+            ..Conn::default()
+        };
+        if let Some((seg, v)) = tcp_start {
+            let (st, peers) = tcp::start(seg, v);
+            c.state = st as u8;
+            c.tcp = peers;
         }
         let seed = self.cfg.seed;
         let nat = req.nat.and_then(|s| s.kind.map(|k| (s, k)));
