@@ -1501,39 +1501,52 @@ impl Tracker {
         now: Nanos,
         out: &mut [Option<CtVerdict>],
     ) {
-        let mut pre: [Option<(Parsed, u64)>; pipeline::BATCH_SIZE] = [None; pipeline::BATCH_SIZE];
-        for (it, slot) in items.iter().zip(pre.iter_mut()) {
+        const N: usize = pipeline::BATCH_SIZE;
+        // Each frame's parse is written in place: a whole `Parsed` returned and copied into
+        // an array of options cost more than the parse's own checks.
+        let mut parsed = [Parsed::EMPTY; N];
+        let mut hashes = [0u64; N];
+        let mut ready = [false; N];
+        for (((it, p), h), ok) in items
+            .iter()
+            .zip(parsed.iter_mut())
+            .zip(hashes.iter_mut())
+            .zip(ready.iter_mut())
+        {
             if it.key.nw_frag() & FRAG_ANY != 0 {
                 continue;
             }
-            let Ok(p) = packet::parse(
-                it.frame.data(),
-                it.l3_ofs,
-                req.zone,
-                self.cfg.verify_checksums,
-            ) else {
-                continue;
-            };
-            if matches!(p.kind, L4::IcmpError { .. } | L4::IcmpOther) {
+            let verify = self.cfg.verify_checksums;
+            if packet::parse_into(it.frame.data(), it.l3_ofs, req.zone, verify, p).is_err()
+                || matches!(p.kind, L4::IcmpError { .. } | L4::IcmpOther)
+            {
                 continue;
             }
-            let h = p.tuple.hash(self.cfg.seed);
-            self.shards.prefetch_bucket(h);
-            *slot = Some((p, h));
+            *h = p.tuple.hash(self.cfg.seed);
+            self.shards.prefetch_bucket(*h);
+            *ok = true;
         }
-        let mut remote = [false; pipeline::BATCH_SIZE];
-        for ((_, h), r) in pre.iter().flatten().zip(remote.iter_mut()) {
-            *r = self.shards.lock(Shards::shard_of(*h)).prefetch(*h);
+        let mut remote = [false; N];
+        for ((h, ok), r) in hashes.iter().zip(ready).zip(remote.iter_mut()) {
+            if ok {
+                *r = self.shards.lock(Shards::shard_of(*h)).prefetch(*h);
+            }
         }
         // Reply-direction frames whose connection lives in another shard: a third pass reads
         // the key records just loaded and starts loading the connections they point at.
-        for ((_, h), _) in pre.iter().flatten().zip(remote.iter()).filter(|(_, r)| **r) {
+        for (h, _) in hashes.iter().zip(remote).filter(|(_, r)| *r) {
             self.shards.lock(Shards::shard_of(*h)).prefetch_remote(*h);
         }
-        for ((it, o), pre) in items.iter_mut().zip(out.iter_mut()).zip(pre.iter()) {
-            match pre {
-                Some((p, h)) => self.track_parsed(&mut *it.frame, p, *h, req, now, o),
-                None => *o = Some(self.execute(it.frame, it.l3_ofs, it.key, req, now)),
+        for (((it, o), p), (h, ok)) in items
+            .iter_mut()
+            .zip(out.iter_mut())
+            .zip(parsed.iter())
+            .zip(hashes.iter().zip(ready))
+        {
+            if ok {
+                self.track_parsed(&mut *it.frame, p, *h, req, now, o);
+            } else {
+                *o = Some(self.execute(it.frame, it.l3_ofs, it.key, req, now));
             }
         }
     }

@@ -132,6 +132,25 @@ pub struct Parsed {
     pub kind: L4,
 }
 
+impl Parsed {
+    /// A placeholder for [`parse_into`] to fill.
+    pub const EMPTY: Parsed = Parsed {
+        tuple: Tuple {
+            src: Addr::v4(0),
+            dst: Addr::v4(0),
+            sport: 0,
+            dport: 0,
+            zone: 0,
+            proto: 0,
+            v6: false,
+        },
+        l3: 0,
+        l4: 0,
+        l4_len: 0,
+        kind: L4::Other,
+    };
+}
+
 /// Why a datagram cannot be tracked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bad {
@@ -315,10 +334,25 @@ pub fn version_matches_ethertype(d: &[u8], l3: usize) -> bool {
 /// Parses the datagram at `l3` of `d` into what tracking needs; `zone` is copied into the tuple.
 #[inline]
 pub fn parse(d: &[u8], l3: usize, zone: u16, verify: bool) -> Result<Parsed, Bad> {
-    match parse_v4_common(d, l3, zone, verify) {
-        Some(p) => Ok(p),
-        None => parse_any(d, l3, zone, verify),
+    let mut p = Parsed::EMPTY;
+    parse_into(d, l3, zone, verify, &mut p).map(|()| p)
+}
+
+/// [`parse`] into `out`, where a batch keeps its frames' results: filled in place rather
+/// than returned and copied (`out` is unspecified after an error).
+#[inline]
+pub fn parse_into(
+    d: &[u8],
+    l3: usize,
+    zone: u16,
+    verify: bool,
+    out: &mut Parsed,
+) -> Result<(), Bad> {
+    if parse_v4_common(d, l3, zone, verify, out) {
+        return Ok(());
     }
+    *out = parse_any(d, l3, zone, verify)?;
+    Ok(())
 }
 
 /// Big-endian 16 bits at `o` of a header already known to be long enough.
@@ -336,11 +370,18 @@ fn be32<const N: usize>(h: &[u8; N], o: usize) -> u32 {
 /// [`parse`] for what almost every packet of an established connection is: an IPv4 header
 /// without options in an Ethernet frame, not a fragment, carrying UDP or a TCP segment other
 /// than a SYN, with correct checksums. Fixed-size header views make one bounds check per
-/// header instead of one per field, and the IP header sums in five words. `None` for anything
-/// else, including a bad checksum: [`parse_any`] then gives the answer (or the error) for it,
-/// and the two agree on every datagram this one accepts (a property test holds them to it).
+/// header instead of one per field, and the IP header sums in five words. Writes the result to
+/// `out` and returns true; false (`out` untouched) for anything else, including a bad
+/// checksum: [`parse_any`] then gives the answer (or the error) for it, and the two agree on
+/// every datagram this one accepts (a property test holds them to it).
 #[inline]
-fn parse_v4_common(d: &[u8], l3: usize, zone: u16, verify: bool) -> Option<Parsed> {
+fn parse_v4_common(d: &[u8], l3: usize, zone: u16, verify: bool, out: &mut Parsed) -> bool {
+    parse_v4_fields(d, l3, zone, verify, out).is_some()
+}
+
+/// [`parse_v4_common`], with `?` for every way out.
+#[inline(always)]
+fn parse_v4_fields(d: &[u8], l3: usize, zone: u16, verify: bool, out: &mut Parsed) -> Option<()> {
     let et: &[u8; 2] = d.get(l3.checked_sub(2)?..l3)?.try_into().ok()?;
     let h: &[u8; 20] = d.get(l3..l3 + 20)?.try_into().ok()?;
     if *et != [0x08, 0x00] || h[0] != 0x45 {
@@ -393,7 +434,7 @@ fn parse_v4_common(d: &[u8], l3: usize, zone: u16, verify: bool) -> Option<Parse
             return None;
         }
     }
-    Some(Parsed {
+    *out = Parsed {
         tuple: Tuple {
             src: Addr::v4(be32(h, V4_SRC)),
             dst: Addr::v4(be32(h, V4_DST)),
@@ -407,7 +448,8 @@ fn parse_v4_common(d: &[u8], l3: usize, zone: u16, verify: bool) -> Option<Parse
         l4,
         l4_len,
         kind,
-    })
+    };
+    Some(())
 }
 
 /// [`parse`] for every datagram: IPv4 with options, IPv6 and its extension headers, ICMP, other
