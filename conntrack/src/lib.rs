@@ -566,7 +566,12 @@ impl Tracker {
     ) {
         match p.kind {
             L4::IcmpError { inner_l3 } => {
-                *out = Some(CtVerdict::Tracked(self.related(b.bytes(), p, inner_l3, req)))
+                *out = Some(CtVerdict::Tracked(self.related(
+                    b.bytes(),
+                    p,
+                    inner_l3,
+                    req,
+                )))
             }
             L4::IcmpOther => *out = Some(CtVerdict::Tracked(self.bad(req.zone))),
             _ => {
