@@ -135,15 +135,7 @@ pub struct Parsed {
 impl Parsed {
     /// A placeholder for [`parse_into`] to fill.
     pub const EMPTY: Parsed = Parsed {
-        tuple: Tuple {
-            src: Addr::v4(0),
-            dst: Addr::v4(0),
-            sport: 0,
-            dport: 0,
-            zone: 0,
-            proto: 0,
-            v6: false,
-        },
+        tuple: Tuple::ZERO,
         l3: 0,
         l4: 0,
         l4_len: 0,

@@ -112,6 +112,17 @@ pub fn mix(a: u64, b: u64) -> u64 {
 }
 
 impl Tuple {
+    /// Every field zero (the IPv4 unspecified addresses): what parsers start from.
+    pub const ZERO: Tuple = Tuple {
+        src: Addr::v4(0),
+        dst: Addr::v4(0),
+        sport: 0,
+        dport: 0,
+        zone: 0,
+        proto: 0,
+        v6: false,
+    };
+
     /// The tuple of a packet travelling the other way.
     #[inline]
     pub fn reverse(&self) -> Tuple {

@@ -933,15 +933,7 @@ fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
 /// `icmp_id`, `icmp_type`, `icmp_code` for ICMP).
 fn parse_ct_tuple(s: &str) -> Result<conntrack::Tuple, String> {
     use conntrack::Addr;
-    let mut t = conntrack::Tuple {
-        src: Addr::v4(0),
-        dst: Addr::v4(0),
-        sport: 0,
-        dport: 0,
-        zone: 0,
-        proto: 0,
-        v6: false,
-    };
+    let mut t = conntrack::Tuple::ZERO;
     let (mut ty, mut code) = (0u16, 0u16);
     for kv in s.split(',').filter(|x| !x.is_empty()) {
         let (k, v) = kv
