@@ -759,8 +759,8 @@ pub enum Side {
     Dst,
 }
 
-/// What NAT does to every packet of a connection in one direction, when it changes one end
-/// only (as SNAT and DNAT do): that end's address and port (ICMP: identifier) become these.
+/// What NAT does to every TCP or UDP packet of a connection in one direction, when it changes
+/// one end only (as SNAT and DNAT do): that end's address and port become these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NatEnd {
     pub side: Side,
