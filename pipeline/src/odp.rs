@@ -100,6 +100,20 @@ pub const TNL_SRC_PORT_MAX: u16 = 61000;
 pub struct FieldSet {
     pub value: FlowKey,
     pub mask: FlowKey,
+    /// Bit `w` set when `mask.w[w]` is non-zero (packet words only): the few key words a
+    /// rewrite touches, so the datapath does not walk every packet word of the key for each.
+    words: u64,
+}
+
+impl FieldSet {
+    /// The rewrite of the packet words of `value` under `mask` (the metadata words before
+    /// [`PACKET_WORD`] are never written by it).
+    pub fn new(value: FlowKey, mask: FlowKey) -> FieldSet {
+        let words = (PACKET_WORD..KEY_WORDS)
+            .filter(|&w| mask.w[w] != 0)
+            .fold(0u64, |b, w| b | 1 << w);
+        FieldSet { value, mask, words }
+    }
 }
 
 /// `ct(...)` as the datapath runs it: the zone is resolved, `exec()` reduced to mark/label.
@@ -418,9 +432,15 @@ pub(crate) fn resume<const SUSPEND: bool>(
                 // The key is updated in place and the rewrite compares it with the one copy
                 // of what the frame has now (a key is 296 bytes: copies show per frame).
                 let have = pkt.key;
-                for w in PACKET_WORD..KEY_WORDS {
-                    let m = set.mask.w[w];
-                    pkt.key.w[w] = (pkt.key.w[w] & !m) | (set.value.w[w] & m);
+                let mut words = set.words;
+                while words != 0 {
+                    let w = words.trailing_zeros() as usize;
+                    words &= words - 1;
+                    if let (Some(k), Some(&m), Some(&v)) =
+                        (pkt.key.w.get_mut(w), set.mask.w.get(w), set.value.w.get(w))
+                    {
+                        *k = (*k & !m) | (v & m);
+                    }
                 }
                 if rewrite::set_fields(&mut pkt.frame, &pkt.layout, &have, &pkt.key).is_err() {
                     pkt.key = have;

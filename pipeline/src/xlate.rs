@@ -791,10 +791,7 @@ impl Ctx<'_, '_> {
             self.base.set(loc::VLAN_TCI, want_o as u128);
             self.base.set(loc::INNER_VLAN_TCI, want_i as u128);
         }
-        let mut set = FieldSet {
-            value: FlowKey::ZERO,
-            mask: FlowKey::ZERO,
-        };
+        let (mut value, mut mask) = (FlowKey::ZERO, FlowKey::ZERO);
         let mut any = false;
         for w in PACKET_WORD..KEY_WORDS {
             // Whole written fields, not just the differing bits, so the action reads (and
@@ -809,16 +806,17 @@ impl Ctx<'_, '_> {
             }
             if m != 0 {
                 any = true;
-                set.mask.w[w] = m;
-                set.value.w[w] = self.flow.w[w] & m;
+                mask.w[w] = m;
+                value.w[w] = self.flow.w[w] & m;
                 self.base.w[w] = (self.base.w[w] & !m) | (self.flow.w[w] & m);
             }
         }
         if any {
             // Keep dl_type and nw_proto in the value so the datapath prints the right headers.
-            set.value.set(loc::DL_TYPE, self.flow.dl_type() as u128);
-            set.value.set(loc::NW_PROTO, self.flow.nw_proto() as u128);
-            self.odp.push(OdpAction::SetFields(Box::new(set)));
+            value.set(loc::DL_TYPE, self.flow.dl_type() as u128);
+            value.set(loc::NW_PROTO, self.flow.nw_proto() as u128);
+            self.odp
+                .push(OdpAction::SetFields(Box::new(FieldSet::new(value, mask))));
         }
     }
 
