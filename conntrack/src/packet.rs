@@ -340,7 +340,7 @@ pub fn parse_into(
     verify: bool,
     out: &mut Parsed,
 ) -> Result<(), Bad> {
-    if parse_v4_common(d, l3, zone, verify, out) {
+    if parse_v4_common(d, l3, zone, verify, out).is_some() {
         return Ok(());
     }
     *out = parse_any(d, l3, zone, verify)?;
@@ -363,17 +363,11 @@ fn be32<const N: usize>(h: &[u8; N], o: usize) -> u32 {
 /// without options in an Ethernet frame, not a fragment, carrying UDP or a TCP segment other
 /// than a SYN, with correct checksums. Fixed-size header views make one bounds check per
 /// header instead of one per field, and the IP header sums in five words. Writes the result to
-/// `out` and returns true; false (`out` untouched) for anything else, including a bad
-/// checksum: [`parse_any`] then gives the answer (or the error) for it, and the two agree on
-/// every datagram this one accepts (a property test holds them to it).
+/// `out`; `None` (`out` untouched) for anything else, including a bad checksum: [`parse_any`]
+/// then gives the answer (or the error) for it, and the two agree on every datagram this one
+/// accepts (a property test holds them to it).
 #[inline]
-fn parse_v4_common(d: &[u8], l3: usize, zone: u16, verify: bool, out: &mut Parsed) -> bool {
-    parse_v4_fields(d, l3, zone, verify, out).is_some()
-}
-
-/// [`parse_v4_common`], with `?` for every way out.
-#[inline(always)]
-fn parse_v4_fields(d: &[u8], l3: usize, zone: u16, verify: bool, out: &mut Parsed) -> Option<()> {
+fn parse_v4_common(d: &[u8], l3: usize, zone: u16, verify: bool, out: &mut Parsed) -> Option<()> {
     let et: &[u8; 2] = d.get(l3.checked_sub(2)?..l3)?.try_into().ok()?;
     let h: &[u8; 20] = d.get(l3..l3 + 20)?.try_into().ok()?;
     if *et != [0x08, 0x00] || h[0] != 0x45 {

@@ -208,12 +208,7 @@ fn update_established(
         win <<= s.wscale;
     }
     let ack = seg.ack;
-    let max_ack_win = s.maxwin.max(MAX_ACK_WINDOW_MIN);
-    if after(seg.seq, s.maxend)
-        || !after(end, s.end.wrapping_sub(r.maxwin).wrapping_sub(1))
-        || after(ack, r.end)
-        || !after(ack, r.end.wrapping_sub(max_ack_win).wrapping_sub(1))
-    {
+    if !in_window(s, r, seg.seq, end, ack) {
         return Some(Update::Invalid);
     }
     s.maxwin = s.maxwin.max(win);
@@ -225,6 +220,18 @@ fn update_established(
         r.maxend = lim;
     }
     Some(Update::Valid)
+}
+
+/// The window check of a segment from `s` to `r` spanning `seq..end` and acknowledging `ack`:
+/// it starts no later than the receiver allows, ends no earlier than a window behind what the
+/// sender already sent, and acknowledges nothing unsent and nothing too far back.
+#[inline(always)]
+fn in_window(s: &Peer, r: &Peer, seq: u32, end: u32, ack: u32) -> bool {
+    let max_ack_win = s.maxwin.max(MAX_ACK_WINDOW_MIN);
+    !after(seq, s.maxend)
+        && after(end, s.end.wrapping_sub(r.maxwin).wrapping_sub(1))
+        && !after(ack, r.end)
+        && after(ack, r.end.wrapping_sub(max_ack_win).wrapping_sub(1))
 }
 
 /// [`update`] for every segment and state.
@@ -294,12 +301,7 @@ fn update_any(state: &mut u8, peers: &mut [Peer; 2], dir: usize, seg: &TcpSeg) -
         }
     } else if !liberal {
         let ack = if f & TCP_ACK != 0 { seg.ack } else { r.end };
-        let max_ack_win = s.maxwin.max(MAX_ACK_WINDOW_MIN);
-        let ok = !after(seg.seq, s.maxend)
-            && after(end, s.end.wrapping_sub(r.maxwin).wrapping_sub(1))
-            && !after(ack, r.end)
-            && after(ack, r.end.wrapping_sub(max_ack_win).wrapping_sub(1));
-        if !ok {
+        if !in_window(s, r, seg.seq, end, ack) {
             // Includes out-of-window RSTs: accepting them would allow blind resets.
             return Update::Invalid;
         }
