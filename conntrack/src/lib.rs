@@ -1527,9 +1527,18 @@ impl Tracker {
             {
                 continue;
             }
+            *ok = true;
+        }
+        // Hashing in a pass of its own: reading a tuple back as whole words right after
+        // `parse_into` stored it field by field would wait for those stores to land.
+        for ((p, h), _) in parsed
+            .iter()
+            .zip(hashes.iter_mut())
+            .zip(ready)
+            .filter(|(_, ok)| *ok)
+        {
             *h = p.tuple.hash(self.cfg.seed);
             self.shards.prefetch_bucket(*h);
-            *ok = true;
         }
         let mut remote = [false; N];
         for ((h, ok), r) in hashes.iter().zip(ready).zip(remote.iter_mut()) {
