@@ -1512,12 +1512,7 @@ impl Tracker {
         let mut parsed = [Parsed::EMPTY; N];
         let mut hashes = [0u64; N];
         let mut ready = [false; N];
-        for (((it, p), h), ok) in items
-            .iter()
-            .zip(parsed.iter_mut())
-            .zip(hashes.iter_mut())
-            .zip(ready.iter_mut())
-        {
+        for ((it, p), ok) in items.iter().zip(parsed.iter_mut()).zip(ready.iter_mut()) {
             if it.key.nw_frag() & FRAG_ANY != 0 {
                 continue;
             }
