@@ -42,7 +42,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use table::{
-    Conn, Found, Shard, Shards, F_ALG_PATH, F_ALG_STATE, F_DNAT, F_FTP, F_LIVE, F_RELATED,
+    Conn, Found, Probe, Shard, Shards, F_ALG_PATH, F_ALG_STATE, F_DNAT, F_FTP, F_LIVE, F_RELATED,
     F_SEEN_REPLY, F_SNAT, F_TFTP, NO_KEY, SHARDS,
 };
 use tcp::TcpState;
@@ -480,15 +480,15 @@ impl Tracker {
     /// [`Tracker::lookup`] with the tuple's hash already computed.
     #[inline]
     fn lookup_hashed(&self, t: &Tuple, h: u64) -> Lookup<'_> {
-        self.lookup_or_prepare(t, h, false)
+        self.lookup_or_prepare(t, Probe::new(h), false)
     }
 
     /// [`Tracker::lookup_hashed`]; on a miss with `will_commit`, also starts loading the slot
     /// a new connection will take, so that miss overlaps the commit's other ones.
     #[inline]
-    fn lookup_or_prepare(&self, t: &Tuple, h: u64, will_commit: bool) -> Lookup<'_> {
-        let g = self.shards.lock(Shards::shard_of(h));
-        match g.find(t, h) {
+    fn lookup_or_prepare(&self, t: &Tuple, probe: Probe, will_commit: bool) -> Lookup<'_> {
+        let g = self.shards.lock(Shards::shard_of(probe.hash));
+        match g.find_probe(t, probe) {
             None => {
                 if will_commit {
                     g.prefetch_free_conn();
@@ -543,7 +543,7 @@ impl Tracker {
         };
         let h = p.tuple.hash(self.cfg.seed);
         let mut out = None;
-        self.track_parsed(b, &p, h, req, now, &mut out);
+        self.track_parsed(b, &p, Probe::new(h), req, now, &mut out);
         Ok(match out {
             Some(CtVerdict::Tracked(r)) => r,
             _ => self.bad(req.zone),
@@ -551,7 +551,8 @@ impl Tracker {
     }
 
     /// [`Tracker::track`] once the datagram is parsed (from `b`, unchanged since) and its
-    /// tuple hashed, with the answer written to `out`: built there in place, because it is
+    /// tuple hashed (`probe`, with the entry a batch saw if any), with the answer written to
+    /// `out`: built there in place, because it is
     /// about 100 bytes and an established packet's whole path is short enough for copies of it
     /// from layer to layer to show.
     #[inline]
@@ -559,7 +560,7 @@ impl Tracker {
         &self,
         b: &mut B,
         p: &Parsed,
-        h: u64,
+        probe: Probe,
         req: &CtRequest<'_>,
         now: Nanos,
         out: &mut Option<CtVerdict>,
@@ -575,8 +576,8 @@ impl Tracker {
             }
             L4::IcmpOther => *out = Some(CtVerdict::Tracked(self.bad(req.zone))),
             _ => {
-                if !self.existing(b, p, h, req, now, out) {
-                    self.track_new(b, p, h, req, now, out)
+                if !self.existing(b, p, probe, req, now, out) {
+                    self.track_new(b, p, probe.hash, req, now, out)
                 }
             }
         }
@@ -601,7 +602,7 @@ impl Tracker {
                 *out = Some(CtVerdict::Tracked(r));
                 return;
             }
-            if round == 0 && self.existing(b, p, h, req, now, out) {
+            if round == 0 && self.existing(b, p, Probe::new(h), req, now, out) {
                 return;
             }
         }
@@ -615,12 +616,13 @@ impl Tracker {
         &self,
         b: &mut B,
         p: &Parsed,
-        h: u64,
+        probe: Probe,
         req: &CtRequest<'_>,
         now: Nanos,
         out: &mut Option<CtVerdict>,
     ) -> bool {
-        let Lookup::Hit(mut g, idx, reply) = self.lookup_or_prepare(&p.tuple, h, req.commit) else {
+        let Lookup::Hit(mut g, idx, reply) = self.lookup_or_prepare(&p.tuple, probe, req.commit)
+        else {
             return false;
         };
         let c = g.conns.get(idx);
@@ -1535,10 +1537,17 @@ impl Tracker {
             *h = p.tuple.hash(self.cfg.seed);
             self.shards.prefetch_bucket(*h);
         }
+        // The records those buckets name, and the entry each lookup will try first.
+        let mut probes = [Probe::new(0); N];
         let mut remote = [false; N];
-        for ((h, ok), r) in hashes.iter().zip(ready).zip(remote.iter_mut()) {
+        for (((h, ok), pr), r) in hashes
+            .iter()
+            .zip(ready)
+            .zip(probes.iter_mut())
+            .zip(remote.iter_mut())
+        {
             if ok {
-                *r = self.shards.lock(Shards::shard_of(*h)).prefetch(*h);
+                (*pr, *r) = self.shards.lock(Shards::shard_of(*h)).prefetch(*h);
             }
         }
         // Reply-direction frames whose connection lives in another shard: a third pass reads
@@ -1546,14 +1555,14 @@ impl Tracker {
         for (h, _) in hashes.iter().zip(remote).filter(|(_, r)| *r) {
             self.shards.lock(Shards::shard_of(*h)).prefetch_remote(*h);
         }
-        for (((it, o), p), (h, ok)) in items
+        for (((it, o), p), (probe, ok)) in items
             .iter_mut()
             .zip(out.iter_mut())
             .zip(parsed.iter())
-            .zip(hashes.iter().zip(ready))
+            .zip(probes.iter().zip(ready))
         {
             if ok {
-                self.track_parsed(&mut *it.frame, p, *h, req, now, o);
+                self.track_parsed(&mut *it.frame, p, *probe, req, now, o);
             } else {
                 *o = Some(self.execute(it.frame, it.l3_ofs, it.key, req, now));
             }

@@ -517,6 +517,22 @@ pub struct Shard {
     pub sweep_pos: u32,
 }
 
+/// Where a lookup starts: the tuple's hash, and the index entry a batch's prefetch pass found
+/// under it, which [`Shard::find_probe`] tries first.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe {
+    pub hash: u64,
+    seen: u32,
+}
+
+impl Probe {
+    /// A lookup of hash `hash` with no entry seen beforehand.
+    #[inline]
+    pub fn new(hash: u64) -> Probe {
+        Probe { hash, seen: EMPTY }
+    }
+}
+
 /// Where a tuple was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Found {
@@ -569,8 +585,38 @@ impl Shard {
         let e = self
             .index
             .find(tag_of(h), |e| entry_is(&self.conns, &self.keys, e, t))?;
+        Some(self.found(e))
+    }
+
+    /// [`Shard::find`], trying first the entry a batch's prefetch pass saw under the same hash
+    /// ([`Probe::seen`]). That guess is checked here, under the lock: a live record that holds
+    /// `t` is the one the index has for `t` (tuples are unique among live connections, and
+    /// records join and leave the index under this lock together with their live flag), so a
+    /// hit needs no second pass over the bucket; anything else falls back to the probe.
+    #[inline]
+    pub fn find_probe(&self, t: &Tuple, probe: Probe) -> Option<Found> {
+        let e = probe.seen;
+        if e != EMPTY && self.is_live(e) && entry_is(&self.conns, &self.keys, e, t) {
+            return Some(self.found(e));
+        }
+        self.find(t, probe.hash)
+    }
+
+    /// Whether the record entry `e` names is in use.
+    #[inline]
+    fn is_live(&self, e: u32) -> bool {
         let i = e & IDX_MASK;
-        Some(match e >> TAG_SHIFT {
+        match e >> TAG_SHIFT {
+            E_ORIG | E_REPLY_LOCAL => self.conns.get(i).flags & F_LIVE != 0,
+            _ => self.keys.get(i).conn != NO_KEY,
+        }
+    }
+
+    /// What index entry `e` says about where its tuple's connection is.
+    #[inline]
+    fn found(&self, e: u32) -> Found {
+        let i = e & IDX_MASK;
+        match e >> TAG_SHIFT {
             E_ORIG => Found::Local {
                 idx: i,
                 reply: false,
@@ -591,16 +637,21 @@ impl Shard {
                     gen: k.gen,
                 }
             }
-        })
+        }
     }
 
-    /// Prefetches the records a lookup of hash `h` will compare (one, almost always). True
-    /// when one of them is a reply key record, whose connection lives in another shard: see
+    /// Prefetches the records a lookup of hash `h` will compare (one, almost always); returns
+    /// the lookup's [`Probe`], which remembers the first of them, and whether one of them is a
+    /// reply key record, whose connection lives in another shard: see
     /// [`Shard::prefetch_remote`].
     #[inline]
-    pub fn prefetch(&self, h: u64) -> bool {
+    pub fn prefetch(&self, h: u64) -> (Probe, bool) {
+        let mut probe = Probe::new(h);
         let mut remote = false;
         self.index.prefetch_matches(tag_of(h), |e| {
+            if probe.seen == EMPTY {
+                probe.seen = e;
+            }
             let i = e & IDX_MASK;
             match e >> TAG_SHIFT {
                 E_ORIG | E_REPLY_LOCAL => prefetch_record(self.conns.get(i)),
@@ -610,7 +661,7 @@ impl Shard {
                 }
             }
         });
-        remote
+        (probe, remote)
     }
 
     /// Prefetches the connection records that the reply key records matching hash `h` point
@@ -927,5 +978,61 @@ mod tests {
             .buckets
             .iter()
             .all(|b| b.overflow == 0 && b.ents == [EMPTY; SLOTS]));
+    }
+
+    #[test]
+    fn a_probe_remembered_before_a_removal_finds_nothing_stale() {
+        let seed = 7;
+        let tuple = |sport| Tuple {
+            src: Addr::v4(0xc633_0001),
+            dst: Addr::v4(0xc633_0002),
+            sport,
+            dport: 80,
+            zone: 3,
+            proto: crate::tuple::IPPROTO_TCP,
+            v6: false,
+        };
+        let conn = |orig| Conn {
+            orig,
+            rep: NO_KEY,
+            ..Conn::default()
+        };
+        let mut s = Shard::new();
+        let a = tuple(1000);
+        let (ia, _) = s.add_conn(conn(a), a.hash(seed), a.reverse().hash(seed), true);
+        let (probe, remote) = s.prefetch(a.hash(seed));
+        assert!(!remote);
+        let hit = Some(Found::Local {
+            idx: ia,
+            reply: false,
+        });
+        assert_eq!(s.find_probe(&a, probe), hit);
+        // The remembered entry now names a freed record that still holds the tuple.
+        assert!(s.remove_conn(ia, seed).is_none());
+        assert_eq!(s.find_probe(&a, probe), None);
+        // Then a live record of another connection, in the same slot.
+        let b = tuple(2000);
+        let (ib, _) = s.add_conn(conn(b), b.hash(seed), b.reverse().hash(seed), true);
+        assert_eq!(ib, ia, "the freed slot is reused");
+        assert_eq!(s.find_probe(&a, probe), None);
+        // And the connection opened again, elsewhere: found through the index.
+        let (ia2, _) = s.add_conn(conn(a), a.hash(seed), a.reverse().hash(seed), true);
+        assert_ne!(ia2, ia);
+        assert_eq!(
+            s.find_probe(&a, probe),
+            Some(Found::Local {
+                idx: ia2,
+                reply: false
+            })
+        );
+        // A reply-direction probe remembers the reply entry.
+        let (rp, _) = s.prefetch(b.reverse().hash(seed));
+        assert_eq!(
+            s.find_probe(&b.reverse(), rp),
+            Some(Found::Local {
+                idx: ib,
+                reply: true
+            })
+        );
     }
 }
