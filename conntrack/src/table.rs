@@ -543,7 +543,7 @@ pub enum Found {
 }
 
 /// Whether entry `e` indexes tuple `t`.
-#[inline]
+#[inline(always)]
 fn entry_is(conns: &Slab<Conn>, keys: &Slab<KeyRec>, e: u32, t: &Tuple) -> bool {
     let i = e & IDX_MASK;
     match e >> TAG_SHIFT {
