@@ -84,6 +84,15 @@ fn sum64(mut acc: u64, data: &[u8]) -> u64 {
     acc
 }
 
+/// Whether data whose [`sum64`] is `acc` (checksum field included) checks out: its folded sum
+/// is all ones. Folding keeps a sum's value modulo 0xffff (2^16 is 1 modulo 0xffff) and leaves
+/// it in 1..=0xffff unless the sum is 0, so one remainder replaces the folds of
+/// [`finish64`]: every packet is verified.
+#[inline]
+fn sum_checks_out(acc: u64) -> bool {
+    acc != 0 && acc.is_multiple_of(0xffff)
+}
+
 /// Folds a [`sum64`] to 16 bits and complements it (as `checksum::finish` does).
 #[inline]
 fn finish64(mut acc: u64) -> u16 {
@@ -192,7 +201,7 @@ fn parse_ip(d: &[u8], l3: usize, truncated_ok: bool, verify: bool) -> Result<Ip,
             } else {
                 total
             };
-            if verify && finish64(sum64(0, &d[l3..l3 + ihl])) != 0 {
+            if verify && !sum_checks_out(sum64(0, &d[l3..l3 + ihl])) {
                 return Err(Bad::Checksum);
             }
             let frag = u16::from_be_bytes([h[V4_FRAG], h[V4_FRAG + 1]]) & 0x3fff != 0;
@@ -276,7 +285,7 @@ fn l4_checksum_ok(d: &[u8], p: &Ip, l3: usize) -> bool {
         IPPROTO_UDP if !p.v6 && rd16(seg, UDP_CSUM) == Some(0) => return true,
         _ => pseudo_sum(d, l3, p.v6, p.proto, p.l4_len),
     };
-    finish64(sum64(acc, seg)) == 0
+    sum_checks_out(sum64(acc, seg))
 }
 
 fn tcp_wscale(opts: &[u8]) -> Option<u8> {
@@ -412,11 +421,11 @@ fn parse_v4_common(d: &[u8], l3: usize, zone: u16, verify: bool, out: &mut Parse
     };
     if verify {
         let ip_sum: u64 = (0..5).map(|i| be32(h, 4 * i) as u64).sum();
-        if finish64(ip_sum) != 0 {
+        if !sum_checks_out(ip_sum) {
             return None;
         }
         let pseudo = be32(h, V4_SRC) as u64 + be32(h, V4_DST) as u64 + proto as u64 + l4_len as u64;
-        if csum && finish64(sum64(pseudo, seg)) != 0 {
+        if csum && !sum_checks_out(sum64(pseudo, seg)) {
             return None;
         }
     }
@@ -908,4 +917,30 @@ pub fn rewrite_addrs(d: &mut [u8], p: &Parsed, src: Addr, dst: Addr) {
         ..q.tuple
     };
     rewrite(d, &q, &to);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The remainder test agrees with folding and complementing, on any sum and on the
+        /// multiples of 0xffff (the sums that check out) in particular.
+        #[test]
+        fn sum_check_is_the_folded_one(acc in any::<u64>(), k in any::<u32>()) {
+            prop_assert_eq!(sum_checks_out(acc), finish64(acc) == 0);
+            let m = k as u64 * 0xffff;
+            prop_assert_eq!(sum_checks_out(m), finish64(m) == 0);
+        }
+    }
+
+    #[test]
+    fn sum_check_edges() {
+        assert!(!sum_checks_out(0), "an all-zero header does not check out");
+        assert!(sum_checks_out(0xffff));
+        assert!(sum_checks_out(0xffff * 3));
+        assert!(!sum_checks_out(0xfffe));
+        assert!(!sum_checks_out(0x10000));
+    }
 }
