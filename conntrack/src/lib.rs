@@ -1512,7 +1512,7 @@ impl Tracker {
         // Each frame's parse is written in place: a whole `Parsed` returned and copied into
         // an array of options cost more than the parse's own checks.
         let mut parsed = [Parsed::EMPTY; N];
-        let mut hashes = [0u64; N];
+        let mut probes = [Probe::new(0); N];
         let mut ready = [false; N];
         for ((it, p), ok) in items.iter().zip(parsed.iter_mut()).zip(ready.iter_mut()) {
             if it.key.nw_frag() & FRAG_ANY != 0 {
@@ -1528,32 +1528,29 @@ impl Tracker {
         }
         // Hashing in a pass of its own: reading a tuple back as whole words right after
         // `parse_into` stored it field by field would wait for those stores to land.
-        for ((p, h), _) in parsed
+        for ((p, pr), _) in parsed
             .iter()
-            .zip(hashes.iter_mut())
+            .zip(probes.iter_mut())
             .zip(ready)
             .filter(|(_, ok)| *ok)
         {
-            *h = p.tuple.hash(self.cfg.seed);
-            self.shards.prefetch_bucket(*h);
+            let h = p.tuple.hash(self.cfg.seed);
+            self.shards.prefetch_bucket(h);
+            *pr = Probe::new(h);
         }
         // The records those buckets name, and the entry each lookup will try first.
-        let mut probes = [Probe::new(0); N];
         let mut remote = [false; N];
-        for (((h, ok), pr), r) in hashes
-            .iter()
-            .zip(ready)
-            .zip(probes.iter_mut())
-            .zip(remote.iter_mut())
-        {
+        for ((pr, ok), r) in probes.iter_mut().zip(ready).zip(remote.iter_mut()) {
             if ok {
-                (*pr, *r) = self.shards.lock(Shards::shard_of(*h)).prefetch(*h);
+                let h = pr.hash;
+                (*pr, *r) = self.shards.lock(Shards::shard_of(h)).prefetch(h);
             }
         }
         // Reply-direction frames whose connection lives in another shard: a third pass reads
         // the key records just loaded and starts loading the connections they point at.
-        for (h, _) in hashes.iter().zip(remote).filter(|(_, r)| *r) {
-            self.shards.lock(Shards::shard_of(*h)).prefetch_remote(*h);
+        for (pr, _) in probes.iter().zip(remote).filter(|(_, r)| *r) {
+            let h = pr.hash;
+            self.shards.lock(Shards::shard_of(h)).prefetch_remote(h);
         }
         for (((it, o), p), (probe, ok)) in items
             .iter_mut()
