@@ -11,7 +11,8 @@ use crate::extract::{extract, refresh_addresses, Layout};
 use crate::flow::NatSpec;
 use crate::key::{self, loc, FlowKey, KEY_WORDS, PACKET_WORD};
 use crate::wire::geneve::{self, GeneveOpt, GeneveOuter};
-use crate::wire::{rewrite, Frame};
+use crate::wire::rewrite::{self, HopRewrite};
+use crate::wire::Frame;
 use std::fmt::{self, Write as _};
 
 /// One Geneve option as encapsulation writes it: xvs maps options of 4 data bytes (one
@@ -103,16 +104,39 @@ pub struct FieldSet {
     /// Bit `w` set when `mask.w[w]` is non-zero (packet words only): the few key words a
     /// rewrite touches, so the datapath does not walk every packet word of the key for each.
     words: u64,
+    /// The same set as direct writes, when it only changes Ethernet addresses and the TTL.
+    hop: Option<HopRewrite>,
 }
 
 impl FieldSet {
+    /// Writes the set's values into `key`, touching only the words it covers.
+    #[inline]
+    fn update_key(&self, key: &mut FlowKey) {
+        let mut words = self.words;
+        while words != 0 {
+            let w = words.trailing_zeros() as usize;
+            words &= words - 1;
+            if let (Some(k), Some(&m), Some(&v)) =
+                (key.w.get_mut(w), self.mask.w.get(w), self.value.w.get(w))
+            {
+                *k = (*k & !m) | (v & m);
+            }
+        }
+    }
+
     /// The rewrite of the packet words of `value` under `mask` (the metadata words before
     /// [`PACKET_WORD`] are never written by it).
     pub fn new(value: FlowKey, mask: FlowKey) -> FieldSet {
         let words = (PACKET_WORD..KEY_WORDS)
             .filter(|&w| mask.w[w] != 0)
             .fold(0u64, |b, w| b | 1 << w);
-        FieldSet { value, mask, words }
+        let hop = HopRewrite::plan(&value, &mask);
+        FieldSet {
+            value,
+            mask,
+            words,
+            hop,
+        }
     }
 }
 
@@ -429,19 +453,15 @@ pub(crate) fn resume<const SUSPEND: bool>(
                 pkt.key.set(loc::VLAN_TCI, (*tci | key::VLAN_CFI) as u128);
             }
             OdpAction::SetFields(set) => {
+                if let Some(hop) = &set.hop {
+                    hop.apply(&mut pkt.frame, &pkt.layout, &pkt.key);
+                    set.update_key(&mut pkt.key);
+                    continue;
+                }
                 // The key is updated in place and the rewrite compares it with the one copy
                 // of what the frame has now (a key is 296 bytes: copies show per frame).
                 let have = pkt.key;
-                let mut words = set.words;
-                while words != 0 {
-                    let w = words.trailing_zeros() as usize;
-                    words &= words - 1;
-                    if let (Some(k), Some(&m), Some(&v)) =
-                        (pkt.key.w.get_mut(w), set.mask.w.get(w), set.value.w.get(w))
-                    {
-                        *k = (*k & !m) | (v & m);
-                    }
-                }
+                set.update_key(&mut pkt.key);
                 if rewrite::set_fields(&mut pkt.frame, &pkt.layout, &have, &pkt.key).is_err() {
                     pkt.key = have;
                     return Step::Finished(ExecOutcome::Dropped(DropReason::RewriteFailed));

@@ -216,6 +216,81 @@ pub fn set_fields(
     Ok(n)
 }
 
+/// A field set that changes only whole Ethernet addresses and the TTL (IPv6: hop limit): what
+/// a router hop does to every frame (`set(eth(src=..,dst=..)),set(ipv4(ttl=..))`). Planned once, when
+/// the datapath flow is installed, it writes its bytes directly, with none of the key
+/// comparison [`set_fields`] does to find what changed, and ends with the frame `set_fields`
+/// would leave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HopRewrite {
+    dl_dst: Option<[u8; 6]>,
+    dl_src: Option<[u8; 6]>,
+    ttl: Option<u8>,
+}
+
+impl HopRewrite {
+    /// The plan for setting `value` under `mask`, when it sets nothing but whole Ethernet
+    /// addresses and the whole TTL (and something); `None` for any other set.
+    pub fn plan(value: &FlowKey, mask: &FlowKey) -> Option<HopRewrite> {
+        let mut covered = FlowKey::ZERO;
+        let mut whole = |l: FieldLoc| {
+            let m = mask.get(l);
+            if m == 0 {
+                return Some(None);
+            }
+            covered.set_all(l);
+            (m == covered.get(l)).then(|| Some(value.get(l)))
+        };
+        let plan = HopRewrite {
+            dl_dst: whole(loc::DL_DST)?.map(|v| u64_to_mac(v as u64)),
+            dl_src: whole(loc::DL_SRC)?.map(|v| u64_to_mac(v as u64)),
+            ttl: whole(loc::NW_TTL)?.map(|v| v as u8),
+        };
+        (covered == *mask && plan != HopRewrite::default()).then_some(plan)
+    }
+
+    /// Rewrites the frame whose key is `have`. Like [`set_fields`], it writes the addresses
+    /// when the frame has an Ethernet header and the TTL when it has a well-formed IPv4 or
+    /// IPv6 header, and skips what the frame lacks.
+    #[inline]
+    pub fn apply(&self, frame: &mut Frame, layout: &Layout, have: &FlowKey) {
+        let d = frame.data_mut();
+        if d.len() >= HEADER_LEN {
+            if let Some(m) = self.dl_dst {
+                d[0..6].copy_from_slice(&m);
+            }
+            if let Some(m) = self.dl_src {
+                d[6..12].copy_from_slice(&m);
+            }
+        }
+        let Some(ttl) = self.ttl else {
+            return;
+        };
+        let Some(rest) = d
+            .get_mut(layout.l3_ofs as usize..)
+            .filter(|_| layout.l3_ofs != 0)
+        else {
+            return;
+        };
+        match have.dl_type() {
+            ETH_TYPE_IP if Ipv4Packet::new_checked(&*rest).is_some() && rest[8] != ttl => {
+                let old = rd16(rest, 8);
+                rest[8] = ttl;
+                let mut hd = Delta::default();
+                hd.add16(old, rd16(rest, 8));
+                let c = hd.apply(rd16(rest, 10));
+                wr16(rest, 10, c);
+            }
+            ETH_TYPE_IPV6 => {
+                if let Some(mut ip) = Ipv6Packet::new_checked(&mut *rest) {
+                    ip.set_hop_limit(ttl);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A pending change to a one's-complement sum (RFC 1624 eqn. 3), accumulated over every field
 /// that changes and applied to a checksum once: cheaper than updating the checksum per 16-bit
 /// word, and the same delta serves the pseudo-header part of any transport checksum.

@@ -2,7 +2,7 @@ use super::*;
 use crate::compose::tests::{arb_key, packet_words};
 use crate::compose::{compose, verify_checksums, PacketBuilder};
 use crate::extract::extract;
-use crate::key::{FRAG_LATER, VLAN_CFI};
+use crate::key::{FRAG_LATER, KEY_WORDS, VLAN_CFI};
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
 
@@ -148,6 +148,60 @@ proptest! {
         prop_assert_eq!(verify_checksums(frame.data()), Ok(()));
         prop_assert_eq!(n, changed_fields(&have, &want));
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// A planned hop rewrite leaves every frame byte for byte as `set_fields` does, on any
+    /// frame (IPv4 or not, TTL equal or not, cut short); and a set of anything more, or of
+    /// part of a field, is not planned.
+    #[test]
+    fn hop_rewrite_is_set_fields(
+        have in arb_key(),
+        payload in 0usize..40,
+        dst in 0u64..1 << 48, src in 0u64..1 << 48, ttl in any::<u8>(),
+        which in 1u8..8, cut in proptest::option::of(0usize..60),
+        extra in prop_oneof![Just(None), Just(Some(loc::NW_TOS)), Just(Some(loc::TP_SRC)), Just(Some(loc::NW_SRC))],
+        partial in any::<bool>(),
+    ) {
+        let (mut value, mut mask) = (FlowKey::ZERO, FlowKey::ZERO);
+        for (bit, l, v) in [(1, loc::DL_DST, dst as u128), (2, loc::DL_SRC, src as u128), (4, loc::NW_TTL, ttl as u128)] {
+            if which & bit != 0 {
+                value.set(l, v);
+                mask.set_all(l);
+            }
+        }
+        let plan = HopRewrite::plan(&value, &mask).expect("whole MACs and TTL are planned");
+        let f = compose(&have, payload);
+        let len = cut.map_or(f.len(), |c| c.min(f.len()));
+        let (mut a, mut b) = (framed(&f[..len]), framed(&f[..len]));
+        let mut seen = FlowKey::ZERO;
+        let lay = extract(&f[..len], &mut seen);
+        let mut want = have;
+        for w in 0..KEY_WORDS {
+            want.w[w] = (want.w[w] & !mask.w[w]) | (value.w[w] & mask.w[w]);
+        }
+        set_fields(&mut Frame::new(&mut a, HEADROOM, len), &lay, &have, &want).unwrap();
+        plan.apply(&mut Frame::new(&mut b, HEADROOM, len), &lay, &have);
+        prop_assert_eq!(a, b);
+        if let Some(l) = extra {
+            let mut more = mask;
+            more.set_all(l);
+            prop_assert_eq!(HopRewrite::plan(&value, &more), None);
+        }
+        if partial {
+            let mut part = mask;
+            let l = [loc::DL_DST, loc::DL_SRC, loc::NW_TTL][which.trailing_zeros() as usize];
+            part.set(l, part.get(l) >> 1);
+            prop_assert_eq!(HopRewrite::plan(&value, &part), None);
+        }
+    }
+}
+
+#[test]
+fn an_empty_set_is_not_a_hop_rewrite() {
+    assert_eq!(HopRewrite::plan(&FlowKey::ZERO, &FlowKey::ZERO), None);
 }
 
 fn udp_frame() -> Vec<u8> {
