@@ -366,6 +366,12 @@ fn stale_layout_never_panics() {
     let mut want = have;
     want.set(loc::NW_SRC, 1);
     want.set(loc::TP_DST, 2);
+    let (mut hop_value, mut hop_mask) = (FlowKey::ZERO, FlowKey::ZERO);
+    for l in [loc::DL_DST, loc::DL_SRC, loc::NW_TTL] {
+        hop_value.set(l, 7);
+        hop_mask.set_all(l);
+    }
+    let hop = HopRewrite::plan(&hop_value, &hop_mask).unwrap();
     for l3 in [0u16, 13, 14, 30, 60, 500] {
         for l4 in [0u16, 20, 34, 60, 500] {
             let mut buf = framed(&f);
@@ -378,6 +384,7 @@ fn stale_layout_never_panics() {
             };
             let _ = set_fields(&mut fr, &lay, &have, &want);
             let _ = dec_ttl(&mut fr, &lay);
+            hop.apply(&mut fr, &lay, &have);
         }
     }
 }
