@@ -3,9 +3,10 @@
 //!
 //! This module owns changing bytes of a frame whose headers [`crate::extract::extract`] has
 //! located, keeping every checksum valid. It does not decide what to rewrite (the caller compares
-//! the key it tracks with the key it wants) and it never re-parses the whole frame: it trusts the
-//! [`Layout`] for where headers are, but reads every old value (for checksum arithmetic) from the
-//! frame and checks every length, so a stale layout can make a rewrite skip, never panic.
+//! the key it tracks with the key it wants, or plans a [`HopRewrite`] once per datapath flow)
+//! and it never re-parses the whole frame: it trusts the [`Layout`] for where headers are, but
+//! reads every old value (for checksum arithmetic) from the frame and checks every length, so a
+//! stale layout can make a rewrite skip, never panic.
 
 use super::arp::ArpPacket;
 use super::ethernet::{is_vlan_tpid, u64_to_mac, HEADER_LEN, TAG_LEN};
@@ -216,11 +217,11 @@ pub fn set_fields(
     Ok(n)
 }
 
-/// A field set that changes only whole Ethernet addresses and the TTL (IPv6: hop limit): what
-/// a router hop does to every frame (`set(eth(src=..,dst=..)),set(ipv4(ttl=..))`). Planned once, when
-/// the datapath flow is installed, it writes its bytes directly, with none of the key
-/// comparison [`set_fields`] does to find what changed, and ends with the frame `set_fields`
-/// would leave.
+/// A field set that changes only whole Ethernet addresses and the TTL (IPv6: hop limit), which
+/// is what a router hop does to every frame: `set(eth(src=..,dst=..)),set(ipv4(ttl=..))`.
+/// Planned once, when the datapath flow is installed, it writes its bytes directly, without
+/// the key comparison [`set_fields`] makes to find what changed, and leaves the frame
+/// `set_fields` would leave.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HopRewrite {
     dl_dst: Option<[u8; 6]>,
