@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up the machine (system packages) and runs the whole test suite: formatting, lints, unit,
-# property, differential (against a private Open vSwitch) and namespace integration tests.
+# Sets up the machine (system packages) and runs the whole test suite: formatting, lints, docs,
+# unit, property, differential (against a private Open vSwitch) and namespace integration tests.
 # Needs root for the namespace and AF_XDP tests. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,10 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo doc -D warnings"
+# Broken and private intra-doc links are errors, so module docs keep pointing somewhere real.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 echo "== cargo test"
 # Integration tests create their own namespaces and OVS sandboxes; run them one binary at a

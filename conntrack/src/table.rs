@@ -59,7 +59,7 @@ pub struct Conn {
     pub mark: u32,
     /// Bumped whenever the slot is freed, so stale references are detected.
     pub gen: u32,
-    /// Shard (top [`SHARD_BITS`] bits) and slot of the reply key record, or [`NO_KEY`] when
+    /// Shard (top `SHARD_BITS` bits) and slot of the reply key record, or [`NO_KEY`] when
     /// the reply tuple is indexed directly in this shard.
     pub rep: u32,
     /// The translated port (or ICMP identifier) of the reply tuple under [`F_SNAT`] or
@@ -179,7 +179,7 @@ impl Conn {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KeyRec {
     pub tuple: Tuple,
-    /// Shard (top [`SHARD_BITS`] bits) and slot of the connection.
+    /// Shard (top `SHARD_BITS` bits) and slot of the connection.
     pub conn: u32,
     pub gen: u32,
     /// Address of the connection record, only ever used to prefetch it: a batch learns it
@@ -589,7 +589,7 @@ impl Shard {
     }
 
     /// [`Shard::find`], trying first the entry a batch's prefetch pass saw under the same hash
-    /// ([`Probe::seen`]). That guess is checked here, under the lock: a live record that holds
+    /// (`Probe::seen`). That guess is checked here, under the lock: a live record that holds
     /// `t` is the one the index has for `t` (tuples are unique among live connections, and
     /// records join and leave the index under this lock together with their live flag), so a
     /// hit needs no second pass over the bucket; anything else falls back to the probe.

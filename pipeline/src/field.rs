@@ -1,5 +1,5 @@
 //! The field registry: every matchable or writable field, its width, where it lives in the
-//! [`FlowKey`](crate::key::FlowKey), its prerequisites and whether it can be masked or written.
+//! [`FlowKey`], its prerequisites and whether it can be masked or written.
 //!
 //! Names and syntax (including the `NXM_OF_*`, `NXM_NX_*` and `OXM_OF_*` aliases) belong to
 //! [`crate::flow`]; this module gives each field one canonical name, the one Open vSwitch's

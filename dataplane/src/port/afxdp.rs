@@ -50,7 +50,7 @@
 //! `XDP_USE_SG` only helps if the XDP program in front of the socket is frags-aware
 //! (`BPF_F_XDP_HAS_FRAGS`): veth in native mode refuses a program without it when the MTU is
 //! above one page, and libxdp's default socket program is loaded without it. Multi-buffer
-//! ports therefore load their own program ([`FragsProg`]): six instructions that redirect to an
+//! ports therefore load their own program (`FragsProg`): six instructions that redirect to an
 //! XSKMAP by receive queue, loaded with the frags flag.
 #![allow(unsafe_code)]
 

@@ -2,8 +2,8 @@
 //!
 //! This module owns the parsed form of a flow ([`FlowSpec`]: match, actions and flow fields), the
 //! parser ([`parse`]) that turns text into it with `line:col` errors, and the formatter
-//! ([`format`]) that prints it back in Open vSwitch's normalised form. It does not execute
-//! anything (that is [`crate::xlate`]) and does no I/O: callers hand it text.
+//! ([`format`](mod@format)) that prints it back in Open vSwitch's normalised form. It does not
+//! execute anything (that is [`crate::xlate`]) and does no I/O: callers hand it text.
 
 pub mod error;
 pub mod format;
