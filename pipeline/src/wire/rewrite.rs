@@ -274,13 +274,12 @@ impl HopRewrite {
             return;
         };
         match have.dl_type() {
-            ETH_TYPE_IP if Ipv4Packet::new_checked(&*rest).is_some() && rest[8] != ttl => {
-                let old = rd16(rest, 8);
-                rest[8] = ttl;
-                let mut hd = Delta::default();
-                hd.add16(old, rd16(rest, 8));
-                let c = hd.apply(rd16(rest, 10));
-                wr16(rest, 10, c);
+            ETH_TYPE_IP => {
+                if let Some(mut ip) = Ipv4Packet::new_checked(&mut *rest) {
+                    if ip.ttl() != ttl {
+                        ip.set_ttl(ttl);
+                    }
+                }
             }
             ETH_TYPE_IPV6 => {
                 if let Some(mut ip) = Ipv6Packet::new_checked(&mut *rest) {
