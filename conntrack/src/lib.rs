@@ -552,9 +552,8 @@ impl Tracker {
 
     /// [`Tracker::track`] once the datagram is parsed (from `b`, unchanged since) and its
     /// tuple hashed (`probe`, with the entry a batch saw if any), with the answer written to
-    /// `out`: built there in place, because it is
-    /// about 100 bytes and an established packet's whole path is short enough for copies of it
-    /// from layer to layer to show.
+    /// `out`: built there in place, because it is about 100 bytes and an established packet's
+    /// whole path is short enough for copies of it from layer to layer to show.
     #[inline]
     fn track_parsed<B: Resize + ?Sized>(
         &self,
