@@ -109,20 +109,10 @@ fn pkt_frame(&(c, sp, proto, flags, corrupt, _): &Pkt) -> Vec<u8> {
     f
 }
 
-/// Runs `frames` through `t` one `execute` at a time, or as one `execute_batch`; returns the
-/// verdicts as text (CtVerdict has no equality) and leaves the frames as the tracker left them.
+/// Runs `frames` through `t` at time `now`, one `execute` at a time or as one
+/// `execute_batch`; returns the verdicts as text (CtVerdict has no equality) and leaves the
+/// frames as the tracker left them.
 fn run_frames(
-    t: &Tracker,
-    frames: &mut [Vec<u8>],
-    frag: &[bool],
-    r: &CtRequest<'_>,
-    batch: bool,
-) -> Vec<String> {
-    run_frames_at(t, frames, frag, r, batch, 5)
-}
-
-/// [`run_frames`] at time `now`.
-fn run_frames_at(
     t: &Tracker,
     frames: &mut [Vec<u8>],
     frag: &[bool],
@@ -189,8 +179,8 @@ proptest! {
         let (one, many) = (Tracker::new(Config::default()), Tracker::new(eager));
         let mut a: Vec<Vec<u8>> = pkts.iter().map(pkt_frame).collect();
         let mut b = a.clone();
-        prop_assert_eq!(run_frames(&one, &mut a, &frag, &commit, false),
-                        run_frames(&many, &mut b, &frag, &commit, true));
+        prop_assert_eq!(run_frames(&one, &mut a, &frag, &commit, false, 5),
+                        run_frames(&many, &mut b, &frag, &commit, true, 5));
         prop_assert_eq!(&a, &b);
         // Replies to whatever left the tracker (translated or not), with flags of a SYN-ACK.
         let mut ra: Vec<Vec<u8>> = a.iter().zip(&pkts).map(|(f, p)| {
@@ -205,8 +195,8 @@ proptest! {
             }
         }).collect();
         let mut rb = ra.clone();
-        prop_assert_eq!(run_frames(&one, &mut ra, &frag, &back, false),
-                        run_frames(&many, &mut rb, &frag, &back, true));
+        prop_assert_eq!(run_frames(&one, &mut ra, &frag, &back, false, 5),
+                        run_frames(&many, &mut rb, &frag, &back, true, 5));
         prop_assert_eq!(&ra, &rb);
         let (mut da, mut db) = (one.dump(None), many.dump(None));
         da.sort();
@@ -413,8 +403,8 @@ proptest! {
             let frag: Vec<bool> = turns.iter().map(|t| t.6).collect();
             let mut a: Vec<Vec<u8>> = turns.iter().map(turn_frame).collect();
             let mut b = a.clone();
-            prop_assert_eq!(run_frames_at(&one, &mut a, &frag, &r, false, now),
-                            run_frames_at(&many, &mut b, &frag, &r, true, now));
+            prop_assert_eq!(run_frames(&one, &mut a, &frag, &r, false, now),
+                            run_frames(&many, &mut b, &frag, &r, true, now));
             prop_assert_eq!(&a, &b);
             now += secs * 1_000_000_000;
         }
