@@ -62,7 +62,11 @@ impl Addr {
 /// For ICMP echo, `sport` is the identifier and `dport` is `type << 8 | code`, so that a
 /// request and its reply map onto the two directions of one connection while a request in the
 /// opposite direction does not match the reply tuple.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+///
+/// `repr(C)` keeps the five small fields in one 8-byte word after the addresses, which the
+/// hash and the comparison read as a whole.
+#[derive(Clone, Copy, Debug, Default, Eq)]
+#[repr(C)]
 pub struct Tuple {
     pub src: Addr,
     pub dst: Addr,
@@ -82,6 +86,36 @@ pub fn echo_reply_type(proto: u8, ty: u8) -> Option<u8> {
         (IPPROTO_ICMPV6, 128) => Some(129),
         (IPPROTO_ICMPV6, 129) => Some(128),
         _ => None,
+    }
+}
+
+/// Field by field, like the derived comparison, but without a branch per field: a lookup
+/// compares one tuple per packet, and it almost always matches.
+impl PartialEq for Tuple {
+    #[inline]
+    fn eq(&self, o: &Tuple) -> bool {
+        ((self.src.hi ^ o.src.hi)
+            | (self.src.lo ^ o.src.lo)
+            | (self.dst.hi ^ o.dst.hi)
+            | (self.dst.lo ^ o.dst.lo)
+            | (self.small_fields() ^ o.small_fields()))
+            == 0
+    }
+}
+
+/// Over the same five words as the comparison, so that equal tuples hash alike (the helpers'
+/// maps key on tuples).
+impl std::hash::Hash for Tuple {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for w in [
+            self.src.hi,
+            self.src.lo,
+            self.dst.hi,
+            self.dst.lo,
+            self.small_fields(),
+        ] {
+            state.write_u64(w);
+        }
     }
 }
 
@@ -147,15 +181,21 @@ impl Tuple {
         }
     }
 
+    /// Ports, zone, protocol and family as one word.
+    #[inline(always)]
+    fn small_fields(&self) -> u64 {
+        (self.sport as u64)
+            | (self.dport as u64) << 16
+            | (self.zone as u64) << 32
+            | (self.proto as u64) << 48
+            | (self.v6 as u64) << 56
+    }
+
     /// Keyed hash of the whole tuple. `seed` keeps the bucket layout unpredictable from the
     /// wire.
     #[inline]
     pub fn hash(&self, seed: u64) -> u64 {
-        let w = (self.sport as u64)
-            | (self.dport as u64) << 16
-            | (self.zone as u64) << 32
-            | (self.proto as u64) << 48
-            | (self.v6 as u64) << 56;
+        let w = self.small_fields();
         let a = mix(self.src.hi ^ seed ^ K0, self.src.lo ^ K1);
         let b = mix(self.dst.hi ^ K2, self.dst.lo ^ seed ^ K3);
         mix(a ^ w ^ K1, b ^ K0)
@@ -192,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn hash_depends_on_every_field() {
+    fn hash_and_equality_depend_on_every_field() {
         let t = Tuple {
             src: Addr::v4(1),
             dst: Addr::v4(2),
@@ -216,9 +256,16 @@ mod tests {
                 ..t
             },
             Tuple { proto: 6, ..t },
+            Tuple { v6: true, ..t },
+            Tuple {
+                src: Addr::from_u128(1 | 1 << 64),
+                ..t
+            },
         ] {
             assert_ne!(m.hash(1), h);
+            assert_ne!(m, t);
         }
+        assert_eq!(t, Tuple { ..t });
         assert_ne!(t.hash(2), h);
     }
 }
