@@ -73,12 +73,18 @@ fn sum64(mut acc: u64, data: &[u8]) -> u64 {
         let v = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
         acc += (v >> 32) + (v & 0xffff_ffff);
     }
-    let r = c.remainder();
-    let mut c = r.chunks_exact(2);
-    for w in &mut c {
-        acc += u16::from_be_bytes([w[0], w[1]]) as u64;
+    // The last 0-7 bytes: a 32-bit word, a 16-bit one and a byte at most, each where it
+    // would be in an eight-byte word (a header without options ends in one such word).
+    let mut r = c.remainder();
+    if let [a, b, c, d, rest @ ..] = r {
+        acc += u32::from_be_bytes([*a, *b, *c, *d]) as u64;
+        r = rest;
     }
-    if let [last] = c.remainder() {
+    if let [a, b, rest @ ..] = r {
+        acc += u16::from_be_bytes([*a, *b]) as u64;
+        r = rest;
+    }
+    if let [last] = r {
         acc += (*last as u64) << 8;
     }
     acc
@@ -932,6 +938,20 @@ mod tests {
             prop_assert_eq!(sum_checks_out(acc), finish64(acc) == 0);
             let m = k as u64 * 0xffff;
             prop_assert_eq!(sum_checks_out(m), finish64(m) == 0);
+        }
+
+        /// The eight-bytes-a-step sum is RFC 1071's sum of 16-bit words (an odd last byte
+        /// padded with zero), at every length and from any starting sum.
+        #[test]
+        fn sum64_is_the_sum_of_words(
+            data in proptest::collection::vec(any::<u8>(), 0..80),
+            acc in 0u64..(1 << 40),
+        ) {
+            let words: u64 = data
+                .chunks(2)
+                .map(|w| u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u64)
+                .sum();
+            prop_assert_eq!(finish64(sum64(acc, &data)), finish64(acc + words));
         }
     }
 
