@@ -191,20 +191,68 @@ impl Tuple {
             | (self.v6 as u64) << 56
     }
 
-    /// Keyed hash of the whole tuple. `seed` keeps the bucket layout unpredictable from the
-    /// wire.
+    /// Keyed hash of the whole tuple, the same for a tuple and its [`Tuple::reverse`]. `seed`
+    /// keeps the bucket layout unpredictable from the wire.
+    ///
+    /// Each end (address and port) is hashed alone and the two are combined in an order that
+    /// does not depend on which is the source. So a connection without NAT has both
+    /// directions in one shard and one bucket: a reply-direction packet takes one lock and
+    /// reads no key record. Ports sit above the bits the zone, protocol and family take, so
+    /// no two fields can cancel each other out whatever the seed.
     #[inline]
     pub fn hash(&self, seed: u64) -> u64 {
-        let w = self.small_fields();
-        let a = mix(self.src.hi ^ seed ^ K0, self.src.lo ^ K1);
-        let b = mix(self.dst.hi ^ K2, self.dst.lo ^ seed ^ K3);
-        mix(a ^ w ^ K1, b ^ K0)
+        let (sport, dport, icmp) = if is_icmp(self.proto) {
+            // The identifier and code are the same both ways; an echo type and its reply's
+            // become the smaller of the two.
+            let ty = (self.dport >> 8) as u8;
+            let ty = echo_reply_type(self.proto, ty).map_or(ty, |r| r.min(ty));
+            let icmp = self.sport as u64 | (ty as u64) << 16 | ((self.dport & 0xff) as u64) << 24;
+            (0, 0, icmp << 32)
+        } else {
+            (self.sport, self.dport, 0)
+        };
+        let a = mix(self.src.hi ^ seed ^ K0, self.src.lo ^ K1) ^ (sport as u64) << 48;
+        let b = mix(self.dst.hi ^ seed ^ K0, self.dst.lo ^ K1) ^ (dport as u64) << 48;
+        // Zone, protocol and family in the low half, the ICMP fields in the high one.
+        let w = self.zone as u64 | (self.proto as u64) << 16 | (self.v6 as u64) << 24 | icmp;
+        mix(a.min(b) ^ w ^ K2, a.max(b) ^ K3)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A tuple and its reverse hash alike (ICMP echo requests and replies included) under
+        /// any seed, so a connection without NAT keeps both directions in one shard.
+        #[test]
+        fn a_tuple_and_its_reverse_hash_alike(
+            src in any::<u128>(),
+            dst in any::<u128>(),
+            sport in any::<u16>(),
+            dport in any::<u16>(),
+            zone in any::<u16>(),
+            proto in prop_oneof![Just(IPPROTO_TCP), Just(IPPROTO_UDP), Just(IPPROTO_ICMP),
+                                 Just(IPPROTO_ICMPV6), any::<u8>()],
+            icmp_type in prop_oneof![Just(0u8), Just(8), Just(128), Just(129), any::<u8>()],
+            v6 in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let dport = if is_icmp(proto) { (icmp_type as u16) << 8 | dport & 0xff } else { dport };
+            let t = Tuple {
+                src: Addr::from_u128(src),
+                dst: Addr::from_u128(dst),
+                sport,
+                dport,
+                zone,
+                proto,
+                v6,
+            };
+            prop_assert_eq!(t.hash(seed), t.reverse().hash(seed));
+        }
+    }
 
     #[test]
     fn reverse_is_an_involution_and_pairs_echo_types() {

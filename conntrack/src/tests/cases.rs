@@ -1262,6 +1262,42 @@ fn concurrent_threads_commit_and_look_up() {
     assert_eq!(t.len(), 20);
 }
 
+/// A connection without NAT has its reply tuple in its own shard (the hash is the same both
+/// ways), so a reply-direction packet is found with one lock and no key record; one under SNAT
+/// that moves its reply elsewhere still answers from there.
+#[test]
+fn replies_without_nat_are_indexed_beside_their_connections() {
+    let t = Tracker::new(Config::default());
+    for port in 40000..40200u16 {
+        let mut f = tcp(VM, REMOTE, port, 80, TCP_SYN, 100, 0);
+        st(&t, &mut f, &commit(9), 0);
+        let reply = Tuple {
+            src: Addr::from_u128(REMOTE),
+            dst: Addr::from_u128(VM),
+            sport: 80,
+            dport: port,
+            zone: 9,
+            proto: 6,
+            v6: false,
+        };
+        let h = reply.hash(t.cfg.seed);
+        let g = t.shards.lock(Shards::shard_of(h));
+        assert!(
+            matches!(
+                g.find(&reply, h),
+                Some(table::Found::Local { reply: true, .. })
+            ),
+            "port {port}"
+        );
+        let mut back = tcp(REMOTE, VM, 80, port, TCP_SYN | TCP_ACK, 500, 101);
+        drop(g);
+        let r = st(&t, &mut back, &req(9), 0);
+        assert_ne!(r.state & CS_REPLY_DIR, 0);
+    }
+    assert_eq!(t.len(), 200);
+    assert!((0..SHARDS).all(|s| t.shards.lock(s).keys.high_water() == 0));
+}
+
 /// A reply key record kept in another shard than its connection carries the connection's
 /// address, which a batch prefetches the reply direction's connection through: it must be the
 /// record a lookup of that reply tuple ends at.
