@@ -1,15 +1,15 @@
 //! Storage of connections: sharded hash tables over compact connection records.
 //!
-//! This module owns memory layout and locking. Each of [`SHARDS`] shards has its own mutex, a
-//! slab of connection records and a slab of reply-key records, and an open-addressing index of
-//! 4-byte entries into those slabs, each kept beside 32 bits of its hash in 64-byte buckets (the
-//! key is compared in the slab only on a tag match, so the index holds no copies and a lookup
-//! touches one bucket line and the one record it wants). A connection lives in the shard of its original tuple's hash; its reply
-//! tuple is indexed in the shard of the reply tuple's hash, through a small key record that
-//! points back at the connection (or directly, when both land in the same shard). A lookup
-//! therefore takes one shard lock, or two in sequence for a reply-direction packet whose
-//! connection lives elsewhere — never a global lock. It must not parse frames or decide
-//! connection semantics.
+//! This module owns memory layout and locking. Each of [`SHARDS`] shards has its own mutex, a slab
+//! of connection records and a slab of reply-key records, and an open-addressing index of 4-byte
+//! entries into those slabs, each kept beside 32 bits of its hash in 64-byte buckets (the key is
+//! compared in the slab only on a tag match, so the index holds no copies and a lookup touches one
+//! bucket line and the one record it wants). A connection lives in the shard of its original
+//! tuple's hash; its reply tuple is indexed in the shard of the reply tuple's hash, through a small
+//! key record that points back at the connection, or directly when both land in the same shard, as
+//! they always do without NAT (a tuple and its reverse hash alike). A lookup therefore takes one
+//! shard lock, or two in sequence for a reply-direction packet whose connection lives elsewhere —
+//! never a global lock. It must not parse frames or decide connection semantics.
 
 use crate::packet::{NatEnd, Side};
 use crate::tcp::Peer;
