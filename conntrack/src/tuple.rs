@@ -191,14 +191,16 @@ impl Tuple {
             | (self.v6 as u64) << 56
     }
 
-    /// Keyed hash of the whole tuple, the same for a tuple and its [`Tuple::reverse`]. `seed`
-    /// keeps the bucket layout unpredictable from the wire.
+    /// Keyed hash of the whole tuple: for a tuple and its [`Tuple::reverse`], the same but for
+    /// the top bit. `seed` keeps the bucket layout unpredictable from the wire.
     ///
     /// Each end (address and port) is hashed alone and the two are combined in an order that
     /// does not depend on which is the source. So a connection without NAT has both
-    /// directions in one shard and one bucket: a reply-direction packet takes one lock and
-    /// reads no key record. Ports sit above the bits the zone, protocol and family take, so
-    /// no two fields can cancel each other out whatever the seed.
+    /// directions in one shard and one bucket (chosen by the low bits): a reply-direction
+    /// packet takes one lock and reads no key record. The top bit says which end came first,
+    /// so the two directions' entries carry different tags in that bucket and a lookup
+    /// compares only its own direction's record. Ports sit above the bits the zone, protocol
+    /// and family take, so no two fields can cancel each other out whatever the seed.
     #[inline]
     pub fn hash(&self, seed: u64) -> u64 {
         let (sport, dport, icmp) = if is_icmp(self.proto) {
@@ -215,7 +217,7 @@ impl Tuple {
         let b = mix(self.dst.hi ^ seed ^ K0, self.dst.lo ^ K1) ^ (dport as u64) << 48;
         // Zone, protocol and family in the low half, the ICMP fields in the high one.
         let w = self.zone as u64 | (self.proto as u64) << 16 | (self.v6 as u64) << 24 | icmp;
-        mix(a.min(b) ^ w ^ K2, a.max(b) ^ K3)
+        mix(a.min(b) ^ w ^ K2, a.max(b) ^ K3) ^ ((a < b) as u64) << 63
     }
 }
 
@@ -225,8 +227,9 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// A tuple and its reverse hash alike (ICMP echo requests and replies included) under
-        /// any seed, so a connection without NAT keeps both directions in one shard.
+        /// A tuple and its reverse hash alike but for the top bit (ICMP echo requests and
+        /// replies included) under any seed, so a connection without NAT keeps both directions
+        /// in one shard and one bucket; the top bit differs unless both ends are the same.
         #[test]
         fn a_tuple_and_its_reverse_hash_alike(
             src in any::<u128>(),
@@ -250,7 +253,10 @@ mod tests {
                 proto,
                 v6,
             };
-            prop_assert_eq!(t.hash(seed), t.reverse().hash(seed));
+            let (h, r) = (t.hash(seed), t.reverse().hash(seed));
+            prop_assert_eq!(h << 1, r << 1);
+            let same_ends = t.src == t.dst && (is_icmp(proto) || sport == dport);
+            prop_assert_eq!(h == r, same_ends);
         }
     }
 
