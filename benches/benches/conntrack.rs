@@ -1,5 +1,6 @@
-//! Connection tracking: established lookup + NAT rewrite, new connection commit with SNAT port
-//! allocation, and the memory one million connections take (counted by a wrapping allocator).
+//! Connection tracking: established lookup + NAT rewrite (both directions), the reply direction
+//! of connections without NAT, new connection commit with SNAT port allocation, and the memory
+//! one million connections take (counted by a wrapping allocator).
 
 use conntrack::{Config, Tracker};
 use criterion::{black_box, Criterion, Throughput};
@@ -130,6 +131,29 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // The reply direction of connections committed without NAT (what a stateful ACL's
+    // return traffic is): both directions share a shard, so no key record is read.
+    let plain = Tracker::new(Config::default());
+    let (_, plain_replies) = populate(&plain, 100_000, &bare);
+    let plain_frames = scatter(&plain_replies);
+    for f in plain_replies.iter().step_by(997) {
+        let st = track(&plain, &mut f.clone(), &req);
+        assert_eq!(
+            st & (CS_ESTABLISHED | CS_INVALID | CS_REPLY_DIR | CS_SRC_NAT | CS_DST_NAT),
+            CS_ESTABLISHED | CS_REPLY_DIR,
+            "{st:#x}"
+        );
+    }
+    g.bench_function("established_reply_no_nat_batch32", |b| {
+        b.iter(|| {
+            let mut acc = 0;
+            for _ in 0..BATCH / pipeline::BATCH_SIZE {
+                acc ^= track_batch(&plain, &plain_frames, flen, &mut pos, &mut bufs, &req);
+            }
+            black_box(acc)
+        })
+    });
+    drop(plain);
     let t2 = Tracker::new(Config::default());
     let commit = CtRequest {
         zone: 9,

@@ -1,7 +1,9 @@
 //! A profiling harness for the tracker's hot paths, without a benchmark framework in the way:
 //! `cargo run --release -p xvs-benches --example ct_hotloop -- MODE [SECONDS] [CONNS]` with MODE
 //! one of `single` (established lookup + SNAT rewrite, one frame per call), `batch` (the same
-//! through `execute_batch`, 32 frames per call) or `commit` (new connections with SNAT). It
+//! through `execute_batch`, 32 frames per call), `reply` (the reply direction of those
+//! connections, un-SNAT, through the batch), `plain-reply` (the reply direction of connections
+//! committed without NAT, through the batch) or `commit` (new connections with SNAT). It
 //! prints nanoseconds per packet; run it under `perf record` to see where they go.
 
 use conntrack::{Config, Tracker};
@@ -29,6 +31,13 @@ fn report(mode: &str, what: &str, w: &mut [f64]) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("single");
+    if !matches!(
+        mode,
+        "single" | "batch" | "reply" | "plain-reply" | "commit"
+    ) {
+        eprintln!("usage: ct_hotloop [single|batch|reply|plain-reply|commit] [SECONDS] [CONNS]");
+        std::process::exit(2);
+    }
     let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let conns: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let spec = snat_spec();
@@ -76,9 +85,16 @@ fn main() {
         report(mode, "per connection", &mut windows);
         return;
     }
-    let (acks, _) = populate(&t, conns, &spec);
-    let flen = acks[0].len();
-    let frames = scatter(&acks);
+    // `reply`: the reply direction of the same SNATed connections (un-SNAT); `plain-reply`:
+    // the reply direction of connections committed without NAT. Both through the batch.
+    let (acks, replies) = populate(&t, conns, if mode == "plain-reply" { &bare } else { &spec });
+    let set = if mode.ends_with("reply") {
+        &replies
+    } else {
+        &acks
+    };
+    let flen = set[0].len();
+    let frames = scatter(set);
     let mut pos = 0;
     let mut acc = 0u32;
     let start = Instant::now();
@@ -89,7 +105,7 @@ fn main() {
         let s = Instant::now();
         let mut done = 0u64;
         for _ in 0..64 {
-            if mode == "batch" {
+            if mode != "single" {
                 acc ^= track_batch(&t, &frames, flen, &mut pos, &mut bufs, &est);
             } else {
                 for _ in 0..RX {
