@@ -1262,24 +1262,30 @@ fn concurrent_threads_commit_and_look_up() {
     assert_eq!(t.len(), 20);
 }
 
+/// The reply tuple of a TCP connection from `VM:port` to `REMOTE:80` in zone 9, coming back to
+/// `to` (the VM, or the address SNAT gave it).
+fn reply_to(to: u128, port: u16) -> Tuple {
+    Tuple {
+        src: Addr::from_u128(REMOTE),
+        dst: Addr::from_u128(to),
+        sport: 80,
+        dport: port,
+        zone: 9,
+        proto: 6,
+        v6: false,
+    }
+}
+
 /// A connection without NAT has its reply tuple in its own shard (the hash is the same both
-/// ways), so a reply-direction packet is found with one lock and no key record; one under SNAT
-/// that moves its reply elsewhere still answers from there.
+/// ways but for the bit that tells the directions apart), so a reply-direction packet is found
+/// with one lock and no key record.
 #[test]
 fn replies_without_nat_are_indexed_beside_their_connections() {
     let t = Tracker::new(Config::default());
     for port in 40000..40200u16 {
         let mut f = tcp(VM, REMOTE, port, 80, TCP_SYN, 100, 0);
         st(&t, &mut f, &commit(9), 0);
-        let reply = Tuple {
-            src: Addr::from_u128(REMOTE),
-            dst: Addr::from_u128(VM),
-            sport: 80,
-            dport: port,
-            zone: 9,
-            proto: 6,
-            v6: false,
-        };
+        let reply = reply_to(VM, port);
         let h = reply.hash(t.cfg.seed);
         let g = t.shards.lock(Shards::shard_of(h));
         assert!(
@@ -1313,15 +1319,7 @@ fn reply_key_records_point_at_their_connections() {
     for port in 40000..40200u16 {
         let mut f = tcp(VM, REMOTE, port, 80, TCP_SYN, 100, 0);
         st(&t, &mut f, &c, 0);
-        let reply = Tuple {
-            src: Addr::from_u128(REMOTE),
-            dst: Addr::from_u128(PUB),
-            sport: 80,
-            dport: port,
-            zone: 9,
-            proto: 6,
-            v6: false,
-        };
+        let reply = reply_to(PUB, port);
         let h = reply.hash(t.cfg.seed);
         let g = t.shards.lock(Shards::shard_of(h));
         let Some(table::Found::Remote { shard, idx, .. }) = g.find(&reply, h) else {
