@@ -347,13 +347,13 @@ fn turn_strategy() -> impl Strategy<Value = Turn> {
 /// Where [`turn_frame`] sends replies when its connections are source-NATed.
 const TURN_SNAT_TO: [u8; 4] = [198, 51, 100, 1];
 
-/// The frame of one turn; with `snat`, replies go to [`TURN_SNAT_TO`] (each connection keeps its
-/// port there: the eight use distinct ones).
-fn turn_frame(&(c, reply, proto, flags, seq, corrupt, _): &Turn, snat: bool) -> Vec<u8> {
+/// The frame of one turn; with `natted`, replies go to [`TURN_SNAT_TO`] (each connection keeps
+/// its port there: the eight use distinct ones).
+fn turn_frame(&(c, reply, proto, flags, seq, corrupt, _): &Turn, natted: bool) -> Vec<u8> {
     let (a, b) = (v4([10, 0, 0, c]), v4([8, 8, 8, c % 3]));
     let (ap, bp) = (1000 + c as u16, 80);
     let (src, dst, sport, dport) = if reply {
-        (b, if snat { v4(TURN_SNAT_TO) } else { a }, bp, ap)
+        (b, if natted { v4(TURN_SNAT_TO) } else { a }, bp, ap)
     } else {
         (a, b, ap, bp)
     };
@@ -390,7 +390,7 @@ proptest! {
     /// key records of replies whose connection lives in another shard) must not outlive the
     /// frames before it that create, reopen or remove connections.
     ///
-    /// With `snat` the connections are source-NATed: their reply tuples are then indexed in
+    /// With `natted` the connections are source-NATed: their reply tuples are then indexed in
     /// other shards than the connections (through key records) most of the time, while without
     /// NAT both directions share one shard.
     #[test]
@@ -399,9 +399,9 @@ proptest! {
             (proptest::collection::vec(turn_strategy(), 1..70), 0u8..4, 0u64..200),
             1..4,
         ),
-        snat in any::<bool>(),
+        natted in any::<bool>(),
     ) {
-        let to = super::cases::snat(TURN_SNAT_TO);
+        let to = snat(TURN_SNAT_TO);
         let bare = NatSpec::default();
         let eager = Config { prefetch_min_conns: 0, ..Config::default() };
         let (one, many) = (Tracker::new(Config::default()), Tracker::new(eager));
@@ -413,12 +413,12 @@ proptest! {
                 _ => CtRequest { commit: true, ..req(4) },
             };
             let frag: Vec<bool> = turns.iter().map(|t| t.6).collect();
-            let r = match (snat, r.commit) {
+            let r = match (natted, r.commit) {
                 (false, _) => r,
                 (true, true) => CtRequest { nat: Some(&to), ..r },
                 (true, false) => CtRequest { nat: Some(&bare), ..r },
             };
-            let mut a: Vec<Vec<u8>> = turns.iter().map(|t| turn_frame(t, snat)).collect();
+            let mut a: Vec<Vec<u8>> = turns.iter().map(|t| turn_frame(t, natted)).collect();
             let mut b = a.clone();
             prop_assert_eq!(run_frames(&one, &mut a, &frag, &r, false, now),
                             run_frames(&many, &mut b, &frag, &r, true, now));
