@@ -500,9 +500,13 @@ impl Tracker {
                 drop(g);
                 let g = self.shards.lock(shard as usize);
                 let c = g.conns.get(idx);
-                if c.flags & F_LIVE == 0 || c.gen != gen || c.reply() != *t {
+                // The key record matched `t` under its own shard's lock; a live record of the
+                // generation it names is the connection it was made for (a freed slot bumps
+                // the generation), and a connection's reply tuple never changes.
+                if c.flags & F_LIVE == 0 || c.gen != gen {
                     return Lookup::Miss;
                 }
+                debug_assert!(c.reply() == *t, "a key record outlived its connection");
                 Lookup::Hit(g, idx, true)
             }
         }

@@ -1341,6 +1341,53 @@ fn reply_key_records_point_at_their_connections() {
     );
 }
 
+/// A key record can outlive its connection for a moment (another thread removes the record
+/// after dropping the connection's lock). A lookup through it then finds a freed slot, or one
+/// a new connection took since: neither is the connection the key record was made for.
+#[test]
+fn a_key_record_outliving_its_connection_finds_nothing() {
+    let t = Tracker::new(Config::default());
+    let spec = snat([172, 22, 7, 27]);
+    let c = CtRequest {
+        nat: Some(&spec),
+        ..commit(9)
+    };
+    let seed = t.cfg.seed;
+    // A connection whose reply tuple is indexed in another shard.
+    let (orig, reply) = (40000..40100u16)
+        .map(|port| {
+            let mut f = tcp(VM, REMOTE, port, 80, TCP_SYN, 100, 0);
+            st(&t, &mut f, &c, 0);
+            (reply_to(VM, port).reverse(), reply_to(PUB, port))
+        })
+        .find(|(o, r)| Shards::shard_of(o.hash(seed)) != Shards::shard_of(r.hash(seed)))
+        .expect("most replies land in another shard");
+    let shard = Shards::shard_of(orig.hash(seed));
+    let idx = match t.shards.lock(shard).find(&orig, orig.hash(seed)) {
+        Some(table::Found::Local { idx, .. }) => idx,
+        _ => panic!("the connection is in its original tuple's shard"),
+    };
+    // Its record goes, its key record stays.
+    assert!(t.shards.lock(shard).remove_conn(idx, seed).is_some());
+    assert!(matches!(t.lookup(&reply), Lookup::Miss), "freed slot");
+    // A new connection in the same shard takes the freed slot.
+    let taken = (1000..2000u16).any(|port| {
+        let o = Tuple {
+            sport: port,
+            ..orig
+        };
+        if Shards::shard_of(o.hash(seed)) != shard {
+            return false;
+        }
+        let mut f = tcp(VM, REMOTE, port, 80, TCP_SYN, 100, 0);
+        st(&t, &mut f, &commit(9), 0);
+        true
+    });
+    assert!(taken);
+    assert!(t.shards.lock(shard).conns.get(idx).flags & F_LIVE != 0);
+    assert!(matches!(t.lookup(&reply), Lookup::Miss), "reused slot");
+}
+
 /// Runs a fixed mixed sequence (random-port SNAT, a held fragment, a partial sweep) and
 /// returns everything observable: each verdict, each frame as it left, the dump, the counters.
 fn reset_probe(t: &Tracker) -> (Vec<String>, Vec<Vec<u8>>, Vec<String>, Counters) {
