@@ -7,9 +7,10 @@
 //! bucket line and the one record it wants). A connection lives in the shard of its original
 //! tuple's hash; its reply tuple is indexed in the shard of the reply tuple's hash, through a small
 //! key record that points back at the connection, or directly when both land in the same shard, as
-//! they always do without NAT (a tuple and its reverse hash alike). A lookup therefore takes one
-//! shard lock, or two in sequence for a reply-direction packet whose connection lives elsewhere —
-//! never a global lock. It must not parse frames or decide connection semantics.
+//! they always do without NAT (a tuple and its reverse hash alike but for the top bit, which keeps
+//! the two directions' tags apart; shard and bucket come from lower bits). A lookup therefore takes
+//! one shard lock, or two in sequence for a reply-direction packet whose connection lives elsewhere
+//! — never a global lock. It must not parse frames or decide connection semantics.
 
 use crate::packet::{NatEnd, Side};
 use crate::tcp::Peer;
