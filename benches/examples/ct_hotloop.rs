@@ -1,10 +1,15 @@
 //! A profiling harness for the tracker's hot paths, without a benchmark framework in the way:
-//! `cargo run --release -p xvs-benches --example ct_hotloop -- MODE [SECONDS] [CONNS]` with MODE
+//! `cargo run --release -p xvs-benches --example ct_hotloop -- MODE [SECONDS] [CONNS] [THREADS]`
+//! with MODE
 //! one of `single` (established lookup + SNAT rewrite, one frame per call), `batch` (the same
 //! through `execute_batch`, 32 frames per call), `reply` (the reply direction of those
 //! connections, un-SNAT, through the batch), `plain-reply` (the reply direction of connections
-//! committed without NAT, through the batch) or `commit` (new connections with SNAT). It
-//! prints nanoseconds per packet; run it under `perf record` to see where they go.
+//! committed without NAT, through the batch), `miss` (the original direction looked up in
+//! another zone without a commit, so every frame misses: the seed's un-SNAT `ct(nat)` in the
+//! VM's zone, through the batch) or `commit` (new connections with SNAT). It prints
+//! nanoseconds per packet; run it under `perf record` to see where they go. With THREADS
+//! above 1 (not for `commit`), that many threads track at once on the one table, each from its
+//! own place in the frames, and the windows of all of them are reported together.
 
 use conntrack::{Config, Tracker};
 use pipeline::ct::CtRequest;
@@ -33,13 +38,17 @@ fn main() {
     let mode = args.get(1).map(String::as_str).unwrap_or("single");
     if !matches!(
         mode,
-        "single" | "batch" | "reply" | "plain-reply" | "commit"
+        "single" | "batch" | "reply" | "plain-reply" | "miss" | "commit"
     ) {
-        eprintln!("usage: ct_hotloop [single|batch|reply|plain-reply|commit] [SECONDS] [CONNS]");
+        eprintln!(
+            "usage: ct_hotloop [single|batch|reply|plain-reply|miss|commit] [SECONDS] [CONNS] \
+             [THREADS]"
+        );
         std::process::exit(2);
     }
     let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let conns: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let threads: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);
     let spec = snat_spec();
     let bare = NatSpec::default();
     let commit = commit_req(&spec);
@@ -48,6 +57,11 @@ fn main() {
         nat: Some(&bare),
         ..commit
     };
+    let elsewhere = CtRequest {
+        zone: commit.zone.wrapping_add(1),
+        ..est
+    };
+    let req = if mode == "miss" { &elsewhere } else { &est };
     let t = Tracker::new(Config::default());
     let deadline = Duration::from_secs_f64(secs);
     if mode == "commit" {
@@ -95,34 +109,48 @@ fn main() {
     };
     let flen = set[0].len();
     let frames = scatter(set);
-    let mut pos = 0;
-    let mut acc = 0u32;
-    let start = Instant::now();
-    let mut windows = Vec::new();
-    const RX: usize = pipeline::BATCH_SIZE;
-    let mut bufs: BatchBufs = [[0u8; 64]; RX];
-    while start.elapsed() < deadline {
-        let s = Instant::now();
-        let mut done = 0u64;
-        for _ in 0..64 {
-            if mode != "single" {
-                acc ^= track_batch(&t, &frames, flen, &mut pos, &mut bufs, &est);
-            } else {
-                for _ in 0..RX {
-                    let b = &mut bufs[0];
-                    *b = frames[pos];
-                    pos = next(pos, frames.len());
-                    acc ^= track(&t, &mut b[..flen], &est);
+    let run = |first: usize| {
+        let mut pos = first % frames.len();
+        let mut acc = 0u32;
+        let start = Instant::now();
+        let mut windows = Vec::new();
+        const RX: usize = pipeline::BATCH_SIZE;
+        let mut bufs: BatchBufs = [[0u8; 64]; RX];
+        while start.elapsed() < deadline {
+            let s = Instant::now();
+            let mut done = 0u64;
+            for _ in 0..64 {
+                if mode != "single" {
+                    acc ^= track_batch(&t, &frames, flen, &mut pos, &mut bufs, req);
+                } else {
+                    for _ in 0..RX {
+                        let b = &mut bufs[0];
+                        *b = frames[pos];
+                        pos = next(pos, frames.len());
+                        acc ^= track(&t, &mut b[..flen], req);
+                    }
                 }
+                done += RX as u64;
             }
-            done += RX as u64;
+            windows.push(s.elapsed().as_nanos() as f64 / done as f64);
         }
-        windows.push(s.elapsed().as_nanos() as f64 / done as f64);
-    }
-    black_box(acc);
+        black_box(acc);
+        windows
+    };
+    let threads = threads.max(1);
+    let stride = frames.len() / threads;
+    let run = &run;
+    let mut windows: Vec<f64> = std::thread::scope(|sc| {
+        let each: Vec<_> = (0..threads)
+            .map(|i| sc.spawn(move || run(i * stride)))
+            .collect();
+        each.into_iter()
+            .flat_map(|h| h.join().expect("a tracking thread panicked"))
+            .collect()
+    });
     report(
         mode,
-        &format!("per packet over {conns} connections"),
+        &format!("per packet over {conns} connections, {threads} thread(s)"),
         &mut windows,
     );
 }
