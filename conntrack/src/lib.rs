@@ -512,6 +512,16 @@ impl Tracker {
         }
     }
 
+    /// Adds `n` lookups that missed without committing to [`Counters::new`]. The seed's
+    /// un-SNAT `ct(nat)` misses on every outbound frame, so its datapath threads would
+    /// otherwise each do a locked add on this one shared counter per frame; a batch does one.
+    #[inline]
+    fn count_uncommitted(&self, n: u64) {
+        if n != 0 {
+            self.c.new.fetch_add(n, Relaxed);
+        }
+    }
+
     /// Removes the connection at `idx` of the locked shard.
     fn remove(&self, mut g: MutexGuard<'_, Shard>, idx: u32) {
         let c = g.conns.get(idx);
@@ -547,7 +557,9 @@ impl Tracker {
         };
         let h = p.tuple.hash(self.cfg.seed);
         let mut out = None;
-        self.track_parsed(b, &p, Probe::new(h), req, now, &mut out);
+        let mut uncommitted = 0;
+        self.track_parsed(b, &p, Probe::new(h), req, now, &mut out, &mut uncommitted);
+        self.count_uncommitted(uncommitted);
         Ok(match out {
             Some(CtVerdict::Tracked(r)) => r,
             _ => self.bad(req.zone),
@@ -559,6 +571,7 @@ impl Tracker {
     /// `out`: built there in place, because it is about 100 bytes and an established packet's
     /// whole path is short enough for copies of it from layer to layer to show.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn track_parsed<B: Resize + ?Sized>(
         &self,
         b: &mut B,
@@ -567,6 +580,7 @@ impl Tracker {
         req: &CtRequest<'_>,
         now: Nanos,
         out: &mut Option<CtVerdict>,
+        uncommitted: &mut u64,
     ) {
         match p.kind {
             L4::IcmpError { inner_l3 } => {
@@ -580,7 +594,7 @@ impl Tracker {
             L4::IcmpOther => *out = Some(CtVerdict::Tracked(self.bad(req.zone))),
             _ => {
                 if !self.existing(b, p, probe, req, now, out) {
-                    self.track_new(b, p, probe.hash, req, now, out)
+                    self.track_new(b, p, probe.hash, req, now, out, uncommitted)
                 }
             }
         }
@@ -591,6 +605,7 @@ impl Tracker {
     /// at most). Kept out of line: inlined, its setup was hoisted in front of every
     /// established packet's lookup.
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn track_new<B: Resize + ?Sized>(
         &self,
         b: &mut B,
@@ -599,9 +614,10 @@ impl Tracker {
         req: &CtRequest<'_>,
         now: Nanos,
         out: &mut Option<CtVerdict>,
+        uncommitted: &mut u64,
     ) {
         for round in 0..2 {
-            if let NewOutcome::Done(r) = self.create(b, p, h, req, now) {
+            if let NewOutcome::Done(r) = self.create(b, p, h, req, now, uncommitted) {
                 *out = Some(CtVerdict::Tracked(r));
                 return;
             }
@@ -970,6 +986,8 @@ impl Tracker {
         self.alg_read().expects.len()
     }
 
+    /// Counts a lookup that found nothing and did not commit in `uncommitted`, for the caller
+    /// to add to [`Counters::new`] once per call or batch (see [`Tracker::count_uncommitted`]).
     fn create<B: Resize + ?Sized>(
         &self,
         b: &mut B,
@@ -977,6 +995,7 @@ impl Tracker {
         ha: u64,
         req: &CtRequest<'_>,
         now: Nanos,
+        uncommitted: &mut u64,
     ) -> NewOutcome {
         let zone = req.zone;
         let o = p.tuple;
@@ -1022,7 +1041,7 @@ impl Tracker {
             res.orig = Some(ct_tuple(&e.parent));
         }
         if !req.commit {
-            self.c.new.fetch_add(1, Relaxed);
+            *uncommitted += 1;
             return NewOutcome::Done(res);
         }
         self.commit_new(b, p, ha, req, now, tcp_start, res, exp)
@@ -1555,6 +1574,7 @@ impl Tracker {
             let h = pr.hash;
             self.shards.lock(Shards::shard_of(h)).prefetch_remote(h);
         }
+        let mut uncommitted = 0;
         for (((it, o), p), (probe, ok)) in items
             .iter_mut()
             .zip(out.iter_mut())
@@ -1562,11 +1582,12 @@ impl Tracker {
             .zip(probes.iter().zip(ready))
         {
             if ok {
-                self.track_parsed(&mut *it.frame, p, *probe, req, now, o);
+                self.track_parsed(&mut *it.frame, p, *probe, req, now, o, &mut uncommitted);
             } else {
                 *o = Some(self.execute(it.frame, it.l3_ofs, it.key, req, now));
             }
         }
+        self.count_uncommitted(uncommitted);
     }
 }
 

@@ -161,6 +161,38 @@ fn run_frames(
     }
 }
 
+/// Lookups that miss without committing count as `new` whether they come one by one or in a
+/// batch (which adds them up and counts them once): 40 UDP frames, each of its own flow, and 8
+/// TCP resets, which cannot start a connection (`+inv`, not `new`), sent twice each way.
+#[test]
+fn uncommitted_misses_count_as_new_in_batches_too() {
+    let mut frames: Vec<Vec<u8>> = (0..48u16)
+        .map(|i| {
+            frame(&P {
+                proto: if i < 40 { 17 } else { 6 },
+                sport: 2000 + i,
+                flags: 0x14,
+                ..P::default()
+            })
+        })
+        .collect();
+    let frag = vec![false; frames.len()];
+    let eager = Config {
+        prefetch_min_conns: 0,
+        ..Config::default()
+    };
+    for batch in [false, true] {
+        let t = Tracker::new(eager.clone());
+        for round in 1..=2u64 {
+            let verdicts = run_frames(&t, &mut frames, &frag, &req(3), batch, 5);
+            assert_eq!(verdicts.len(), 48);
+            let c = t.counters();
+            assert_eq!((c.new, c.invalid), (40 * round, 8 * round), "batch {batch}");
+        }
+        assert!(t.is_empty());
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
