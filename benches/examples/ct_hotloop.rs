@@ -8,8 +8,9 @@
 //! another zone without a commit, so every frame misses: the seed's un-SNAT `ct(nat)` in the
 //! VM's zone, through the batch) or `commit` (new connections with SNAT). It prints
 //! nanoseconds per packet; run it under `perf record` to see where they go. With THREADS
-//! above 1 (not for `commit`), that many threads track at once on the one table, each from its
-//! own place in the frames, and the windows of all of them are reported together.
+//! above 1 (not for `commit`), that many threads track at once on the one table, each its own
+//! share of the connections (as receive-side scaling gives each queue its own flows), and the
+//! windows of all of them are reported together.
 
 use conntrack::{Config, Tracker};
 use pipeline::ct::CtRequest;
@@ -18,7 +19,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 use xvs_benches::ct_load::{
     client, commit_req, next, populate, scatter, snat_spec, tcp_frame, track, track_batch,
-    BatchBufs,
+    BatchBufs, Slot,
 };
 
 /// Prints the best and the median of the per-window costs: on a shared machine the best window
@@ -109,8 +110,10 @@ fn main() {
     };
     let flen = set[0].len();
     let frames = scatter(set);
-    let run = |first: usize| {
-        let mut pos = first % frames.len();
+    // Each thread cycles over its own share of the frames: connections disjoint between
+    // threads, as receive-side scaling gives each queue its own flows.
+    let run = |frames: &[Slot]| {
+        let mut pos = 0;
         let mut acc = 0u32;
         let start = Instant::now();
         let mut windows = Vec::new();
@@ -121,7 +124,7 @@ fn main() {
             let mut done = 0u64;
             for _ in 0..64 {
                 if mode != "single" {
-                    acc ^= track_batch(&t, &frames, flen, &mut pos, &mut bufs, req);
+                    acc ^= track_batch(&t, frames, flen, &mut pos, &mut bufs, req);
                 } else {
                     for _ in 0..RX {
                         let b = &mut bufs[0];
@@ -138,11 +141,12 @@ fn main() {
         windows
     };
     let threads = threads.max(1);
-    let stride = frames.len() / threads;
+    let share = frames.len().div_ceil(threads);
     let run = &run;
     let mut windows: Vec<f64> = std::thread::scope(|sc| {
-        let each: Vec<_> = (0..threads)
-            .map(|i| sc.spawn(move || run(i * stride)))
+        let each: Vec<_> = frames
+            .chunks(share)
+            .map(|part| sc.spawn(move || run(part)))
             .collect();
         each.into_iter()
             .flat_map(|h| h.join().expect("a tracking thread panicked"))
