@@ -1,8 +1,7 @@
 //! A profiling harness for the tracker's hot paths, without a benchmark framework in the way:
 //! `cargo run --release -p xvs-benches --example ct_hotloop -- MODE [SECONDS] [CONNS] [THREADS]`
-//! with MODE
-//! one of `single` (established lookup + SNAT rewrite, one frame per call), `batch` (the same
-//! through `execute_batch`, 32 frames per call), `reply` (the reply direction of those
+//! with MODE one of `single` (established lookup + SNAT rewrite, one frame per call), `batch`
+//! (the same through `execute_batch`, 32 frames per call), `reply` (the reply direction of those
 //! connections, un-SNAT, through the batch), `plain-reply` (the reply direction of connections
 //! committed without NAT, through the batch), `miss` (the original direction looked up in
 //! another zone without a commit, so every frame misses: the seed's un-SNAT `ct(nat)` in the
