@@ -11,10 +11,11 @@
 # Usage: scripts/ct-ab.sh [--mode MODE] [--rounds N] [--secs S] [--conns N] [--threads N]
 #                         [--instructions] REV_A [REV_B]
 #
-#   MODE       a ct_hotloop mode: batch (default), single, reply, plain-reply, miss
+#   MODE       a ct_hotloop mode: batch (default), single, reply, plain-reply, miss, commit
 #   --threads  threads on one table, each on its own connections (ct_hotloop from 25f9bd4 on)
 #   --instructions  also counts instructions per frame of each build's `execute_batch` once,
-#              under callgrind (needs valgrind; not for `single`)
+#              under callgrind (needs valgrind; not for `single` or `commit`, which do not
+#              batch)
 #   REV_B      a revision, or omitted for the working tree as it is
 #
 # Builds go to a temporary target directory (dependencies are built once for both); the
@@ -30,7 +31,7 @@ while [[ $# -gt 0 ]]; do
         --conns) conns=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
         --instructions) instructions=1; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         -*) echo "ct-ab: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -112,7 +113,7 @@ print(f"B's median below A's in {wins} of {len(med['A'])} rounds")
 PY
 
 if [[ "$instructions" -eq 1 ]]; then
-    if ! command -v valgrind >/dev/null || [[ "$mode" == single ]]; then
+    if ! command -v valgrind >/dev/null || [[ "$mode" == single || "$mode" == commit ]]; then
         echo "ct-ab: --instructions needs valgrind and a batch mode; skipped" >&2
         exit 0
     fi
