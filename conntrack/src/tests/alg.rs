@@ -2,7 +2,7 @@
 //! with sequence-number adjustment.
 
 use super::build::*;
-use super::cases::{commit, key_of, req, snat, view, S};
+use super::cases::{commit, commit_nat, key_of, req, snat, view, S};
 use crate::ftp::{self, Mode, Parse, Syntax};
 use crate::packet::{self, TCP_ACK, TCP_SYN};
 use crate::*;
@@ -751,10 +751,7 @@ fn snat_port_case(client: u128, text: &str, delta: i32) {
 
     // The data connection reaches the public address and is translated to the client, port
     // unchanged; its answer leaves as the public address.
-    let c = CtRequest {
-        nat: Some(&bare),
-        ..commit(1)
-    };
+    let c = commit_nat(&bare, 1);
     let (r, out) = run(
         &t,
         &seg(REMOTE, PUB, 20, 40001, TCP_SYN, 900, 0, b""),
@@ -846,10 +843,7 @@ fn dnat_227_rewrite_and_data_connection_to_the_real_server() {
     assert_eq!(seq_ack(&out), (501 + seen, 101));
     view(&out);
     // The client's data connection to the public address goes to the server.
-    let c = CtRequest {
-        nat: Some(&bare),
-        ..commit(1)
-    };
+    let c = commit_nat(&bare, 1);
     let (r, out) = run(
         &t,
         &seg(client, PUB, 5555, 25601, TCP_SYN, 1, 0, b""),
@@ -1064,10 +1058,7 @@ fn ipv6_snat_eprt_rewrite_grows_the_payload_and_shifts_sequence_numbers() {
     assert_eq!(seq_ack(&out), (101 + seen, 501));
     view(&out);
     // The server's data connection to the translated address goes to the client.
-    let c = CtRequest {
-        nat: Some(&bare),
-        ..commit(1)
-    };
+    let c = commit_nat(&bare, 1);
     let (r, out) = run(&t, &seg6(s6, n6, 20, 6275, TCP_SYN, 1, 0, b""), &c, 0);
     assert_eq!(r.state, NEW | CS_RELATED | CS_DST_NAT);
     assert_eq!(view(&out), (s6, c6, 20, 6275));

@@ -41,6 +41,14 @@ pub fn commit(zone: u16) -> CtRequest<'static> {
     }
 }
 
+/// A commit in `zone` with NAT as `spec` says (a bare spec: the connection's own NAT).
+pub fn commit_nat(spec: &NatSpec, zone: u16) -> CtRequest<'_> {
+    CtRequest {
+        nat: Some(spec),
+        ..commit(zone)
+    }
+}
+
 pub fn go(t: &Tracker, f: &mut [u8], r: &CtRequest<'_>, now: Nanos) -> CtVerdict {
     let k = key_of(f);
     let len = f.len();
@@ -497,10 +505,7 @@ fn sweep_examines_at_most_budget_entries() {
 fn snat_address_only_keeps_port_and_reply_is_unnated_by_bare_nat() {
     let t = Tracker::new(Config::default());
     let spec = snat([172, 22, 7, 27]);
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(9)
-    };
+    let c = commit_nat(&spec, 9);
     let mut f = tcp(VM, REMOTE, 40000, 80, TCP_SYN, 100, 0);
     let r = st(&t, &mut f, &c, 0);
     assert_eq!(r.state, NEW | CS_SRC_NAT);
@@ -542,10 +547,7 @@ fn snat_port_range_collision_forces_a_search() {
         port_max: Some(2002),
         ..snat([10, 0, 0, 1])
     };
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(0)
-    };
+    let c = commit_nat(&spec, 0);
     let mut seen = Vec::new();
     for host in 0..3u128 {
         let mut f = udp(VM + host, REMOTE, 2001, 53);
@@ -585,10 +587,7 @@ fn exhausted_range_is_counted_and_never_collides() {
         port_max: Some(5001),
         ..snat([10, 0, 0, 1])
     };
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(0)
-    };
+    let c = commit_nat(&spec, 0);
     for host in 0..2u128 {
         assert_eq!(
             st(&t, &mut udp(VM + host, REMOTE, 1234, 53), &c, 0).state,
@@ -605,10 +604,7 @@ fn exhausted_range_is_counted_and_never_collides() {
     assert_eq!(t.counters().nat_exhausted, 1);
     assert_eq!(t.len(), 2);
     // A different zone has its own tuple space.
-    let c1 = CtRequest {
-        nat: Some(&spec),
-        ..commit(1)
-    };
+    let c1 = commit_nat(&spec, 1);
     assert_eq!(
         st(&t, &mut udp(VM + 2, REMOTE, 1234, 53), &c1, 0).state,
         NEW | CS_SRC_NAT
@@ -624,10 +620,7 @@ fn snat_address_range_uses_several_addresses() {
         port_max: Some(7000),
         ..snat([10, 0, 0, 1])
     };
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(0)
-    };
+    let c = commit_nat(&spec, 0);
     let mut addrs = Vec::new();
     for host in 0..4u128 {
         let mut f = udp(VM + host, REMOTE, 7000, 53);
@@ -646,10 +639,7 @@ fn snat_address_range_uses_several_addresses() {
 fn default_snat_port_range_moves_ephemeral_ports_within_ephemeral_range() {
     let t = Tracker::new(Config::default());
     let spec = snat([10, 0, 0, 1]);
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(0)
-    };
+    let c = commit_nat(&spec, 0);
     st(&t, &mut udp(VM, REMOTE, 40000, 53), &c, 0);
     let mut f = udp(VM + 1, REMOTE, 40000, 53);
     st(&t, &mut f, &c, 0);
@@ -671,10 +661,7 @@ fn dnat_translates_destination_and_reply_source() {
         port_min: Some(8080),
         ..NatSpec::default()
     };
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(3)
-    };
+    let c = commit_nat(&spec, 3);
     let mut f = tcp(REMOTE, PUB, 5555, 80, TCP_SYN, 1, 0);
     assert_eq!(st(&t, &mut f, &c, 0).state, NEW | CS_DST_NAT);
     assert_eq!(view(&f), (REMOTE, 0x0a01_0101, 5555, 8080));
@@ -701,10 +688,7 @@ fn dnat_translates_destination_and_reply_source() {
 fn icmp_echo_is_tracked_and_natted_with_id_search_on_collision() {
     let t = Tracker::new(Config::default());
     let spec = snat([172, 22, 7, 27]);
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(9)
-    };
+    let c = commit_nat(&spec, 9);
     let echo = |src, dst, id, ty| {
         frame(&P {
             src,
@@ -755,10 +739,7 @@ fn icmp_error_is_related_and_translated_back() {
         port_max: Some(3000),
         ..snat([172, 22, 7, 27])
     };
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(9)
-    };
+    let c = commit_nat(&spec, 9);
     let mut f = udp(VM, REMOTE, 40000, 53);
     st(&t, &mut f, &c, 0);
     // The translated datagram as it left: 172.22.7.27:3000 -> 8.8.8.8:53.
@@ -808,10 +789,7 @@ fn icmp_error_with_dnat_translates_inner_destination() {
         addr_min: Some(IpAddr::V4(Ipv4Addr::new(10, 1, 1, 1))),
         ..NatSpec::default()
     };
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(0)
-    };
+    let c = commit_nat(&spec, 0);
     let mut f = tcp(REMOTE, PUB, 5555, 80, TCP_SYN, 1, 0);
     st(&t, &mut f, &c, 0);
     let sent = f[ETH..].to_vec();
@@ -938,15 +916,7 @@ fn force_commit_replaces_a_connection_seen_in_reply_direction() {
 fn flush_by_tuple_accepts_either_direction() {
     let t = Tracker::new(Config::default());
     let spec = snat([10, 0, 0, 1]);
-    st(
-        &t,
-        &mut udp(VM, REMOTE, 1, 53),
-        &CtRequest {
-            nat: Some(&spec),
-            ..commit(4)
-        },
-        0,
-    );
+    st(&t, &mut udp(VM, REMOTE, 1, 53), &commit_nat(&spec, 4), 0);
     st(&t, &mut udp(VM, REMOTE, 2, 53), &commit(4), 0);
     let reply = Tuple {
         src: Addr::from_u128(REMOTE),
@@ -980,15 +950,7 @@ fn udp_zero_checksum_stays_zero_under_nat() {
         payload: vec![1, 2, 3],
         ..P::default()
     });
-    st(
-        &t,
-        &mut f,
-        &CtRequest {
-            nat: Some(&spec),
-            ..commit(0)
-        },
-        0,
-    );
+    st(&t, &mut f, &commit_nat(&spec, 0), 0);
     assert_eq!(&f[ETH + 26..ETH + 28], &[0, 0]);
     assert_eq!(view(&f).0, 0x0a00_0001);
 }
@@ -1004,10 +966,7 @@ fn ipv6_snat_tcp_and_icmpv6_echo() {
         addr_min: Some(IpAddr::V6(n.into())),
         ..NatSpec::default()
     };
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(2)
-    };
+    let c = commit_nat(&spec, 2);
     let mut f = frame(&P {
         v6: true,
         src: a,
@@ -1100,10 +1059,7 @@ fn fragments_in_order_reassemble_and_are_tracked() {
     let whole = frame(&p);
     let frags = fragments_v4(&p, &[64, 128]);
     let spec = snat([10, 0, 0, 1]);
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(0)
-    };
+    let c = commit_nat(&spec, 0);
     for f in &frags[..2] {
         assert!(matches!(go(&t, &mut f.clone(), &c, 0), CtVerdict::Held));
     }
@@ -1242,10 +1198,7 @@ fn concurrent_threads_commit_and_look_up() {
                 for i in 0..500u16 {
                     let mut f = udp(VM + th, REMOTE, 20000, 1000 + i % 5);
                     let _ = i;
-                    let c = CtRequest {
-                        nat: Some(&spec),
-                        ..commit(0)
-                    };
+                    let c = commit_nat(&spec, 0);
                     let r = st(&t, &mut f, &c, 0);
                     assert!(r.state & CS_INVALID == 0);
                     ports.push((view(&f).2, 1000 + i % 5));
@@ -1311,10 +1264,7 @@ fn replies_without_nat_are_indexed_beside_their_connections() {
 fn reply_key_records_point_at_their_connections() {
     let t = Tracker::new(Config::default());
     let spec = snat([172, 22, 7, 27]);
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(9)
-    };
+    let c = commit_nat(&spec, 9);
     let mut remote = 0;
     for port in 40000..40200u16 {
         let mut f = tcp(VM, REMOTE, port, 80, TCP_SYN, 100, 0);
@@ -1348,10 +1298,7 @@ fn reply_key_records_point_at_their_connections() {
 fn a_key_record_outliving_its_connection_finds_nothing() {
     let t = Tracker::new(Config::default());
     let spec = snat([172, 22, 7, 27]);
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(9)
-    };
+    let c = commit_nat(&spec, 9);
     let seed = t.cfg.seed;
     // A connection whose reply tuple is indexed in another shard.
     let (orig, reply) = (40000..40100u16)
@@ -1399,10 +1346,7 @@ fn reset_probe(t: &Tracker) -> (Vec<String>, Vec<Vec<u8>>, Vec<String>, Counters
         random: true,
         ..NatSpec::default()
     };
-    let c = CtRequest {
-        nat: Some(&spec),
-        ..commit(3)
-    };
+    let c = commit_nat(&spec, 3);
     let (mut verdicts, mut frames) = (Vec::new(), Vec::new());
     for i in 0..40u16 {
         let mut f = udp(VM + (i % 7) as u128, REMOTE, 1000 + i, 53);
