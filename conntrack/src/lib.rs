@@ -40,9 +40,9 @@ use pipeline::key::*;
 use pipeline::wire::Frame;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use table::{
-    Conn, Found, Probe, Shard, Shards, F_ALG_PATH, F_ALG_STATE, F_DNAT, F_FTP, F_LIVE, F_RELATED,
+    Conn, Found, Probe, ShardGuard, Shards, F_ALG_PATH, F_ALG_STATE, F_DNAT, F_FTP, F_LIVE, F_RELATED,
     F_SEEN_REPLY, F_SNAT, F_TFTP, NO_KEY, SHARDS,
 };
 use tcp::TcpState;
@@ -195,7 +195,7 @@ pub struct Tracker {
 
 /// Outcome of looking a tuple up.
 enum Lookup<'a> {
-    Hit(MutexGuard<'a, Shard>, u32, bool),
+    Hit(ShardGuard<'a>, u32, bool),
     Miss,
 }
 
@@ -523,7 +523,7 @@ impl Tracker {
     }
 
     /// Removes the connection at `idx` of the locked shard.
-    fn remove(&self, mut g: MutexGuard<'_, Shard>, idx: u32) {
+    fn remove(&self, mut g: ShardGuard<'_>, idx: u32) {
         let c = g.conns.get(idx);
         let zone = c.orig.zone;
         if c.flags & F_ALG_STATE != 0 {
@@ -745,7 +745,7 @@ impl Tracker {
     #[allow(clippy::too_many_arguments)]
     fn existing_alg<B: Resize + ?Sized>(
         &self,
-        mut g: MutexGuard<'_, Shard>,
+        mut g: ShardGuard<'_>,
         idx: u32,
         reply: bool,
         b: &mut B,

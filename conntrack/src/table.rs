@@ -16,7 +16,8 @@ use crate::packet::{NatEnd, Side};
 use crate::tcp::Peer;
 use crate::tuple::{is_icmp, Addr, Tuple};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard};
+use std::sync::Arc;
 
 pub const SHARDS: usize = 1 << SHARD_BITS;
 const CHUNK: usize = 1024;
@@ -799,6 +800,9 @@ impl Shard {
     }
 }
 
+/// A locked shard.
+pub type ShardGuard<'a> = MutexGuard<'a, Shard>;
+
 pub struct Shards {
     shards: Box<[Mutex<Shard>]>,
     hints: Box<[Arc<IndexHint>]>,
@@ -809,13 +813,7 @@ impl Shards {
         let shards: Box<[Mutex<Shard>]> = (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect();
         let hints = shards
             .iter()
-            .map(|s| {
-                s.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .index
-                    .hint
-                    .clone()
-            })
+            .map(|s| s.lock().index.hint.clone())
             .collect();
         Shards { shards, hints }
     }
@@ -837,9 +835,7 @@ impl Shards {
 
     #[inline]
     pub fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
-        // A panic elsewhere cannot leave a shard half-updated in a way lookups would trip
-        // over (every mutation is a few infallible stores), so poisoning is ignored.
-        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+        self.shards[i].lock()
     }
 
     /// Locks two shards in index order (so concurrent pairs cannot deadlock).
