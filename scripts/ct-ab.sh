@@ -18,7 +18,9 @@
 #              batch)
 #   REV_B      a revision, or omitted for the working tree as it is
 #
-# Builds go to a temporary target directory (dependencies are built once for both); the
+# Each build has a temporary target directory of its own: cargo judges a workspace member fresh
+# by its files' paths relative to the member and their times, so a worktree built into a shared
+# directory made the working tree's build look up to date and both labels ran one binary. The
 # revisions are checked out in temporary worktrees. Everything is removed at exit.
 set -euo pipefail
 
@@ -65,9 +67,9 @@ build() {
         worktrees+=("$src")
     fi
     echo "ct-ab: building $label (${rev:-working tree})" >&2
-    (cd "$src" && CARGO_TARGET_DIR=$work/target cargo build --quiet --release \
+    (cd "$src" && CARGO_TARGET_DIR=$work/target-$label cargo build --quiet --release \
         -p xvs-benches --example ct_hotloop)
-    cp "$work/target/release/examples/ct_hotloop" "$work/$label"
+    cp "$work/target-$label/release/examples/ct_hotloop" "$work/$label"
     local usage
     usage=$("$work/$label" help 2>&1 || true)
     if [[ "$usage" != *"$mode"* ]]; then
@@ -87,6 +89,9 @@ if [[ $# -eq 2 ]]; then
 fi
 build A "$rev_a"
 build B "$rev_b"
+if cmp -s "$work/A" "$work/B"; then
+    echo "ct-ab: note: A and B are the same binary (the revisions differ in nothing it runs)" >&2
+fi
 
 out=$work/rounds.txt
 for ((i = 1; i <= rounds; i++)); do
