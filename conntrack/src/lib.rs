@@ -42,8 +42,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use table::{
-    Conn, Found, Probe, ShardGuard, Shards, F_ALG_PATH, F_ALG_STATE, F_DNAT, F_FTP, F_LIVE, F_RELATED,
-    F_SEEN_REPLY, F_SNAT, F_TFTP, NO_KEY, SHARDS,
+    Conn, Found, Probe, ShardGuard, Shards, F_ALG_PATH, F_ALG_STATE, F_DNAT, F_FTP, F_LIVE,
+    F_RELATED, F_SEEN_REPLY, F_SNAT, F_TFTP, NO_KEY, SHARDS,
 };
 use tcp::TcpState;
 pub use tuple::{Addr, Tuple};
@@ -555,10 +555,15 @@ impl Tracker {
             Err(Bad::Fragment) => return Err(Bad::Fragment),
             Err(_) => return Ok(self.bad(req.zone)),
         };
-        let h = p.tuple.hash(self.cfg.seed);
         let mut out = None;
         let mut uncommitted = 0;
-        self.track_parsed(b, &p, Probe::new(h), req, now, &mut out, &mut uncommitted);
+        if self.lookup_can_hit(req) {
+            let probe = Probe::new(p.tuple.hash(self.cfg.seed));
+            self.track_parsed::<true, B>(b, &p, probe, req, now, &mut out, &mut uncommitted);
+        } else {
+            let probe = Probe::new(0);
+            self.track_parsed::<false, B>(b, &p, probe, req, now, &mut out, &mut uncommitted);
+        }
         self.count_uncommitted(uncommitted);
         Ok(match out {
             Some(CtVerdict::Tracked(r)) => r,
@@ -566,13 +571,26 @@ impl Tracker {
         })
     }
 
+    /// Whether a lookup for `req` can find anything: not when it cannot commit and its zone
+    /// holds no connection. The seed's un-SNAT `ct(nat)` runs in the VM's zone, where nothing
+    /// is ever committed, on every outbound packet; knowing it will miss saves the hash, the
+    /// shard lock and the probe. A zone is counted before its connection is indexed and
+    /// uncounted after the last of its entries is gone, so an empty count means a lookup
+    /// would miss as of this read.
+    #[inline]
+    fn lookup_can_hit(&self, req: &CtRequest<'_>) -> bool {
+        req.commit || self.zone_count[req.zone as usize].load(Relaxed) != 0
+    }
+
     /// [`Tracker::track`] once the datagram is parsed (from `b`, unchanged since) and its
-    /// tuple hashed (`probe`, with the entry a batch saw if any), with the answer written to
+    /// tuple hashed (`probe`, with the entry a batch saw if any; unused without `LOOKUP`, which
+    /// is false when [`Tracker::lookup_can_hit`] said no and no hash was taken), with the
+    /// answer written to
     /// `out`: built there in place, because it is about 100 bytes and an established packet's
     /// whole path is short enough for copies of it from layer to layer to show.
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    fn track_parsed<B: Resize + ?Sized>(
+    fn track_parsed<const LOOKUP: bool, B: Resize + ?Sized>(
         &self,
         b: &mut B,
         p: &Parsed,
@@ -593,7 +611,7 @@ impl Tracker {
             }
             L4::IcmpOther => *out = Some(CtVerdict::Tracked(self.bad(req.zone))),
             _ => {
-                if !self.existing(b, p, probe, req, now, out) {
+                if !LOOKUP || !self.existing(b, p, probe, req, now, out) {
                     self.track_new(b, p, probe.hash, req, now, out, uncommitted)
                 }
             }
@@ -1548,13 +1566,33 @@ impl Tracker {
             }
             *ok = true;
         }
+        // Decided once for the batch, so every frame sees the same answer.
+        let lookup = self.lookup_can_hit(req);
+        if lookup {
+            self.prefetch_chunk(&parsed, &mut probes, &ready);
+        }
+        let uncommitted = if lookup {
+            self.track_chunk::<true>(items, &parsed, &probes, &ready, req, now, out)
+        } else {
+            self.track_chunk::<false>(items, &parsed, &probes, &ready, req, now, out)
+        };
+        self.count_uncommitted(uncommitted);
+    }
+
+    /// The prefetch passes of [`Tracker::execute_chunk`] over the frames parsed (`ready`):
+    /// each tuple hashed into its probe and its bucket loaded, then the records those buckets
+    /// name, then for reply-direction frames indexed through a key record the connections
+    /// those point at.
+    #[inline(always)]
+    fn prefetch_chunk(&self, parsed: &[Parsed], probes: &mut [Probe], ready: &[bool]) {
+        const N: usize = pipeline::BATCH_SIZE;
         // Hashing in a pass of its own: reading a tuple back as whole words right after
         // `parse_into` stored it field by field would wait for those stores to land.
         for ((p, pr), _) in parsed
             .iter()
             .zip(probes.iter_mut())
             .zip(ready)
-            .filter(|(_, ok)| *ok)
+            .filter(|(_, ok)| **ok)
         {
             let h = p.tuple.hash(self.cfg.seed);
             self.shards.prefetch_bucket(h);
@@ -1563,7 +1601,7 @@ impl Tracker {
         // The records those buckets name, and the entry each lookup will try first.
         let mut remote = [false; N];
         for ((pr, ok), r) in probes.iter_mut().zip(ready).zip(remote.iter_mut()) {
-            if ok {
+            if *ok {
                 let h = pr.hash;
                 (*pr, *r) = self.shards.lock(Shards::shard_of(h)).prefetch(h);
             }
@@ -1574,20 +1612,38 @@ impl Tracker {
             let h = pr.hash;
             self.shards.lock(Shards::shard_of(h)).prefetch_remote(h);
         }
+    }
+
+    /// The last pass of [`Tracker::execute_chunk`]: each frame tracked in order, the parsed
+    /// ones through [`Tracker::track_parsed`] (with lookups or without, decided once for the
+    /// batch), the rest through `execute`. Returns the lookups that missed without a commit.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn track_chunk<const LOOKUP: bool>(
+        &self,
+        items: &mut [CtItem<'_, '_>],
+        parsed: &[Parsed],
+        probes: &[Probe],
+        ready: &[bool],
+        req: &CtRequest<'_>,
+        now: Nanos,
+        out: &mut [Option<CtVerdict>],
+    ) -> u64 {
         let mut uncommitted = 0;
-        for (((it, o), p), (probe, ok)) in items
+        for (((it, o), p), (probe, &ok)) in items
             .iter_mut()
             .zip(out.iter_mut())
-            .zip(parsed.iter())
+            .zip(parsed)
             .zip(probes.iter().zip(ready))
         {
             if ok {
-                self.track_parsed(&mut *it.frame, p, *probe, req, now, o, &mut uncommitted);
+                let f = &mut *it.frame;
+                self.track_parsed::<LOOKUP, _>(f, p, *probe, req, now, o, &mut uncommitted);
             } else {
                 *o = Some(self.execute(it.frame, it.l3_ofs, it.key, req, now));
             }
         }
-        self.count_uncommitted(uncommitted);
+        uncommitted
     }
 }
 

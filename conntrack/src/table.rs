@@ -15,8 +15,8 @@
 use crate::packet::{NatEnd, Side};
 use crate::tcp::Peer;
 use crate::tuple::{is_icmp, Addr, Tuple};
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering::Relaxed};
 use parking_lot::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 pub const SHARDS: usize = 1 << SHARD_BITS;
@@ -811,10 +811,7 @@ pub struct Shards {
 impl Shards {
     pub fn new() -> Self {
         let shards: Box<[Mutex<Shard>]> = (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect();
-        let hints = shards
-            .iter()
-            .map(|s| s.lock().index.hint.clone())
-            .collect();
+        let hints = shards.iter().map(|s| s.lock().index.hint.clone()).collect();
         Shards { shards, hints }
     }
 

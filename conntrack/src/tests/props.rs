@@ -1,5 +1,5 @@
 use super::build::*;
-use super::cases::{go, req, snat, view};
+use super::cases::{commit, go, req, snat, view};
 use crate::*;
 use pipeline::flow::{NatKind, NatSpec};
 use proptest::prelude::*;
@@ -120,6 +120,21 @@ fn run_frames(
     batch: bool,
     now: Nanos,
 ) -> Vec<String> {
+    run_verdicts(t, frames, frag, r, batch, now)
+        .iter()
+        .map(|v| format!("{v:?}"))
+        .collect()
+}
+
+/// [`run_frames`] with the verdicts as they came.
+fn run_verdicts(
+    t: &Tracker,
+    frames: &mut [Vec<u8>],
+    frag: &[bool],
+    r: &CtRequest<'_>,
+    batch: bool,
+    now: Nanos,
+) -> Vec<CtVerdict> {
     let keys: Vec<FlowKey> = frames
         .iter()
         .zip(frag)
@@ -150,14 +165,76 @@ fn run_frames(
             .collect();
         let mut out: Vec<Option<CtVerdict>> = (0..items.len()).map(|_| None).collect();
         assert_eq!(t.execute_batch(&mut items, r, now, &mut out), out.len());
-        out.iter()
-            .map(|v| format!("{:?}", v.as_ref().expect("every item answered")))
+        out.into_iter()
+            .map(|v| v.expect("every item answered"))
             .collect()
     } else {
         fs.iter_mut()
             .zip(&keys)
-            .map(|(f, k)| format!("{:?}", t.execute(f, ETH, k, r, now)))
+            .map(|(f, k)| t.execute(f, ETH, k, r, now))
             .collect()
+    }
+}
+
+/// A lookup that cannot commit, in a zone holding no connection, is answered without probing
+/// the table; the moment the zone holds a connection, lookups find it again, and once the zone
+/// is flushed they miss again, one by one and batched alike. Connections live in zone 3; the
+/// replies are looked up in zone 3 and in zone 4.
+#[test]
+fn lookups_without_commit_find_what_their_zone_holds() {
+    let out: Vec<Vec<u8>> = (0..8u16)
+        .map(|i| {
+            frame(&P {
+                proto: 17,
+                sport: 2000 + i,
+                dport: 53,
+                ..P::default()
+            })
+        })
+        .collect();
+    let back: Vec<Vec<u8>> = (0..8u16)
+        .map(|i| {
+            let o = P::default();
+            frame(&P {
+                proto: 17,
+                src: o.dst,
+                dst: o.src,
+                sport: 53,
+                dport: 2000 + i,
+                ..o
+            })
+        })
+        .collect();
+    let frag = vec![false; out.len()];
+    let eager = Config {
+        prefetch_min_conns: 0,
+        ..Config::default()
+    };
+    let states = |t: &Tracker, zone: u16, batch: bool| -> Vec<u32> {
+        run_verdicts(t, &mut back.clone(), &frag, &req(zone), batch, 5)
+            .iter()
+            .map(|v| match v {
+                CtVerdict::Tracked(r) => r.state & (CS_NEW | CS_ESTABLISHED | CS_REPLY_DIR),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    const HIT: u32 = CS_ESTABLISHED | CS_REPLY_DIR;
+    for batch in [false, true] {
+        let t = Tracker::new(eager.clone());
+        run_verdicts(&t, &mut out.clone(), &frag, &commit(3), batch, 5);
+        assert_eq!(states(&t, 3, batch), [HIT; 8], "batch {batch}");
+        let new = t.counters().new;
+        assert_eq!(states(&t, 4, batch), [CS_NEW; 8], "batch {batch}");
+        assert_eq!(t.counters().new, new + 8, "batch {batch}");
+        // Two of the connections committed in zone 4 as well.
+        run_verdicts(&t, &mut out[..2].to_vec(), &frag[..2], &commit(4), batch, 5);
+        let mut want = [CS_NEW; 8];
+        want[..2].fill(HIT);
+        assert_eq!(states(&t, 4, batch), want, "batch {batch}");
+        assert_eq!(t.flush(Some(4)), 2);
+        assert_eq!(states(&t, 4, batch), [CS_NEW; 8], "batch {batch}");
+        assert_eq!(states(&t, 3, batch), [HIT; 8], "batch {batch}");
     }
 }
 
