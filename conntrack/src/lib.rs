@@ -634,8 +634,17 @@ impl Tracker {
         out: &mut Option<CtVerdict>,
         uncommitted: &mut u64,
     ) {
+        if !req.commit {
+            *out = Some(CtVerdict::Tracked(self.uncommitted_answer(
+                p,
+                req.zone,
+                now,
+                uncommitted,
+            )));
+            return;
+        }
         for round in 0..2 {
-            if let NewOutcome::Done(r) = self.create(b, p, h, req, now, uncommitted) {
+            if let NewOutcome::Done(r) = self.create(b, p, h, req, now) {
                 *out = Some(CtVerdict::Tracked(r));
                 return;
             }
@@ -1004,27 +1013,32 @@ impl Tracker {
         self.alg_read().expects.len()
     }
 
-    /// Counts a lookup that found nothing and did not commit in `uncommitted`, for the caller
-    /// to add to [`Counters::new`] once per call or batch (see [`Tracker::count_uncommitted`]).
-    fn create<B: Resize + ?Sized>(
+    /// The answer for a packet that matches no connection: `+new` (with `+rel` and the
+    /// parent's mark, label and original tuple when a helper announced the connection, as Open
+    /// vSwitch answers), or `Err` with `+inv` (counted) when it cannot start one. With it, what
+    /// a commit goes on with: the TCP segment's opening verdict and the expectation.
+    #[allow(clippy::type_complexity)]
+    #[inline(always)]
+    fn new_answer<'p>(
         &self,
-        b: &mut B,
-        p: &Parsed,
-        ha: u64,
-        req: &CtRequest<'_>,
+        p: &'p Parsed,
+        zone: u16,
         now: Nanos,
-        uncommitted: &mut u64,
-    ) -> NewOutcome {
-        let zone = req.zone;
+    ) -> Result<
+        (
+            CtResult,
+            Option<(&'p packet::TcpSeg, tcp::NewVerdict)>,
+            Option<Expect>,
+        ),
+        CtResult,
+    > {
         let o = p.tuple;
-        // The record is only built for a commit: a lookup that is not one (the seed's un-SNAT
-        // `ct(nat)` in the VM's zone misses on every outbound packet) only needs the verdict.
         let mut tcp_start = None;
         match &p.kind {
             L4::Tcp(seg) => {
                 let v = tcp::classify_new(seg, self.cfg.tcp_pickup);
                 if v == tcp::NewVerdict::Invalid {
-                    return NewOutcome::Done(self.bad(zone));
+                    return Err(self.bad(zone));
                 }
                 tcp_start = Some((seg, v));
             }
@@ -1032,7 +1046,7 @@ impl Tracker {
                 // Only a request starts an echo connection.
                 let ty = (o.dport >> 8) as u8;
                 if !matches!(ty, 8 | 128) {
-                    return NewOutcome::Done(self.bad(zone));
+                    return Err(self.bad(zone));
                 }
             }
             _ => {}
@@ -1043,8 +1057,6 @@ impl Tracker {
             orig: Some(ct_tuple(&o)),
             ..CtResult::default()
         };
-        // A connection some helper announced is related to its parent: it answers with the
-        // parent's mark, label and original tuple, as Open vSwitch's does.
         let exp = if self.n_expect.load(Relaxed) != 0
             && (o.proto == tuple::IPPROTO_TCP || o.proto == tuple::IPPROTO_UDP)
         {
@@ -1058,11 +1070,45 @@ impl Tracker {
             res.label = e.label;
             res.orig = Some(ct_tuple(&e.parent));
         }
-        if !req.commit {
-            *uncommitted += 1;
-            return NewOutcome::Done(res);
+        Ok((res, tcp_start, exp))
+    }
+
+    /// The answer for a lookup that found nothing and does not commit, counted in
+    /// `uncommitted` (for the caller to add to [`Counters::new`] once per call or batch, see
+    /// [`Tracker::count_uncommitted`]) unless it is `+inv`. Nothing is recorded, so nothing can
+    /// race it. The seed's un-SNAT `ct(nat)` in the VM's zone comes here on every outbound
+    /// packet: kept apart from the commit's path, whose setup it would otherwise pay for.
+    #[inline]
+    fn uncommitted_answer(
+        &self,
+        p: &Parsed,
+        zone: u16,
+        now: Nanos,
+        uncommitted: &mut u64,
+    ) -> CtResult {
+        match self.new_answer(p, zone, now) {
+            Ok((res, _, _)) => {
+                *uncommitted += 1;
+                res
+            }
+            Err(bad) => bad,
         }
-        self.commit_new(b, p, ha, req, now, tcp_start, res, exp)
+    }
+
+    /// A commit of a packet that matched no connection: records it, or says a concurrent
+    /// commit made it first.
+    fn create<B: Resize + ?Sized>(
+        &self,
+        b: &mut B,
+        p: &Parsed,
+        ha: u64,
+        req: &CtRequest<'_>,
+        now: Nanos,
+    ) -> NewOutcome {
+        match self.new_answer(p, req.zone, now) {
+            Ok((res, tcp_start, exp)) => self.commit_new(b, p, ha, req, now, tcp_start, res, exp),
+            Err(bad) => NewOutcome::Done(bad),
+        }
     }
 
     /// [`Tracker::create`] for a commit: records the connection (translated when asked) and
@@ -1540,7 +1586,9 @@ impl Tracker {
     /// (one short lock per frame), then, for reply-direction frames indexed through a key
     /// record, the connections those point at, then track each frame in order as `execute`
     /// would. The prefetch passes only warm caches; the last pass does every lookup for real, so the
-    /// outcome is that of one `execute` after the other.
+    /// outcome is that of one `execute` after the other. When no lookup can hit
+    /// ([`Tracker::lookup_can_hit`]), there is nothing to hash or prefetch, and the frames go
+    /// from the parse straight to their answers.
     fn execute_chunk(
         &self,
         items: &mut [CtItem<'_, '_>],
