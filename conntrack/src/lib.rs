@@ -585,9 +585,9 @@ impl Tracker {
     /// [`Tracker::track`] once the datagram is parsed (from `b`, unchanged since) and its
     /// tuple hashed (`probe`, with the entry a batch saw if any; unused without `LOOKUP`, which
     /// is false when [`Tracker::lookup_can_hit`] said no and no hash was taken), with the
-    /// answer written to
-    /// `out`: built there in place, because it is about 100 bytes and an established packet's
-    /// whole path is short enough for copies of it from layer to layer to show.
+    /// answer written to `out`: built there in place, because it is about 100 bytes and an
+    /// established packet's whole path is short enough for copies of it from layer to layer to
+    /// show.
     #[inline]
     #[allow(clippy::too_many_arguments)]
     fn track_parsed<const LOOKUP: bool, B: Resize + ?Sized>(
