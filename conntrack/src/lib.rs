@@ -658,6 +658,7 @@ impl Tracker {
     /// Handles a packet of a known connection, writing the answer to `out`; false (`out`
     /// untouched) when there is none (or it was just removed: expired, forced, or reopened by
     /// a SYN).
+    #[inline(always)]
     fn existing<B: Resize + ?Sized>(
         &self,
         b: &mut B,
