@@ -550,11 +550,29 @@ impl Tracker {
         req: &CtRequest<'_>,
         now: Nanos,
     ) -> Result<CtResult, Bad> {
-        let p = match packet::parse(b.bytes(), l3, req.zone, self.cfg.verify_checksums) {
-            Ok(p) => p,
+        Ok(match self.track_verdict(b, l3, req, now)? {
+            CtVerdict::Tracked(r) => r,
+            _ => self.bad(req.zone),
+        })
+    }
+
+    /// [`Tracker::track`] with the answer as the verdict `execute` returns: parsed in place
+    /// and built in its final slot, where returning it as a result and wrapping it again
+    /// copied the ~100-byte answer twice more on every packet of the one-frame path.
+    #[inline]
+    fn track_verdict<B: Resize + ?Sized>(
+        &self,
+        b: &mut B,
+        l3: usize,
+        req: &CtRequest<'_>,
+        now: Nanos,
+    ) -> Result<CtVerdict, Bad> {
+        let mut p = Parsed::EMPTY;
+        match packet::parse_into(b.bytes(), l3, req.zone, self.cfg.verify_checksums, &mut p) {
+            Ok(()) => {}
             Err(Bad::Fragment) => return Err(Bad::Fragment),
-            Err(_) => return Ok(self.bad(req.zone)),
-        };
+            Err(_) => return Ok(CtVerdict::Tracked(self.bad(req.zone))),
+        }
         let mut out = None;
         let mut uncommitted = 0;
         if self.lookup_can_hit(req) {
@@ -565,10 +583,7 @@ impl Tracker {
             self.track_parsed::<false, B>(b, &p, probe, req, now, &mut out, &mut uncommitted);
         }
         self.count_uncommitted(uncommitted);
-        Ok(match out {
-            Some(CtVerdict::Tracked(r)) => r,
-            _ => self.bad(req.zone),
-        })
+        Ok(out.unwrap_or_else(|| CtVerdict::Tracked(self.bad(req.zone))))
     }
 
     /// Whether a lookup for `req` can find anything: not when it cannot commit and its zone
@@ -1732,8 +1747,8 @@ impl ConnTracker for Tracker {
         if key.nw_frag() & FRAG_ANY != 0 {
             return self.fragment(frame, l3_ofs, req, now);
         }
-        match self.track(frame, l3_ofs, req, now) {
-            Ok(r) => CtVerdict::Tracked(r),
+        match self.track_verdict(frame, l3_ofs, req, now) {
+            Ok(v) => v,
             // The key did not say "fragment" but the header does: reassemble all the same.
             Err(_) => self.fragment(frame, l3_ofs, req, now),
         }
