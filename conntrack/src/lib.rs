@@ -540,27 +540,13 @@ impl Tracker {
         self.unreserve(zone);
     }
 
-    /// Tracks one complete (unfragmented) datagram whose IP header is at `l3` of `d`, NATing it
-    /// in place when asked, and returns the answer. `Err(Bad::Fragment)` means it must go
-    /// through reassembly.
-    fn track<B: Resize + ?Sized>(
-        &self,
-        b: &mut B,
-        l3: usize,
-        req: &CtRequest<'_>,
-        now: Nanos,
-    ) -> Result<CtResult, Bad> {
-        Ok(match self.track_verdict(b, l3, req, now)? {
-            CtVerdict::Tracked(r) => r,
-            _ => self.bad(req.zone),
-        })
-    }
-
-    /// [`Tracker::track`] with the answer as the verdict `execute` returns: parsed in place
-    /// and built in its final slot, where returning it as a result and wrapping it again
-    /// copied the ~100-byte answer twice more on every packet of the one-frame path.
+    /// Tracks one complete (unfragmented) datagram whose IP header is at `l3` of `b`, NATing it
+    /// in place when asked, and returns the verdict. `Err(Bad::Fragment)` means it must go
+    /// through reassembly. The datagram is parsed in place and the answer built in its final
+    /// slot: returned as a result and wrapped again, the ~100-byte answer was copied twice more
+    /// on every packet of the one-frame path.
     #[inline]
-    fn track_verdict<B: Resize + ?Sized>(
+    fn track<B: Resize + ?Sized>(
         &self,
         b: &mut B,
         l3: usize,
@@ -1111,8 +1097,10 @@ impl Tracker {
         }
     }
 
-    /// A commit of a packet that matched no connection: records it, or says a concurrent
-    /// commit made it first.
+    /// A commit of a packet that matched no connection: records the connection (translated
+    /// when asked) and rewrites the packet, or says a concurrent commit made it first. Kept out
+    /// of line (its caller's retry loop would otherwise carry its setup).
+    #[inline(never)]
     fn create<B: Resize + ?Sized>(
         &self,
         b: &mut B,
@@ -1121,28 +1109,10 @@ impl Tracker {
         req: &CtRequest<'_>,
         now: Nanos,
     ) -> NewOutcome {
-        match self.new_answer(p, req.zone, now) {
-            Ok((res, tcp_start, exp)) => self.commit_new(b, p, ha, req, now, tcp_start, res, exp),
-            Err(bad) => NewOutcome::Done(bad),
-        }
-    }
-
-    /// [`Tracker::create`] for a commit: records the connection (translated when asked) and
-    /// rewrites the packet. Kept out of line: inlined, its setup was hoisted in front of the
-    /// uncommitted lookups that miss.
-    #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
-    fn commit_new<B: Resize + ?Sized>(
-        &self,
-        b: &mut B,
-        p: &Parsed,
-        ha: u64,
-        req: &CtRequest<'_>,
-        now: Nanos,
-        tcp_start: Option<(&packet::TcpSeg, tcp::NewVerdict)>,
-        mut res: CtResult,
-        exp: Option<Expect>,
-    ) -> NewOutcome {
+        let (mut res, tcp_start, exp) = match self.new_answer(p, req.zone, now) {
+            Ok(answer) => answer,
+            Err(bad) => return NewOutcome::Done(bad),
+        };
         let zone = req.zone;
         let o = p.tuple;
         let mut c = Conn {
@@ -1387,8 +1357,8 @@ impl Tracker {
                 self.c.frag_held.fetch_add(1, Relaxed);
                 self.c.frag_reassembled.fetch_add(1, Relaxed);
                 let result = match self.track(&mut buf, l3, req, now) {
-                    Ok(r) => r,
-                    Err(_) => self.bad(req.zone),
+                    Ok(CtVerdict::Tracked(r)) => r,
+                    _ => self.bad(req.zone),
                 };
                 CtVerdict::Reassembled { frame: buf, result }
             }
@@ -1747,7 +1717,7 @@ impl ConnTracker for Tracker {
         if key.nw_frag() & FRAG_ANY != 0 {
             return self.fragment(frame, l3_ofs, req, now);
         }
-        match self.track_verdict(frame, l3_ofs, req, now) {
+        match self.track(frame, l3_ofs, req, now) {
             Ok(v) => v,
             // The key did not say "fragment" but the header does: reassemble all the same.
             Err(_) => self.fragment(frame, l3_ofs, req, now),

@@ -109,24 +109,13 @@ fn pkt_frame(&(c, sp, proto, flags, corrupt, _): &Pkt) -> Vec<u8> {
     f
 }
 
-/// Runs `frames` through `t` at time `now`, one `execute` at a time or as one
-/// `execute_batch`; returns the verdicts as text (CtVerdict has no equality) and leaves the
-/// frames as the tracker left them.
-fn run_frames(
-    t: &Tracker,
-    frames: &mut [Vec<u8>],
-    frag: &[bool],
-    r: &CtRequest<'_>,
-    batch: bool,
-    now: Nanos,
-) -> Vec<String> {
-    run_verdicts(t, frames, frag, r, batch, now)
-        .iter()
-        .map(|v| format!("{v:?}"))
-        .collect()
+/// Verdicts as text, to compare (CtVerdict has no equality).
+fn texts(verdicts: Vec<CtVerdict>) -> Vec<String> {
+    verdicts.iter().map(|v| format!("{v:?}")).collect()
 }
 
-/// [`run_frames`] with the verdicts as they came.
+/// Runs `frames` through `t` at time `now`, one `execute` at a time or as one
+/// `execute_batch`; returns the verdicts and leaves the frames as the tracker left them.
 fn run_verdicts(
     t: &Tracker,
     frames: &mut [Vec<u8>],
@@ -261,7 +250,7 @@ fn uncommitted_misses_count_as_new_in_batches_too() {
     for batch in [false, true] {
         let t = Tracker::new(eager.clone());
         for round in 1..=2u64 {
-            let verdicts = run_frames(&t, &mut frames, &frag, &req(3), batch, 5);
+            let verdicts = run_verdicts(&t, &mut frames, &frag, &req(3), batch, 5);
             assert_eq!(verdicts.len(), 48);
             let c = t.counters();
             assert_eq!((c.new, c.invalid), (40 * round, 8 * round), "batch {batch}");
@@ -288,8 +277,8 @@ proptest! {
         let (one, many) = (Tracker::new(Config::default()), Tracker::new(eager));
         let mut a: Vec<Vec<u8>> = pkts.iter().map(pkt_frame).collect();
         let mut b = a.clone();
-        prop_assert_eq!(run_frames(&one, &mut a, &frag, &commit, false, 5),
-                        run_frames(&many, &mut b, &frag, &commit, true, 5));
+        prop_assert_eq!(texts(run_verdicts(&one, &mut a, &frag, &commit, false, 5)),
+                        texts(run_verdicts(&many, &mut b, &frag, &commit, true, 5)));
         prop_assert_eq!(&a, &b);
         // Replies to whatever left the tracker (translated or not), with flags of a SYN-ACK.
         let mut ra: Vec<Vec<u8>> = a.iter().zip(&pkts).map(|(f, p)| {
@@ -304,8 +293,8 @@ proptest! {
             }
         }).collect();
         let mut rb = ra.clone();
-        prop_assert_eq!(run_frames(&one, &mut ra, &frag, &back, false, 5),
-                        run_frames(&many, &mut rb, &frag, &back, true, 5));
+        prop_assert_eq!(texts(run_verdicts(&one, &mut ra, &frag, &back, false, 5)),
+                        texts(run_verdicts(&many, &mut rb, &frag, &back, true, 5)));
         prop_assert_eq!(&ra, &rb);
         let (mut da, mut db) = (one.dump(None), many.dump(None));
         da.sort();
@@ -529,8 +518,8 @@ proptest! {
             };
             let mut a: Vec<Vec<u8>> = turns.iter().map(|t| turn_frame(t, natted)).collect();
             let mut b = a.clone();
-            prop_assert_eq!(run_frames(&one, &mut a, &frag, &r, false, now),
-                            run_frames(&many, &mut b, &frag, &r, true, now));
+            prop_assert_eq!(texts(run_verdicts(&one, &mut a, &frag, &r, false, now)),
+                            texts(run_verdicts(&many, &mut b, &frag, &r, true, now)));
             prop_assert_eq!(&a, &b);
             now += secs * 1_000_000_000;
         }
