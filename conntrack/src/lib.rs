@@ -205,6 +205,16 @@ enum NewOutcome {
     Retry,
 }
 
+/// A packet that can open a connection (see [`Tracker::new_answer`]): its answer, and what a
+/// commit goes on with.
+struct Opening<'p> {
+    res: CtResult,
+    /// The TCP segment and how it opens (handshake or pickup).
+    tcp_start: Option<(&'p packet::TcpSeg, tcp::NewVerdict)>,
+    /// The expectation a helper recorded for it, if any.
+    exp: Option<Expect>,
+}
+
 /// What a packet of a known connection does to it (see [`Tracker::advance`]).
 enum Advance {
     /// Accepted: the `ct_state` bits, and whether NAT rewrites the packet.
@@ -1017,23 +1027,15 @@ impl Tracker {
 
     /// The answer for a packet that matches no connection: `+new` (with `+rel` and the
     /// parent's mark, label and original tuple when a helper announced the connection, as Open
-    /// vSwitch answers), or `Err` with `+inv` (counted) when it cannot start one. With it, what
-    /// a commit goes on with: the TCP segment's opening verdict and the expectation.
-    #[allow(clippy::type_complexity)]
+    /// vSwitch answers), or `Err` with `+inv` (counted) when it cannot start one; with it, what
+    /// a commit goes on with.
     #[inline(always)]
     fn new_answer<'p>(
         &self,
         p: &'p Parsed,
         zone: u16,
         now: Nanos,
-    ) -> Result<
-        (
-            CtResult,
-            Option<(&'p packet::TcpSeg, tcp::NewVerdict)>,
-            Option<Expect>,
-        ),
-        CtResult,
-    > {
+    ) -> Result<Opening<'p>, CtResult> {
         let o = p.tuple;
         let mut tcp_start = None;
         match &p.kind {
@@ -1072,7 +1074,11 @@ impl Tracker {
             res.label = e.label;
             res.orig = Some(ct_tuple(&e.parent));
         }
-        Ok((res, tcp_start, exp))
+        Ok(Opening {
+            res,
+            tcp_start,
+            exp,
+        })
     }
 
     /// The answer for a lookup that found nothing and does not commit, counted in
@@ -1089,9 +1095,9 @@ impl Tracker {
         uncommitted: &mut u64,
     ) -> CtResult {
         match self.new_answer(p, zone, now) {
-            Ok((res, _, _)) => {
+            Ok(o) => {
                 *uncommitted += 1;
-                res
+                o.res
             }
             Err(bad) => bad,
         }
@@ -1109,8 +1115,12 @@ impl Tracker {
         req: &CtRequest<'_>,
         now: Nanos,
     ) -> NewOutcome {
-        let (mut res, tcp_start, exp) = match self.new_answer(p, req.zone, now) {
-            Ok(answer) => answer,
+        let Opening {
+            mut res,
+            tcp_start,
+            exp,
+        } = match self.new_answer(p, req.zone, now) {
+            Ok(o) => o,
             Err(bad) => return NewOutcome::Done(bad),
         };
         let zone = req.zone;
@@ -1601,11 +1611,8 @@ impl Tracker {
             *ok = true;
         }
         // Decided once for the batch, so every frame sees the same answer.
-        let lookup = self.lookup_can_hit(req);
-        if lookup {
+        let uncommitted = if self.lookup_can_hit(req) {
             self.prefetch_chunk(&parsed, &mut probes, &ready);
-        }
-        let uncommitted = if lookup {
             self.track_chunk::<true>(items, &parsed, &probes, &ready, req, now, out)
         } else {
             self.track_chunk::<false>(items, &parsed, &probes, &ready, req, now, out)
