@@ -33,7 +33,7 @@ while [[ $# -gt 0 ]]; do
         --conns) conns=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
         --instructions) instructions=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         -*) echo "ct-ab: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac

@@ -831,16 +831,12 @@ impl Shards {
     }
 
     #[inline]
-    pub fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
+    pub fn lock(&self, i: usize) -> ShardGuard<'_> {
         self.shards[i].lock()
     }
 
     /// Locks two shards in index order (so concurrent pairs cannot deadlock).
-    pub fn lock_pair(
-        &self,
-        a: usize,
-        b: usize,
-    ) -> (MutexGuard<'_, Shard>, Option<MutexGuard<'_, Shard>>) {
+    pub fn lock_pair(&self, a: usize, b: usize) -> (ShardGuard<'_>, Option<ShardGuard<'_>>) {
         if a == b {
             (self.lock(a), None)
         } else if a < b {

@@ -269,7 +269,7 @@ mod tests {
 
     /// Structured tuple families (consecutive ports, consecutive addresses, IPv4 and IPv6)
     /// spread over buckets and shards as a random hash would: 4,096 tuples into 1,024 buckets
-    /// (the bits above 32 that pick one) and into 64 shards (the low bits).
+    /// (chosen by the tag, as the index does) and into the 64 shards.
     #[test]
     fn structured_tuples_spread_evenly() {
         let base = Tuple {
@@ -322,11 +322,11 @@ mod tests {
             "v6 source ports",
         ] {
             let mut buckets = [0u32; 1024];
-            let mut shards = [0u32; 64];
+            let mut shards = [0u32; crate::table::SHARDS];
             for i in 0..4096 {
                 let h = member(name, i).hash(7);
-                buckets[((h >> 32) & 1023) as usize] += 1;
-                shards[(h & 63) as usize] += 1;
+                buckets[(crate::table::tag_of(h) & 1023) as usize] += 1;
+                shards[crate::table::Shards::shard_of(h)] += 1;
             }
             let empty = buckets.iter().filter(|&&n| n == 0).count();
             let fullest = *buckets.iter().max().unwrap();

@@ -109,6 +109,15 @@ fn pkt_frame(&(c, sp, proto, flags, corrupt, _): &Pkt) -> Vec<u8> {
     f
 }
 
+/// A tracker configuration that takes the batch path however small its table, so that a
+/// test's batches exercise the prefetch passes.
+fn eager() -> Config {
+    Config {
+        prefetch_min_conns: 0,
+        ..Config::default()
+    }
+}
+
 /// Verdicts as text, to compare (CtVerdict has no equality).
 fn texts(verdicts: Vec<CtVerdict>) -> Vec<String> {
     verdicts.iter().map(|v| format!("{v:?}")).collect()
@@ -195,10 +204,6 @@ fn lookups_without_commit_find_what_their_zone_holds() {
         })
         .collect();
     let frag = vec![false; out.len()];
-    let eager = Config {
-        prefetch_min_conns: 0,
-        ..Config::default()
-    };
     let states = |t: &Tracker, zone: u16, batch: bool| -> Vec<u32> {
         run_verdicts(t, &mut back.clone(), &frag, &req(zone), batch, 5)
             .iter()
@@ -210,7 +215,7 @@ fn lookups_without_commit_find_what_their_zone_holds() {
     };
     const HIT: u32 = CS_ESTABLISHED | CS_REPLY_DIR;
     for batch in [false, true] {
-        let t = Tracker::new(eager.clone());
+        let t = Tracker::new(eager());
         run_verdicts(&t, &mut out.clone(), &frag, &commit(3), batch, 5);
         assert_eq!(states(&t, 3, batch), [HIT; 8], "batch {batch}");
         let new = t.counters().new;
@@ -243,12 +248,8 @@ fn uncommitted_misses_count_as_new_in_batches_too() {
         })
         .collect();
     let frag = vec![false; frames.len()];
-    let eager = Config {
-        prefetch_min_conns: 0,
-        ..Config::default()
-    };
     for batch in [false, true] {
-        let t = Tracker::new(eager.clone());
+        let t = Tracker::new(eager());
         for round in 1..=2u64 {
             let verdicts = run_verdicts(&t, &mut frames, &frag, &req(3), batch, 5);
             assert_eq!(verdicts.len(), 48);
@@ -273,8 +274,7 @@ proptest! {
         let back = CtRequest { nat: Some(&bare), ..req(3) };
         let frag: Vec<bool> = pkts.iter().map(|p| p.5).collect();
         // `many` batches however small its table, so the prefetch passes are what is compared.
-        let eager = Config { prefetch_min_conns: 0, ..Config::default() };
-        let (one, many) = (Tracker::new(Config::default()), Tracker::new(eager));
+        let (one, many) = (Tracker::new(Config::default()), Tracker::new(eager()));
         let mut a: Vec<Vec<u8>> = pkts.iter().map(pkt_frame).collect();
         let mut b = a.clone();
         prop_assert_eq!(texts(run_verdicts(&one, &mut a, &frag, &commit, false, 5)),
@@ -501,8 +501,7 @@ proptest! {
     ) {
         let to = snat(TURN_SNAT_TO);
         let bare = NatSpec::default();
-        let eager = Config { prefetch_min_conns: 0, ..Config::default() };
-        let (one, many) = (Tracker::new(Config::default()), Tracker::new(eager));
+        let (one, many) = (Tracker::new(Config::default()), Tracker::new(eager()));
         let mut now: Nanos = 5;
         for (turns, how, secs) in rounds {
             let r = match how {
