@@ -56,7 +56,8 @@
 # perf.data next to the CSV).
 # XVS_COALESCE_US=N in the environment sets xvs's `coalesce_us` (interrupt mode; default 30),
 # XVS_FRAMES=N the `frames` (UMEM chunks per queue) of its AF_XDP ports (default 16384 in poll
-# mode, the port default in interrupt mode).
+# mode, the port default in interrupt mode). BENCH_PINGS=N sets the pings per measurement
+# (default 500, --quick 50).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -108,6 +109,8 @@ else
   step_s=3; search_steps=5; fixed_s=5; fixed_loads="100000 200000"; pings=500; ping_load=1
   jumbo_loads="20000 50000"
 fi
+pings="${BENCH_PINGS:-$pings}"
+[[ "$pings" =~ ^[1-9][0-9]{0,5}$ ]] || { echo "bench: BENCH_PINGS must be 1-999999" >&2; exit 2; }
 # Jumbo frames: 9014 bytes on the veth (IP MTU 9000); the fixed loads are 1.4 and 3.6 Gbit/s.
 jumbo_mtu=9000
 jumbo_fill=$((jumbo_mtu - 20 - 8))
