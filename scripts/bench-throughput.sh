@@ -36,7 +36,7 @@
 #   (b) fixed: 100 and 200 kpps on the interrupt-mode devices: loss, and the switch process's
 #       CPU per forwarded packet from /proc/PID/stat (user, system) and /proc/PID/task/*/schedstat
 #   (c) ping p50/p99 through the switch, idle and under 100 kpps (jumbo: its first fixed load)
-#       (and over a direct veth pair as the baseline)
+#       (and over a direct veth pair as the baseline, with 9000-byte pings too for jumbo)
 #
 # Output: the table on stdout, a CSV (benches/results/throughput-DATE.csv or --out) and a PNG
 # next to it. Everything created is removed at exit, also on failure. Needs root.
@@ -210,6 +210,12 @@ ip -n "$ns_k" addr add 198.18.0.2/24 dev k0
 ip -n "$ns_k" addr add 198.19.1.2/24 dev k0
 ip -n "$ns_k" neigh replace 198.18.0.1 lladdr "$mac_g" dev k0 nud permanent
 ip -n "$ns_k" addr add 198.18.200.2/30 dev kd
+# Jumbo pings need a jumbo baseline: a 9000-byte ping costs both stacks more than a 56-byte
+# one with no switch at all, so the direct pair carries them too when jumbo runs.
+if [[ ",$scenarios," == *,jumbo,* ]]; then
+  ip -n "$ns_g" link set dev gd mtu "$jumbo_mtu"
+  ip -n "$ns_k" link set dev kd mtu "$jumbo_mtu"
+fi
 ip -n "$ns_k" link set dev k0 xdp obj "$work/xdp_sink.o" sec xdp.frags
 ip -n "$ns_k" link set dev kd xdp obj "$work/xdp_sink.o" sec xdp.frags
 
@@ -223,19 +229,22 @@ path_mtu() { # mtu
   ip -n "$ns_s" link set dev eth1 mtu "$1"
 }
 
+# Jumbo frames: the jumbo scenario and its baseline on the direct pair.
+is_jumbo() { [[ "$1" == jumbo || "$1" == direct-jumbo ]]; }
+
 # Generator arguments per scenario, one per line in a file: 14 + 20 + 8 + 18 = 60 bytes on the
 # veth, 64 with the FCS; jumbo: 14 + 20 + 8 + 8972 = 9014 bytes, sent multi-buffer.
 gen_cfg() { # scenario -> file
   local f="$work/gen-$1.args" dev=g0 dmac sip dip fill=18
   case "$1" in
     snat) dmac="$mac_rtr_in"; sip=198.18.10.11; dip=198.19.7.1 ;;
-    direct) dev=gd; dmac="00:00:00:00:00:00"; sip=198.18.200.1; dip=198.18.200.2 ;;
+    direct | direct-jumbo) dev=gd; dmac="00:00:00:00:00:00"; sip=198.18.200.1; dip=198.18.200.2 ;;
     *) dmac="$mac_k"; sip=198.18.0.1; dip=198.18.0.2 ;;
   esac
-  [[ "$1" == jumbo ]] && fill=$jumbo_fill
+  is_jumbo "$1" && fill=$jumbo_fill
   printf '%s\n' --dev "$dev" --eth-src "$mac_g" --eth-dst "$dmac" --ip-src "$sip" --ip-dst "$dip" \
     --sport 4000 --dport 9 --payload "$fill" >"$f"
-  [[ "$1" == jumbo ]] && printf '%s\n' --mtu "$jumbo_mtu" >>"$f"
+  is_jumbo "$1" && printf '%s\n' --mtu "$jumbo_mtu" >>"$f"
   echo "$f"
 }
 
@@ -247,7 +256,7 @@ frame_bytes() { # scenario
 ping_dst() {
   case "$1" in
     snat) echo 198.19.7.1 ;;
-    direct) echo 198.18.200.2 ;;
+    direct | direct-jumbo) echo 198.18.200.2 ;;
     *) echo 198.18.0.2 ;;
   esac
 }
@@ -768,7 +777,7 @@ measure_poll_work() { # scenario dut cfg
 measure_c() { # scenario dut [cfg]
   local sc="$1" dut="$2" cfg="${3:-}" dst p50 p99 n gen_pid="" size=56
   dst="$(ping_dst "$sc")"
-  [[ "$sc" == jumbo ]] && size=$jumbo_fill
+  is_jumbo "$sc" && size=$jumbo_fill
   ip netns exec "$ns_g" ping -c "$pings" -s "$size" -i 0.005 -W 1 "$dst" >"$work/ping.txt" 2>&1 || true
   read -r p50 p99 n < <("$py" "$bench/report.py" pings "$work/ping.txt")
   csv_row "$sc" "$dut" ping_idle 0 "" "$pings" "$n" "" "" "" "" "$p50" "$p99" "idle"
@@ -777,7 +786,7 @@ measure_c() { # scenario dut [cfg]
   # The load is 100 kpps of 64-byte frames; jumbo's is its first fixed load (100 kpps of 9014
   # bytes is 7.2 Gbit/s, the saturation point of every AF_XDP device here).
   local secs=$((pings * 5 / 1000 + 3)) tg rate=100000
-  [[ "$sc" == jumbo ]] && rate="${jumbo_loads%% *}"
+  is_jumbo "$sc" && rate="${jumbo_loads%% *}"
   local -a args
   tg="${cfg:-$(gen_cfg "$sc")}"
   mapfile -t args <"$tg"
@@ -822,6 +831,7 @@ log "load average $load_avg; scheduling of the device under test: $sched; result
 
 # The latency baseline: the direct veth pair, no switch.
 measure_c direct veth "$(gen_cfg direct)"
+[[ ",$scenarios," == *,jumbo,* ]] && measure_c direct-jumbo veth "$(gen_cfg direct-jumbo)"
 
 # The device's own view of the run (drops by reason, per-port counters), kept next to the CSV.
 dut_counters() { # scenario dut

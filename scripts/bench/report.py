@@ -143,11 +143,19 @@ def table(csv_path, png_path=None):
     print("    targets: total <= 1.1x null, <= 0.8x OVS afxdp-nonpmd, user <= 0.5x OVS, zero loss;"
           " * = null forwarder of the p2p run (it has no pipeline)")
 
-    print("\n(c) ping round trip through the switch (µs); added = p99 minus the direct veth pair's;"
+    print("\n(c) ping round trip through the switch (µs); added = p99 minus the direct veth pair's"
+          " (jumbo: its 9000-byte pings);"
           " over null = p99 minus the null\n    forwarder's in the same run (the same AF_XDP I/O with"
           " no switching: what the switch itself adds)")
-    base = {r["measure"]: r for r in rows if r["scenario"] == "direct"}
-    print(f"{'scenario':<8} {'device under test':<18} {'idle p50':>9} {'idle p99':>9} {'load p50':>9} "
+    # Each scenario's pings against the direct pair's of the same size: 9000-byte ones for
+    # jumbo (when that baseline was measured), 56-byte ones otherwise.
+    bases = {}
+    for r in rows:
+        if r["scenario"] in ("direct", "direct-jumbo"):
+            bases.setdefault(r["scenario"], {})[r["measure"]] = r
+    def base_of(sc):
+        return bases.get("direct-jumbo" if sc == "jumbo" and "direct-jumbo" in bases else "direct", {})
+    print(f"{'scenario':<12} {'device under test':<18} {'idle p50':>9} {'idle p99':>9} {'load p50':>9} "
           f"{'load p99':>9} {'added p99 idle/load':>20} {'over null idle/load':>20}")
     pairs = {}
     for r in rows:
@@ -159,11 +167,11 @@ def table(csv_path, png_path=None):
         for k in ("ping_idle", "ping_load"):
             r = m.get(k)
             vals += [r and num(r, "p50_us"), r and num(r, "p99_us")]
-            b = base.get(k)
+            b = base_of(sc).get(k)
             rv, bv = r and num(r, "p99_us"), b and num(b, "p99_us")
-            added.append(rv - bv if rv is not None and bv is not None and sc != "direct" else None)
+            added.append(rv - bv if rv is not None and bv is not None and sc not in bases else None)
         add_s = "/".join(fmt(a, ".0f") for a in added)
-        ok = "" if sc == "direct" or all(a is None for a in added) else (
+        ok = "" if sc in bases or all(a is None for a in added) else (
             " ok" if all(a is None or a < TARGET_P99_US for a in added) else " MISS")
         null = pairs.get((sc, "nullfwd-intr")) or pairs.get(("p2p", "nullfwd-intr"))
         over = []
@@ -173,7 +181,7 @@ def table(csv_path, png_path=None):
             over.append(rv - nv if rv is not None and nv is not None and dut.startswith("xvs") else None)
         over_s = "-" if all(o is None for o in over) else "/".join(fmt(o, ".0f") for o in over) + (
             " ok" if all(o is None or o < TARGET_P99_US for o in over) else " MISS")
-        print(f"{sc:<8} {dut:<18} " + " ".join(f"{fmt(v, '.0f'):>9}" for v in vals)
+        print(f"{sc:<12} {dut:<18} " + " ".join(f"{fmt(v, '.0f'):>9}" for v in vals)
               + f" {add_s + ok:>20} {over_s:>20}")
 
     if png_path:
