@@ -30,6 +30,7 @@ declare -A MAX_LEN=(
     [conntrack_seq]=384     # up to 24 described frames
     [config_parser]=1536    # the largest seed configuration is 1479 bytes
     [control_request]=256   # one request
+    [pcap_reader]=2048      # a global header and a few records
 )
 
 secs=""

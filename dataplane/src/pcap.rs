@@ -13,7 +13,7 @@ pub const LINKTYPE_ETHERNET: u32 = 1;
 const MAGIC_US: u32 = 0xa1b2_c3d4;
 const MAGIC_NS: u32 = 0xa1b2_3c4d;
 /// Largest record the reader accepts; larger lengths mean a corrupt file.
-const MAX_RECORD: u32 = 256 * 1024;
+pub const MAX_RECORD: u32 = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PcapError {
