@@ -17,6 +17,11 @@ echo "== cargo doc -D warnings"
 # Broken and private intra-doc links are errors, so module docs keep pointing somewhere real.
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
+echo "== fuzz targets: format and compile"
+# The fuzz crate is outside the workspace (cargo-fuzz builds it with flags of its own), so
+# nothing above would notice a change that breaks a target.
+(cd fuzz && cargo fmt -- --check && cargo check --bins --locked)
+
 echo "== cargo test"
 # Integration tests create their own namespaces and OVS sandboxes; run them one binary at a
 # time but let each binary's tests run in parallel.
