@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # build: xsk-rs compiles libxdp and libbpf from source
   clang llvm libelf-dev libpcap-dev zlib1g-dev m4 pkg-config make gcc
+  # the fuzz targets' libFuzzer is C++
+  g++
   # test hosts and oracles
   iproute2 iputils-ping ethtool openvswitch-switch tshark tcpdump netsniff-ng python3-scapy
   # benchmarks and profiling
