@@ -357,7 +357,7 @@ impl Rig {
     /// the server saw the client connect from.
     fn tcp(&self, server_ns: &str, client_ns: &str, addr: &str, port: u16) -> Option<String> {
         const PY: &str = r#"
-import socket, sys
+import socket, sys, time
 if sys.argv[1] == "serve":
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", int(sys.argv[2]))); s.listen(1); s.settimeout(10)
@@ -370,7 +370,17 @@ if sys.argv[1] == "serve":
     c.sendall(data.upper()); c.close()
     print(peer[0])
 else:
-    s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=5)
+    # The server may still be starting on a busy machine: a refused connection is retried
+    # (each try from a new port, so no half-open state is reused) for up to five seconds.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=5)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     msg = b"vpc over geneve " * 300 + b"\n"
     s.sendall(msg); s.settimeout(5)
     got = b""
@@ -385,15 +395,25 @@ else:
             .args(["netns", "exec", &self.ns(server_ns)])
             .args(["timeout", "12", "python3", "-c", PY, "serve", &port])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(500));
-        let (ok, _) = self.run(
+        let (ok, client_out) = self.run(
             client_ns,
             &["timeout", "8", "python3", "-c", PY, "client", addr, &port],
         );
         let out = server.wait_with_output().unwrap();
+        if !(ok && out.status.success()) {
+            // What failed, for the assertion that follows: the callers compare only the
+            // address the server saw.
+            eprintln!(
+                "tcp {client_ns} -> {server_ns} ({addr}:{port}): client ok {ok}: {client_out}\n\
+                 server {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         (ok && out.status.success())
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
