@@ -8,21 +8,11 @@ use dataplane::pcap::{PcapReader, PcapWriter, MAX_RECORD};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut reader) = PcapReader::new(data) else {
+    // A bad header or record ends the file: nothing more to check.
+    let Ok(records) = PcapReader::new(data).and_then(|mut r| r.read_all()) else {
         return;
     };
-    let mut records = Vec::new();
-    loop {
-        match reader.next_record() {
-            Ok(Some(r)) => {
-                assert!(r.data.len() <= MAX_RECORD as usize);
-                records.push(r);
-            }
-            Ok(None) => break,
-            // A bad record ends the file: nothing more to check.
-            Err(_) => return,
-        }
-    }
+    assert!(records.iter().all(|r| r.data.len() <= MAX_RECORD as usize));
     let mut writer = PcapWriter::new(Vec::new()).expect("writing to memory");
     for r in &records {
         writer
