@@ -11,10 +11,11 @@
 //! payload's address rewritten and the control connection's sequence numbers kept consistent.
 //! Open vSwitch's userspace conntrack is the behavioural reference.
 //!
-//! It is pure: no clocks (time comes in as `now`), no syscalls, no threads. It must not know
-//! about ports, flows or the pipeline beyond [`pipeline::ct`].
+//! It is pure: no clocks (time comes in as `now`), no I/O, no threads; it reaches the kernel
+//! only when a lock is contended (a shard lock's waiter yields and naps, see [`lock`]). It must
+//! not know about ports, flows or the pipeline beyond [`pipeline::ct`].
 //!
-//! Concurrency: the table is split into [`table::SHARDS`] shards, each behind its own mutex and
+//! Concurrency: the table is split into [`table::SHARDS`] shards, each behind its own lock and
 //! chosen by tuple hash, so datapath threads contend only when they touch the same shard and
 //! an established lookup never takes a global lock. A sharded table of our own (rather than a
 //! concurrent map) lets both directions of a connection index one compact record and lets a
@@ -25,6 +26,7 @@
 pub mod alg;
 pub mod frag;
 pub mod ftp;
+pub mod lock;
 pub mod nat;
 pub mod packet;
 pub mod table;

@@ -12,10 +12,10 @@
 //! one shard lock, or two in sequence for a reply-direction packet whose connection lives elsewhere
 //! — never a global lock. It must not parse frames or decide connection semantics.
 
+use crate::lock::{ShardMutex, ShardMutexGuard};
 use crate::packet::{NatEnd, Side};
 use crate::tcp::Peer;
 use crate::tuple::{is_icmp, Addr, Tuple};
-use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -801,16 +801,17 @@ impl Shard {
 }
 
 /// A locked shard.
-pub type ShardGuard<'a> = MutexGuard<'a, Shard>;
+pub type ShardGuard<'a> = ShardMutexGuard<'a, Shard>;
 
 pub struct Shards {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[ShardMutex<Shard>]>,
     hints: Box<[Arc<IndexHint>]>,
 }
 
 impl Shards {
     pub fn new() -> Self {
-        let shards: Box<[Mutex<Shard>]> = (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect();
+        let shards: Box<[ShardMutex<Shard>]> =
+            (0..SHARDS).map(|_| ShardMutex::new(Shard::new())).collect();
         let hints = shards.iter().map(|s| s.lock().index.hint.clone()).collect();
         Shards { shards, hints }
     }
