@@ -9,7 +9,9 @@
 //! nanoseconds per packet; run it under `perf record` to see where they go. With THREADS
 //! above 1 (not for `commit`), that many threads track at once on the one table, each its own
 //! share of the connections (as receive-side scaling gives each queue its own flows), and the
-//! windows of all of them are reported together.
+//! windows of all of them are reported together. With `CT_HOTLOOP_DUMP=1` in the environment,
+//! one more thread lists the table (`Tracker::dump`, as `dump-conntrack` does) over and over
+//! while they run, to show what the control plane's walks cost the datapath: the worst window.
 
 use conntrack::{Config, Tracker};
 use pipeline::ct::CtRequest;
@@ -21,14 +23,15 @@ use xvs_benches::ct_load::{
     BatchBufs, Slot,
 };
 
-/// Prints the best and the median of the per-window costs: on a shared machine the best window
-/// is the one least disturbed by other work.
+/// Prints the best, the median and the worst of the per-window costs: on a shared machine the
+/// best window is the one least disturbed by other work; the worst shows the longest wait.
 fn report(mode: &str, what: &str, w: &mut [f64]) {
     w.sort_by(f64::total_cmp);
     println!(
-        "{mode}: best {:.1} ns, median {:.1} ns {what} ({} windows)",
+        "{mode}: best {:.1} ns, median {:.1} ns, worst {:.1} ns {what} ({} windows)",
         w[0],
         w[w.len() / 2],
+        w[w.len() - 1],
         w.len()
     );
 }
@@ -142,15 +145,37 @@ fn main() {
     let threads = threads.max(1);
     let share = frames.len().div_ceil(threads);
     let run = &run;
+    let dumping = std::env::var_os("CT_HOTLOOP_DUMP").is_some_and(|v| v == "1");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut dumps = 0u32;
     let mut windows: Vec<f64> = std::thread::scope(|sc| {
         let each: Vec<_> = frames
             .chunks(share)
             .map(|part| sc.spawn(move || run(part)))
             .collect();
-        each.into_iter()
+        let dumper = dumping.then(|| {
+            sc.spawn(|| {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    black_box(t.dump(None));
+                    n += 1;
+                }
+                n
+            })
+        });
+        let windows = each
+            .into_iter()
             .flat_map(|h| h.join().expect("a tracking thread panicked"))
-            .collect()
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(d) = dumper {
+            dumps = d.join().expect("the dumping thread panicked");
+        }
+        windows
     });
+    if dumping {
+        println!("{dumps} dumps of the table ran meanwhile");
+    }
     report(
         mode,
         &format!("per packet over {conns} connections, {threads} thread(s)"),

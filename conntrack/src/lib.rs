@@ -52,6 +52,10 @@ pub use tuple::{Addr, Tuple};
 
 const SEC: Nanos = 1_000_000_000;
 
+/// Record slots a control-plane walk ([`Tracker::dump`], [`Tracker::flush`]) visits per hold of
+/// a shard's lock: a datapath thread that needs the shard waits for at most one slice.
+const WALK_SLICE: u32 = 256;
+
 /// Errors of the control-plane side of this crate (the datapath answers with verdicts).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CtError {
@@ -1435,38 +1439,48 @@ impl Tracker {
     }
 
     /// Removes every connection (of `zone`, if given). Returns how many were removed.
+    ///
+    /// A connection committed while the flush runs may survive it (or not): each shard is
+    /// walked in slices, so the datapath never waits for a whole shard.
     pub fn flush(&self, zone: Option<u16>) -> usize {
-        let mut n = 0;
+        // Connections removed, and reply keys in other shards, to go once a slice's lock is
+        // released.
+        let mut st = (0, Vec::new());
         for si in 0..SHARDS {
-            let mut g = self.shards.lock(si);
-            let mut remote = Vec::new();
-            for i in 0..g.conns.high_water() {
-                let c = g.conns.get(i);
-                if c.flags & F_LIVE != 0 && zone.is_none_or(|z| z == c.orig.zone) {
-                    let z = c.orig.zone;
-                    if c.flags & F_ALG_STATE != 0 {
-                        let o = c.orig;
-                        self.alg_forget(&o);
+            self.walk_shard(
+                si,
+                &mut st,
+                |g, slots, (n, remote)| {
+                    for i in slots {
+                        let c = g.conns.get(i);
+                        if c.flags & F_LIVE != 0 && zone.is_none_or(|z| z == c.orig.zone) {
+                            let z = c.orig.zone;
+                            if c.flags & F_ALG_STATE != 0 {
+                                let o = c.orig;
+                                self.alg_forget(&o);
+                            }
+                            if let Some(r) = g.remove_conn(i, self.cfg.seed) {
+                                remote.push(r);
+                            }
+                            self.unreserve(z);
+                            *n += 1;
+                        }
                     }
-                    if let Some(r) = g.remove_conn(i, self.cfg.seed) {
-                        remote.push(r);
+                },
+                |(_, remote)| {
+                    for (s, k, gen) in remote.drain(..) {
+                        self.shards
+                            .lock(s as usize)
+                            .remove_key(k, gen, self.cfg.seed);
                     }
-                    self.unreserve(z);
-                    n += 1;
-                }
-            }
-            drop(g);
-            for (s, k, gen) in remote {
-                self.shards
-                    .lock(s as usize)
-                    .remove_key(k, gen, self.cfg.seed);
-            }
+                },
+            );
         }
         // Their parents are gone already; this catches any whose parent lives in another zone.
         let mut at = self.alg_lock();
         at.flush(zone);
         self.n_expect.store(at.expects.len(), Relaxed);
-        n
+        st.0
     }
 
     /// Removes the connection that `t` (either direction's tuple, zone included) belongs to.
@@ -1482,18 +1496,60 @@ impl Tracker {
 
     /// One line per connection (of `zone`, if given) in the format of
     /// `ovs-appctl dpctl/dump-conntrack`.
+    ///
+    /// Records are copied out a slice at a time and formatted with no lock held, so the
+    /// datapath waits for at most one slice's copy, never for a shard's formatting (tens of
+    /// milliseconds per shard at the default limit of connections). The dump is not a
+    /// snapshot: a connection committed or removed while it runs may or may not be listed;
+    /// none is listed twice (records never move while they live).
     pub fn dump(&self, zone: Option<u16>) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut st = (Vec::new(), Vec::<Conn>::with_capacity(WALK_SLICE as usize));
         for si in 0..SHARDS {
-            let g = self.shards.lock(si);
-            for i in 0..g.conns.high_water() {
-                let c = g.conns.get(i);
-                if c.flags & F_LIVE != 0 && zone.is_none_or(|z| z == c.orig.zone) {
-                    out.push(format_conn(c));
-                }
-            }
+            self.walk_shard(
+                si,
+                &mut st,
+                |g, slots, (_, copied)| {
+                    for i in slots {
+                        let c = g.conns.get(i);
+                        if c.flags & F_LIVE != 0 && zone.is_none_or(|z| z == c.orig.zone) {
+                            copied.push(*c);
+                        }
+                    }
+                },
+                |(out, copied)| {
+                    out.extend(copied.iter().map(format_conn));
+                    copied.clear();
+                },
+            );
         }
-        out
+        st.0
+    }
+
+    /// Walks shard `si`'s record slots in slices of [`WALK_SLICE`], holding the shard's lock
+    /// for one slice at a time: `slice` gets the locked shard and the slots to visit, `after`
+    /// runs once the lock is released again, before the next slice; both share `state`. Slots
+    /// allocated past the walk's position while it runs are visited too; slots before it are
+    /// not visited again.
+    fn walk_shard<S>(
+        &self,
+        si: usize,
+        state: &mut S,
+        mut slice: impl FnMut(&mut ShardGuard<'_>, std::ops::Range<u32>, &mut S),
+        mut after: impl FnMut(&mut S),
+    ) {
+        let mut pos: u32 = 0;
+        loop {
+            let mut g = self.shards.lock(si);
+            let high_water = g.conns.high_water();
+            let end = high_water.min(pos.saturating_add(WALK_SLICE));
+            slice(&mut g, pos..end, state);
+            drop(g);
+            after(state);
+            if end >= high_water {
+                return;
+            }
+            pos = end;
+        }
     }
 }
 

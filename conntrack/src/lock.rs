@@ -15,7 +15,7 @@
 //! preempted (a datapath thread with a real-time policy spinning forever on a lock held by a
 //! preempted thread of lower priority on the same CPU would never let it run), and what they
 //! cost a waiter is latency only in that rare case: shard hold times are short and bounded
-//! (a lookup, a commit, a sweep slice of a fixed budget, one shard's dump lines).
+//! (a lookup, a commit, a sweep slice of a fixed budget, a dump or flush slice).
 //!
 //! It must not be used where hold times are long or unbounded; the lock is unfair, and a
 //! napping waiter may wake up to a millisecond late.

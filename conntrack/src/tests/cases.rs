@@ -863,6 +863,36 @@ fn zones_are_separate() {
     assert!(t.is_empty());
 }
 
+/// Dump and flush walk each shard a slice at a time; with hundreds of connections per shard
+/// every slice must be visited once: each connection listed once, a zone's flush taking all of
+/// its connections and no other.
+#[test]
+fn dump_and_flush_cover_shards_larger_than_a_slice() {
+    const PER_ZONE: u16 = 20_000;
+    let t = Tracker::new(Config::default());
+    for zone in [1, 2] {
+        for sport in 1..=PER_ZONE {
+            st(&t, &mut udp(VM, REMOTE, sport, 53), &commit(zone), 0);
+        }
+    }
+    assert_eq!(t.len(), 2 * PER_ZONE as usize);
+    let all = t.dump(None);
+    let distinct: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!((all.len(), distinct.len()), (t.len(), t.len()));
+    let zone2 = t.dump(Some(2));
+    assert_eq!(zone2.len(), PER_ZONE as usize);
+    assert!(zone2.iter().all(|l| l.contains(",zone=2")));
+    assert_eq!(t.flush(Some(1)), PER_ZONE as usize);
+    assert_eq!(t.zone_len(1), 0);
+    let mut left = t.dump(None);
+    let mut expected = zone2;
+    left.sort();
+    expected.sort();
+    assert_eq!(left, expected);
+    assert_eq!(t.flush(None), PER_ZONE as usize);
+    assert!(t.is_empty() && t.dump(None).is_empty());
+}
+
 #[test]
 fn mark_and_label_are_set_on_commit_with_masks() {
     let t = Tracker::new(Config::default());
