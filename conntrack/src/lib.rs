@@ -52,8 +52,9 @@ pub use tuple::{Addr, Tuple};
 
 const SEC: Nanos = 1_000_000_000;
 
-/// Record slots a control-plane walk ([`Tracker::dump`], [`Tracker::flush`]) visits per hold of
-/// a shard's lock: a datapath thread that needs the shard waits for at most one slice.
+/// Record slots a control-plane walk ([`Tracker::dump`], [`Tracker::flush`],
+/// [`Tracker::sweep`]) visits per hold of a shard's lock: a datapath thread that needs the
+/// shard waits for at most one slice.
 const WALK_SLICE: u32 = 256;
 
 /// Errors of the control-plane side of this crate (the datapath answers with verdicts).
@@ -1398,8 +1399,10 @@ impl Tracker {
             let mut g = self.shards.lock(si);
             let hw = g.conns.high_water();
             let mut pos = g.sweep_pos;
+            // One slice per hold, as dump and flush walk, whatever the budget left.
+            let slice_end = hw.min(pos.saturating_add(WALK_SLICE));
             let mut remote = Vec::new();
-            while left > 0 && pos < hw {
+            while left > 0 && pos < slice_end {
                 let c = g.conns.get(pos);
                 if c.flags & F_LIVE != 0 && c.expires <= now {
                     let zone = c.orig.zone;
@@ -1427,6 +1430,8 @@ impl Tracker {
             if done {
                 self.sweep_shard.store(si + 1, Relaxed);
                 shards_seen += 1;
+            } else if left > 0 {
+                self.shards.let_waiters_in(si);
             }
         }
         self.c.expired.fetch_add(removed as u64, Relaxed);
@@ -1527,7 +1532,8 @@ impl Tracker {
 
     /// Walks shard `si`'s record slots in slices of [`WALK_SLICE`], holding the shard's lock
     /// for one slice at a time: `slice` gets the locked shard and the slots to visit, `after`
-    /// runs once the lock is released again, before the next slice; both share `state`. Slots
+    /// runs once the lock is released again, before the next slice (which first lets any
+    /// thread waiting for the shard take it); both share `state`. Slots
     /// allocated past the walk's position while it runs are visited too; slots before it are
     /// not visited again.
     fn walk_shard<S>(
@@ -1548,6 +1554,7 @@ impl Tracker {
             if end >= high_water {
                 return;
             }
+            self.shards.let_waiters_in(si);
             pos = end;
         }
     }

@@ -15,12 +15,19 @@
 //! preempted (a datapath thread with a real-time policy spinning forever on a lock held by a
 //! preempted thread of lower priority on the same CPU would never let it run), and what they
 //! cost a waiter is latency only in that rare case: shard hold times are short and bounded
-//! (a lookup, a commit, a sweep slice of a fixed budget, a dump or flush slice).
+//! (a lookup, a commit, a slice of a sweep, dump or flush).
 //!
-//! It must not be used where hold times are long or unbounded; the lock is unfair, and a
-//! napping waiter may wake up to a millisecond late.
+//! The lock is unfair: a thread that releases it and takes it again at once (a control-plane
+//! walk going from one slice of a shard to the next) nearly always wins against a waiter, which
+//! only sees the lock free if it looks in that instant. So waiters count themselves, in their
+//! slow path only, and such a walker calls [`let_waiters_in`] between its slices: it waits,
+//! bounded, until the waiters that were there have taken the lock. The datapath's fast path
+//! (take, release) never touches the count.
+//!
+//! It must not be used where hold times are long or unbounded; a napping waiter may wake up to
+//! a nap (100 µs at most) late.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Rounds of `spin_loop` before a waiter starts yielding: from one to about ten microseconds,
@@ -31,11 +38,18 @@ const SPINS: u32 = 1 << 8;
 const YIELDS: u32 = 16;
 /// The first nap, doubled up to [`NAP_MAX`] while the lock stays held.
 const NAP_MIN: Duration = Duration::from_micros(2);
-const NAP_MAX: Duration = Duration::from_micros(500);
+const NAP_MAX: Duration = Duration::from_micros(100);
+/// Naps [`let_waiters_in`] takes at most (doubling from [`NAP_MIN`] to [`NAP_MAX`], about a
+/// millisecond in all): several of a napping waiter's longest naps, so a walker gives way to
+/// every waiter but cannot be held up for longer by a stream of them. Counted, not timed: the
+/// crate reads no clock.
+const LET_IN_NAPS: u32 = 16;
 
 /// A mutual-exclusion lock whose release is a plain store (see the module docs).
 pub struct RawShardLock {
     locked: AtomicBool,
+    /// Threads in [`RawShardLock::lock_contended`]: counted on the slow path only.
+    waiting: AtomicU32,
 }
 
 impl RawShardLock {
@@ -49,6 +63,7 @@ impl RawShardLock {
     #[cold]
     #[inline(never)]
     fn lock_contended(&self) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
         let mut waited = 0u32;
         let mut nap = NAP_MIN;
         loop {
@@ -66,10 +81,44 @@ impl RawShardLock {
                 waited = waited.saturating_add(1);
             }
             if self.try_acquire() {
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
                 return;
             }
         }
     }
+}
+
+/// For a thread that has just released `m` and is about to take it again (a walk's next
+/// slice): returns once no thread is waiting for `m`, or after about a millisecond. Spins
+/// briefly, then naps, as the waiters it lets in may be napping themselves.
+pub fn let_waiters_in<T>(m: &ShardMutex<T>) {
+    let_waiters_in_within(m, LET_IN_NAPS);
+}
+
+fn let_waiters_in_within<T>(m: &ShardMutex<T>, max_naps: u32) {
+    let (mut spins, mut naps) = (0u32, 0u32);
+    let mut nap = NAP_MIN;
+    while waiters(m) != 0 {
+        if spins < SPINS {
+            spins += 1;
+            std::hint::spin_loop();
+        } else if naps < max_naps {
+            naps += 1;
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(NAP_MAX);
+        } else {
+            return;
+        }
+    }
+}
+
+/// Threads waiting for `m` on its slow path, as of this read.
+fn waiters<T>(m: &ShardMutex<T>) -> u32 {
+    // SAFETY: `raw` is unsafe because the lock could be released through it by a thread that
+    // does not hold it; this only reads the waiter count.
+    #[allow(unsafe_code)]
+    let raw = unsafe { m.raw() };
+    raw.waiting.load(Ordering::Relaxed)
 }
 
 // SAFETY: `lock` and `try_lock` return only after a compare-exchange from unlocked to locked
@@ -81,6 +130,7 @@ unsafe impl lock_api::RawMutex for RawShardLock {
     #[allow(clippy::declare_interior_mutable_const)]
     const INIT: Self = RawShardLock {
         locked: AtomicBool::new(false),
+        waiting: AtomicU32::new(0),
     };
     type GuardMarker = lock_api::GuardSend;
 
@@ -166,5 +216,27 @@ mod tests {
         waiter.join().unwrap();
         assert_eq!(*m.lock(), 1);
         assert!(m.try_lock().is_some());
+    }
+
+    /// A walker that releases the lock and takes it again at once goes after the thread that
+    /// was waiting, when it lets waiters in between (here without a bound on its wait, so the
+    /// order does not depend on the host's timing); without that it nearly always goes first.
+    #[test]
+    fn a_walker_lets_a_waiting_thread_in_between_slices() {
+        let m = Arc::new(ShardMutex::new(Vec::new()));
+        let g = m.lock();
+        let waiter = {
+            let m = Arc::clone(&m);
+            std::thread::spawn(move || m.lock().push("waiter"))
+        };
+        while waiters(&m) == 0 {
+            std::thread::yield_now();
+        }
+        drop(g);
+        let_waiters_in_within(&m, u32::MAX);
+        m.lock().push("walker");
+        waiter.join().unwrap();
+        assert_eq!(*m.lock(), ["waiter", "walker"]);
+        assert_eq!(waiters(&m), 0);
     }
 }

@@ -836,6 +836,12 @@ impl Shards {
         self.shards[i].lock()
     }
 
+    /// For a control-plane walk between two slices of shard `i` (its lock released): lets the
+    /// threads waiting for the shard take it first (see [`crate::lock::let_waiters_in`]).
+    pub fn let_waiters_in(&self, i: usize) {
+        crate::lock::let_waiters_in(&self.shards[i]);
+    }
+
     /// Locks two shards in index order (so concurrent pairs cannot deadlock).
     pub fn lock_pair(&self, a: usize, b: usize) -> (ShardGuard<'_>, Option<ShardGuard<'_>>) {
         if a == b {

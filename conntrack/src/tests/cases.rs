@@ -893,6 +893,37 @@ fn dump_and_flush_cover_shards_larger_than_a_slice() {
     assert!(t.is_empty() && t.dump(None).is_empty());
 }
 
+/// The sweeper also holds a shard for one slice at a time: a budget larger than a slice must
+/// still examine (and expire) every slot it pays for, and a budget smaller than a shard must
+/// pick up where it stopped.
+#[test]
+fn sweep_covers_shards_larger_than_a_slice() {
+    const CONNS: u16 = 40_000;
+    let t = Tracker::new(Config::default());
+    for sport in 1..=CONNS {
+        st(&t, &mut udp(VM, REMOTE, sport, 53), &commit(1), 0);
+    }
+    let later = 3600 * S;
+    // A budget of a few slices per call: every slot is examined exactly once per pass, so
+    // the whole table (slab capacity, not connections, is what the budget counts) goes in a
+    // bounded number of calls, each removing no more than its budget.
+    let mut removed = 0;
+    let mut calls = 0;
+    while removed < CONNS as usize {
+        let n = t.sweep(later, 1000);
+        assert!(n <= 1000);
+        removed += n;
+        calls += 1;
+        assert!(calls <= 200, "the sweep stalled at {removed} of {CONNS}");
+    }
+    assert!(t.is_empty());
+    for sport in 1..=CONNS {
+        st(&t, &mut udp(VM, REMOTE, sport, 53), &commit(1), later);
+    }
+    assert_eq!(t.sweep(2 * later, usize::MAX), CONNS as usize);
+    assert!(t.is_empty());
+}
+
 #[test]
 fn mark_and_label_are_set_on_commit_with_masks() {
     let t = Tracker::new(Config::default());
