@@ -20,9 +20,9 @@
 //! The lock is unfair: a thread that releases it and takes it again at once (a control-plane
 //! walk going from one slice of a shard to the next) nearly always wins against a waiter, which
 //! only sees the lock free if it looks in that instant. So waiters count themselves, in their
-//! slow path only, and such a walker calls [`let_waiters_in`] between its slices: it waits,
-//! bounded, until the waiters that were there have taken the lock. The datapath's fast path
-//! (take, release) never touches the count.
+//! slow path only, and such a walker calls [`let_waiters_in`] between its slices: it waits
+//! until no thread is waiting, a millisecond at most, so the waiters get their turn first. The
+//! datapath's fast path (take, release) never touches the count.
 //!
 //! It must not be used where hold times are long or unbounded; a napping waiter may wake up to
 //! a nap (100 µs at most) late.

@@ -306,10 +306,11 @@ impl Bucket {
 
 /// Asks the CPU to start loading the cache line at `p` without waiting for it.
 ///
-/// Batches use it to overlap the cache misses of many frames. It is the one `unsafe` in the
-/// crate: the prefetch instruction is only a hint — it never faults, never reads into the
-/// program, and has no effect the program can observe, so `p` may be stale or dangling (a
-/// bucket array replaced by a concurrent resize) without harm.
+/// Batches use it to overlap the cache misses of many frames. It is one of the crate's two
+/// places of `unsafe` (the other is the shard lock, [`crate::lock`]): the prefetch instruction
+/// is only a hint — it never faults, never reads into the program, and has no effect the
+/// program can observe, so `p` may be stale or dangling (a bucket array replaced by a
+/// concurrent resize) without harm.
 #[inline(always)]
 #[allow(unsafe_code)]
 pub fn prefetch<T>(p: *const T) {
