@@ -1276,6 +1276,68 @@ fn concurrent_threads_commit_and_look_up() {
     assert_eq!(t.len(), 20);
 }
 
+/// Datapath threads committing and looking up while a control thread dumps, sweeps and
+/// flushes the same shards slice by slice: every lock is taken and given back (the test ends),
+/// and the table's counts agree with what it lists afterwards.
+#[test]
+fn datapath_threads_and_control_walks_share_the_shards() {
+    const PER_THREAD: u16 = 3_000;
+    let t = std::sync::Arc::new(Tracker::new(Config::default()));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let walker = {
+        let (t, done) = (t.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut walks = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || walks < 3 {
+                // Zone 7 holds the connections the flushes take; nothing expires at time 0.
+                let listed = t.dump(None);
+                assert!(listed
+                    .iter()
+                    .all(|l| l.starts_with("udp,orig=(src=192.168.10.")
+                        && (l.ends_with(",zone=1") || l.ends_with(",zone=7"))));
+                assert_eq!(t.sweep(0, 1 << 20), 0);
+                t.flush(Some(7));
+                walks += 1;
+            }
+            walks
+        })
+    };
+    let spec = std::sync::Arc::new(NatSpec {
+        port_min: Some(10000),
+        port_max: Some(60000),
+        ..snat([10, 0, 0, 1])
+    });
+    let workers: Vec<_> = (0..2u128)
+        .map(|th| {
+            let (t, spec) = (t.clone(), spec.clone());
+            std::thread::spawn(move || {
+                for sport in 1..=PER_THREAD {
+                    let mut f = udp(VM + th, REMOTE, sport, 53);
+                    let r = st(&t, &mut f, &commit_nat(&spec, 1), 0);
+                    assert_eq!(r.state & CS_INVALID, 0);
+                    st(&t, &mut udp(VM + th, REMOTE, sport, 53), &commit(7), 0);
+                    let again = st(&t, &mut udp(VM + th, REMOTE, sport, 53), &req(1), 0);
+                    assert_eq!(again.state & CS_ESTABLISHED, 0, "no reply seen yet");
+                    assert_ne!(again.state & CS_TRACKED, 0);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(walker.join().unwrap() >= 3);
+    t.flush(Some(7));
+    let kept = 2 * PER_THREAD as usize;
+    assert_eq!(
+        (t.len(), t.zone_len(1) as usize, t.zone_len(7)),
+        (kept, kept, 0)
+    );
+    assert_eq!(t.dump(None).len(), kept);
+    assert_eq!(t.dump(Some(1)).len(), kept);
+}
+
 /// The reply tuple of a TCP connection from `VM:port` to `REMOTE:80` in zone 9, coming back to
 /// `to` (the VM, or the address SNAT gave it).
 fn reply_to(to: u128, port: u16) -> Tuple {
