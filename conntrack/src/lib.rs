@@ -52,6 +52,10 @@ pub use tuple::{Addr, Tuple};
 
 const SEC: Nanos = 1_000_000_000;
 
+/// A reply key left in another shard by a walk's removal: (shard, key record, generation) as
+/// [`table::Shard::remove_conn`] returns it, and the connection's zone.
+type RemoteKey = ((u32, u32, u32), u16);
+
 /// Record slots a control-plane walk ([`Tracker::dump`], [`Tracker::flush`],
 /// [`Tracker::sweep`]) visits per hold of a shard's lock: a datapath thread that needs the
 /// shard waits for at most one slice.
@@ -1405,15 +1409,7 @@ impl Tracker {
             while left > 0 && pos < slice_end {
                 let c = g.conns.get(pos);
                 if c.flags & F_LIVE != 0 && c.expires <= now {
-                    let zone = c.orig.zone;
-                    if c.flags & F_ALG_STATE != 0 {
-                        let o = c.orig;
-                        self.alg_forget(&o);
-                    }
-                    if let Some(r) = g.remove_conn(pos, self.cfg.seed) {
-                        remote.push(r);
-                    }
-                    self.unreserve(zone);
+                    self.remove_walked(&mut g, pos, &mut remote);
                     removed += 1;
                 }
                 pos += 1;
@@ -1422,11 +1418,7 @@ impl Tracker {
             let done = pos >= hw;
             g.sweep_pos = if done { 0 } else { pos };
             drop(g);
-            for (s, k, gen) in remote {
-                self.shards
-                    .lock(s as usize)
-                    .remove_key(k, gen, self.cfg.seed);
-            }
+            self.remove_remote_keys(&mut remote);
             if done {
                 self.sweep_shard.store(si + 1, Relaxed);
                 shards_seen += 1;
@@ -1459,26 +1451,12 @@ impl Tracker {
                     for i in slots {
                         let c = g.conns.get(i);
                         if c.flags & F_LIVE != 0 && zone.is_none_or(|z| z == c.orig.zone) {
-                            let z = c.orig.zone;
-                            if c.flags & F_ALG_STATE != 0 {
-                                let o = c.orig;
-                                self.alg_forget(&o);
-                            }
-                            if let Some(r) = g.remove_conn(i, self.cfg.seed) {
-                                remote.push(r);
-                            }
-                            self.unreserve(z);
+                            self.remove_walked(g, i, remote);
                             *n += 1;
                         }
                     }
                 },
-                |(_, remote)| {
-                    for (s, k, gen) in remote.drain(..) {
-                        self.shards
-                            .lock(s as usize)
-                            .remove_key(k, gen, self.cfg.seed);
-                    }
-                },
+                |(_, remote)| self.remove_remote_keys(remote),
             );
         }
         // Their parents are gone already; this catches any whose parent lives in another zone.
@@ -1528,6 +1506,34 @@ impl Tracker {
             );
         }
         st.0
+    }
+
+    /// Removes live connection `i` of the locked shard `g` for a sweep or a flush, as
+    /// [`Tracker::remove`] does for one: its helper state forgotten, and its reply key, when
+    /// another shard indexes it, left in `remote` for [`Tracker::remove_remote_keys`] once `g`
+    /// is released (two shards are only ever held in index order, which a walk cannot keep).
+    /// Its zone is uncounted once its last entry is gone, here or there.
+    fn remove_walked(&self, g: &mut ShardGuard<'_>, i: u32, remote: &mut Vec<RemoteKey>) {
+        let c = g.conns.get(i);
+        let zone = c.orig.zone;
+        if c.flags & F_ALG_STATE != 0 {
+            let o = c.orig;
+            self.alg_forget(&o);
+        }
+        match g.remove_conn(i, self.cfg.seed) {
+            Some(key) => remote.push((key, zone)),
+            None => self.unreserve(zone),
+        }
+    }
+
+    /// Removes the reply keys [`Tracker::remove_walked`] left for other shards.
+    fn remove_remote_keys(&self, remote: &mut Vec<RemoteKey>) {
+        for ((s, k, gen), zone) in remote.drain(..) {
+            self.shards
+                .lock(s as usize)
+                .remove_key(k, gen, self.cfg.seed);
+            self.unreserve(zone);
+        }
     }
 
     /// Walks shard `si`'s record slots in slices of [`WALK_SLICE`], holding the shard's lock

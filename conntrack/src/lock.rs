@@ -53,10 +53,12 @@ pub struct RawShardLock {
 }
 
 impl RawShardLock {
+    /// One attempt to take the lock. A strong exchange: `try_lock` must not fail spuriously,
+    /// and on x86 a weak one is the same instruction.
     #[inline]
     fn try_acquire(&self) -> bool {
         self.locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
     }
 
@@ -143,9 +145,7 @@ unsafe impl lock_api::RawMutex for RawShardLock {
 
     #[inline]
     fn try_lock(&self) -> bool {
-        self.locked
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+        self.try_acquire()
     }
 
     #[inline]

@@ -917,11 +917,28 @@ fn sweep_covers_shards_larger_than_a_slice() {
         assert!(calls <= 200, "the sweep stalled at {removed} of {CONNS}");
     }
     assert!(t.is_empty());
+    // Under SNAT most reply keys live in another shard than their connection: they go too,
+    // and the zone is uncounted once they have.
+    let spec = NatSpec {
+        port_min: Some(10000),
+        port_max: Some(60000),
+        ..snat([10, 0, 0, 1])
+    };
     for sport in 1..=CONNS {
-        st(&t, &mut udp(VM, REMOTE, sport, 53), &commit(1), later);
+        // A server each: with one, every commit would search the port range past the ports
+        // taken before it.
+        let server = REMOTE + sport as u128;
+        st(
+            &t,
+            &mut udp(VM, server, sport, 53),
+            &commit_nat(&spec, 2),
+            later,
+        );
     }
+    assert_eq!(t.zone_len(2), CONNS as u32);
     assert_eq!(t.sweep(2 * later, usize::MAX), CONNS as usize);
     assert!(t.is_empty());
+    assert_eq!(t.zone_len(2), 0);
 }
 
 #[test]
@@ -1336,6 +1353,11 @@ fn datapath_threads_and_control_walks_share_the_shards() {
     );
     assert_eq!(t.dump(None).len(), kept);
     assert_eq!(t.dump(Some(1)).len(), kept);
+    // Those are SNATed: their reply keys, mostly in other shards, go with them.
+    assert_eq!(t.flush(Some(1)), kept);
+    assert_eq!((t.len(), t.zone_len(1)), (0, 0));
+    let back = st(&t, &mut udp(REMOTE, 0x0a00_0001, 53, 10000), &req(1), 0);
+    assert_eq!(back.state & (CS_ESTABLISHED | CS_REPLY_DIR), 0);
 }
 
 /// The reply tuple of a TCP connection from `VM:port` to `REMOTE:80` in zone 9, coming back to
