@@ -24,6 +24,31 @@ pub fn default_port_range(orig: u16) -> (u16, u16) {
     }
 }
 
+/// The step between the ports a search tries, from hash `h`: coprime with the range's size
+/// `n`, so `n` steps visit every port once, and spread over the range, so the ports taken by
+/// earlier connections do not turn into one long run that every later search must walk. (Trying
+/// the next port up did that: with each connection keeping its original port where it could,
+/// consecutive client ports took one block of the range, and a search that started inside it
+/// walked to its end; 40,000 connections from one address to one server through a range of
+/// 50,001 ports took 6.8 s to commit.)
+fn port_step(h: u64, n: u32) -> u32 {
+    if n <= 2 {
+        return 1;
+    }
+    let gcd = |mut a: u32, mut b: u32| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    // Away from both ends, where a step is a walk to a neighbour one way or the other.
+    let mut step = n / 4 + (h % (n as u64 / 2)) as u32;
+    while gcd(step, n) != 1 {
+        step += 1;
+    }
+    step
+}
+
 /// The ordered candidate reply tuples for a new connection `o` under `spec`.
 pub struct Candidates {
     o: Tuple,
@@ -35,6 +60,11 @@ pub struct Candidates {
     port_min: u16,
     n_port: u32,
     port_start: u32,
+    /// The distance between successive ports tried, coprime with `n_port` (see
+    /// [`port_step`]); 0 until a search goes past its start, as most never do.
+    port_step: u32,
+    /// What the step is derived from.
+    step_hash: u64,
     /// Original port tried first (when inside the range and not `random`).
     first: Option<u16>,
     port_i: u32,
@@ -108,6 +138,8 @@ impl Candidates {
             port_min: pmin,
             n_port,
             port_start: (ph % n_port as u64) as u32,
+            port_step: 0,
+            step_hash: ph,
             first,
             port_i: 0,
             tried: 0,
@@ -144,7 +176,7 @@ impl Iterator for Candidates {
 
     fn next(&mut self) -> Option<Tuple> {
         // Order: for each address (from the start address on), the original port first, then
-        // the range from its start point, skipping the original.
+        // the range from its start point by `port_step`, skipping the original.
         loop {
             if self.addr_i >= self.n_addr || self.tried >= MAX_ATTEMPTS {
                 return None;
@@ -164,8 +196,14 @@ impl Iterator for Candidates {
             let port = match self.first {
                 Some(f) if i == 0 => f,
                 _ => {
-                    let k = i - self.first.is_some() as u32;
-                    let p = self.port_min as u32 + (self.port_start + k) % self.n_port;
+                    let k = (i - self.first.is_some() as u32) as u64;
+                    if k == 1 && self.port_step == 0 {
+                        self.port_step =
+                            port_step(mix(self.step_hash, 0x2d35_8dcc_aa6c_78a5), self.n_port);
+                    }
+                    let off =
+                        (self.port_start as u64 + k * self.port_step as u64) % self.n_port as u64;
+                    let p = self.port_min as u32 + off as u32;
                     if Some(p as u16) == self.first {
                         continue;
                     }
@@ -221,6 +259,55 @@ mod tests {
         assert!(c
             .iter()
             .all(|r| (39990..=40009).contains(&r.dport) && r.src == t().dst && r.sport == 80));
+    }
+
+    /// Many connections from one client to one server through one address: each keeps its
+    /// port where it can and otherwise takes the first free candidate. The candidates tried in
+    /// all stay a small multiple of the connections up to 80% of the range taken (with each
+    /// search trying the next port up they were about 1,600 per connection).
+    #[test]
+    fn searches_stay_short_as_the_range_fills() {
+        let s = NatSpec {
+            addr_max: None,
+            ..spec(Some(10000), Some(60000))
+        };
+        let mut taken = std::collections::HashSet::new();
+        let mut tried = 0u64;
+        const CONNS: u16 = 40_000;
+        for sport in 1..=CONNS {
+            let o = Tuple { sport, ..t() };
+            let mut found = false;
+            for c in Candidates::new(&o, &s, NatKind::Src, 1, 0) {
+                tried += 1;
+                if taken.insert(c.dport) {
+                    found = true;
+                    break;
+                }
+            }
+            assert!(found, "connection {sport} found no free port");
+        }
+        assert!(
+            tried <= 4 * CONNS as u64,
+            "{tried} candidates for {CONNS} connections"
+        );
+    }
+
+    /// Every size of range is covered once per address, whatever the step.
+    #[test]
+    fn every_range_size_is_covered_once() {
+        for n in [1u16, 2, 3, 4, 6, 7, 12, 97, 360, 1000, 4096] {
+            let s = spec(Some(20000), Some(20000 + n - 1));
+            for sport in [1u16, 20000, 20000 + n / 2] {
+                let o = Tuple { sport, ..t() };
+                let mut ports: Vec<(u128, u16)> = Candidates::new(&o, &s, NatKind::Src, 3, 0)
+                    .map(|r| (r.dst.to_u128(), r.dport))
+                    .collect();
+                assert_eq!(ports.len(), 2 * n as usize, "range of {n}, port {sport}");
+                ports.sort();
+                ports.dedup();
+                assert_eq!(ports.len(), 2 * n as usize, "range of {n}, port {sport}");
+            }
+        }
     }
 
     #[test]
