@@ -1446,15 +1446,11 @@ impl Tracker {
         for si in 0..SHARDS {
             self.walk_shard(
                 si,
+                zone,
                 &mut st,
-                |g, slots, (n, remote)| {
-                    for i in slots {
-                        let c = g.conns.get(i);
-                        if c.flags & F_LIVE != 0 && zone.is_none_or(|z| z == c.orig.zone) {
-                            self.remove_walked(g, i, remote);
-                            *n += 1;
-                        }
-                    }
+                |g, i, (n, remote)| {
+                    self.remove_walked(g, i, remote);
+                    *n += 1;
                 },
                 |(_, remote)| self.remove_remote_keys(remote),
             );
@@ -1490,15 +1486,9 @@ impl Tracker {
         for si in 0..SHARDS {
             self.walk_shard(
                 si,
+                zone,
                 &mut st,
-                |g, slots, (_, copied)| {
-                    for i in slots {
-                        let c = g.conns.get(i);
-                        if c.flags & F_LIVE != 0 && zone.is_none_or(|z| z == c.orig.zone) {
-                            copied.push(*c);
-                        }
-                    }
-                },
+                |g, i, (_, copied)| copied.push(*g.conns.get(i)),
                 |(out, copied)| {
                     out.extend(copied.iter().map(format_conn));
                     copied.clear();
@@ -1537,16 +1527,17 @@ impl Tracker {
     }
 
     /// Walks shard `si`'s record slots in slices of [`WALK_SLICE`], holding the shard's lock
-    /// for one slice at a time: `slice` gets the locked shard and the slots to visit, `after`
-    /// runs once the lock is released again, before the next slice (which first lets any
-    /// thread waiting for the shard take it); both share `state`. Slots
-    /// allocated past the walk's position while it runs are visited too; slots before it are
-    /// not visited again.
+    /// for one slice at a time: `each` gets the locked shard and the slot of every live
+    /// connection (of `zone`, if given) in the slice, `after` runs once the lock is released
+    /// again, before the next slice (which first lets any thread waiting for the shard take
+    /// it); both share `state`. Slots allocated past the walk's position while it runs are
+    /// visited too; slots before it are not visited again.
     fn walk_shard<S>(
         &self,
         si: usize,
+        zone: Option<u16>,
         state: &mut S,
-        mut slice: impl FnMut(&mut ShardGuard<'_>, std::ops::Range<u32>, &mut S),
+        mut each: impl FnMut(&mut ShardGuard<'_>, u32, &mut S),
         mut after: impl FnMut(&mut S),
     ) {
         let mut pos: u32 = 0;
@@ -1554,7 +1545,12 @@ impl Tracker {
             let mut g = self.shards.lock(si);
             let high_water = g.conns.high_water();
             let end = high_water.min(pos.saturating_add(WALK_SLICE));
-            slice(&mut g, pos..end, state);
+            for i in pos..end {
+                let c = g.conns.get(i);
+                if c.flags & F_LIVE != 0 && zone.is_none_or(|z| z == c.orig.zone) {
+                    each(&mut g, i, state);
+                }
+            }
             drop(g);
             after(state);
             if end >= high_water {

@@ -41,7 +41,7 @@ fn port_step(h: u64, n: u32) -> u32 {
         }
         a
     };
-    // Away from both ends, where a step is a walk to a neighbour one way or the other.
+    // Not near 0 or n: such a step walks to a neighbour, up or down, as the old search did.
     let mut step = n / 4 + (h % (n as u64 / 2)) as u32;
     while gcd(step, n) != 1 {
         step += 1;
