@@ -41,7 +41,10 @@ use pipeline::flow::NatKind;
 use pipeline::key::*;
 use pipeline::wire::Frame;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU32, AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use table::{
     Conn, Found, Probe, ShardGuard, Shards, F_ALG_PATH, F_ALG_STATE, F_DNAT, F_FTP, F_LIVE,
@@ -51,6 +54,30 @@ use tcp::TcpState;
 pub use tuple::{Addr, Tuple};
 
 const SEC: Nanos = 1_000_000_000;
+
+/// NAT ranges found full, so that commits competing for one do not each search it whole (a
+/// range of 64,512 ports takes milliseconds, on a datapath thread, for every new connection
+/// that cannot have one). Direct-mapped: a range that lands on another's slot replaces it and
+/// is merely searched again.
+struct FullRanges {
+    slots: [Option<(nat::RangeKey, u64)>; FULL_RANGE_SLOTS],
+}
+
+const FULL_RANGE_SLOTS: usize = 64;
+
+impl Default for FullRanges {
+    fn default() -> Self {
+        FullRanges {
+            slots: [None; FULL_RANGE_SLOTS],
+        }
+    }
+}
+
+impl FullRanges {
+    fn slot(key: &nat::RangeKey, seed: u64) -> usize {
+        key.hash(seed) as usize % FULL_RANGE_SLOTS
+    }
+}
 
 /// A reply key left in another shard by a walk's removal: (shard, key record, generation) as
 /// [`table::Shard::remove_conn`] returns it, and the connection's zone.
@@ -152,6 +179,9 @@ pub struct Counters {
     pub refused: u64,
     /// Commits that found no free translated tuple in their NAT range.
     pub nat_exhausted: u64,
+    /// Of those, the commits refused without a search: the last search of the same range for
+    /// the same peer had found it full, and no connection has gone since.
+    pub nat_exhausted_known: u64,
     /// Fragments held for reassembly.
     pub frag_held: u64,
     /// Datagrams completed by reassembly.
@@ -176,6 +206,7 @@ struct AtomicCounters {
     invalid: AtomicU64,
     refused: AtomicU64,
     nat_exhausted: AtomicU64,
+    nat_exhausted_known: AtomicU64,
     frag_held: AtomicU64,
     frag_reassembled: AtomicU64,
     frag_dropped: AtomicU64,
@@ -190,6 +221,11 @@ pub struct Tracker {
     cfg: Config,
     shards: Shards,
     count: AtomicUsize,
+    /// Connections gone (each counted once its last entry is): what a NAT range found full
+    /// stays full until this moves.
+    released: AtomicU64,
+    /// NAT ranges a search found full, with `released` as it was when that search began.
+    full_ranges: Mutex<FullRanges>,
     zone_count: Box<[AtomicU32]>,
     /// Per-zone limits; 0 means none.
     zone_limit: Box<[AtomicU32]>,
@@ -326,6 +362,8 @@ impl Tracker {
             cfg,
             shards: Shards::new(),
             count: AtomicUsize::new(0),
+            released: AtomicU64::new(0),
+            full_ranges: Mutex::new(FullRanges::default()),
             zone_count: (0..=u16::MAX).map(|_| AtomicU32::new(0)).collect(),
             zone_limit: (0..=u16::MAX).map(|_| AtomicU32::new(0)).collect(),
             frags: Mutex::new(Reassembler::default()),
@@ -354,6 +392,7 @@ impl Tracker {
             }
             g.reset();
         }
+        *self.full_ranges.lock().unwrap_or_else(|e| e.into_inner()) = FullRanges::default();
         self.prng
             .store(self.cfg.seed ^ 0xa076_1d64_78bd_642f, Relaxed);
         let c = &self.c;
@@ -363,6 +402,7 @@ impl Tracker {
             &c.invalid,
             &c.refused,
             &c.nat_exhausted,
+            &c.nat_exhausted_known,
             &c.frag_held,
             &c.frag_reassembled,
             &c.frag_dropped,
@@ -420,6 +460,7 @@ impl Tracker {
             invalid: c.invalid.load(Relaxed),
             refused: c.refused.load(Relaxed),
             nat_exhausted: c.nat_exhausted.load(Relaxed),
+            nat_exhausted_known: c.nat_exhausted_known.load(Relaxed),
             frag_held: c.frag_held.load(Relaxed),
             frag_reassembled: c.frag_reassembled.load(Relaxed),
             frag_dropped: c.frag_dropped.load(Relaxed),
@@ -494,6 +535,13 @@ impl Tracker {
         self.zone_count[zone as usize].fetch_sub(1, Relaxed);
     }
 
+    /// [`Tracker::unreserve`] for a connection that was committed and is now gone, its last
+    /// entry removed: whatever translated tuple it held is free again.
+    fn release(&self, zone: u16) {
+        self.unreserve(zone);
+        self.released.fetch_add(1, Release);
+    }
+
     fn lookup(&self, t: &Tuple) -> Lookup<'_> {
         self.lookup_hashed(t, t.hash(self.cfg.seed))
     }
@@ -558,7 +606,7 @@ impl Tracker {
                 .lock(s as usize)
                 .remove_key(k, gen, self.cfg.seed);
         }
-        self.unreserve(zone);
+        self.release(zone);
     }
 
     /// Tracks one complete (unfragmented) datagram whose IP header is at `l3` of `b`, NATing it
@@ -1181,8 +1229,8 @@ impl Tracker {
                 if s.random { self.next_random() } else { 0 },
             )
         });
-        let mut next_cand = || {
-            match &mut cands {
+        let next_cand = |cands: &mut Option<nat::Candidates>, plain: &mut Option<Tuple>| {
+            match cands {
                 Some(it) => it.next(),
                 None => plain.take(),
             }
@@ -1190,7 +1238,7 @@ impl Tracker {
         };
         // The first candidate is almost always the one taken: start loading its bucket now,
         // so that miss overlaps the accounting below and the locking.
-        let mut cand = next_cand();
+        let mut cand = next_cand(&mut cands, &mut plain);
         if let Some((_, hb)) = cand {
             self.shards.prefetch_bucket(hb);
         }
@@ -1214,6 +1262,12 @@ impl Tracker {
         apply_mark_label(&mut c, req);
         c.expires = now.saturating_add(self.timeout(&c));
         let a = Shards::shard_of(ha);
+        // Read before the first candidate is checked, so that a connection going at any point
+        // of the search, that one included, shows as a change.
+        let released = self.released.load(Acquire);
+        // Once the first candidate is taken: the range being searched.
+        let mut search: Option<nat::RangeKey> = None;
+        let mut known_full = false;
         while let Some((r, hb)) = cand.take() {
             let sb = Shards::shard_of(hb);
             let (mut ga, gb) = self.shards.lock_pair(a, sb);
@@ -1228,7 +1282,16 @@ impl Tracker {
                 None => ga.contains(&r, hb),
             };
             if taken {
-                cand = next_cand();
+                drop((ga, gb));
+                if let (None, Some(it)) = (&search, &cands) {
+                    let key = it.range_key();
+                    if self.range_known_full(&key, released) {
+                        known_full = true;
+                        break;
+                    }
+                    search = Some(key);
+                }
+                cand = next_cand(&mut cands, &mut plain);
                 continue;
             }
             // A range that contains the original tuple may leave it unchanged.
@@ -1270,8 +1333,27 @@ impl Tracker {
         if nat_flag != 0 {
             self.c.nat_exhausted.fetch_add(1, Relaxed);
         }
+        if known_full {
+            self.c.nat_exhausted_known.fetch_add(1, Relaxed);
+        } else if let (Some(key), Some(it)) = (search, &cands) {
+            if it.gave_all() {
+                self.remember_full_range(key, released);
+            }
+        }
         // Never let a packet that should have been translated leave untranslated.
         NewOutcome::Done(self.bad(zone))
+    }
+
+    /// Whether a search of `key` that began when `released` connections had gone found the
+    /// range full: then it still is, if none has gone since (commits only take tuples).
+    fn range_known_full(&self, key: &nat::RangeKey, released: u64) -> bool {
+        let full = self.full_ranges.lock().unwrap_or_else(|e| e.into_inner());
+        full.slots[FullRanges::slot(key, self.cfg.seed)] == Some((*key, released))
+    }
+
+    fn remember_full_range(&self, key: nat::RangeKey, released: u64) {
+        let mut full = self.full_ranges.lock().unwrap_or_else(|e| e.into_inner());
+        full.slots[FullRanges::slot(&key, self.cfg.seed)] = Some((key, released));
     }
 
     /// Records the helper state of connection `c`, just committed (with `helper`, or from
@@ -1512,7 +1594,7 @@ impl Tracker {
         }
         match g.remove_conn(i, self.cfg.seed) {
             Some(key) => remote.push((key, zone)),
-            None => self.unreserve(zone),
+            None => self.release(zone),
         }
     }
 
@@ -1522,7 +1604,7 @@ impl Tracker {
             self.shards
                 .lock(s as usize)
                 .remove_key(k, gen, self.cfg.seed);
-            self.unreserve(zone);
+            self.release(zone);
         }
     }
 

@@ -49,6 +49,29 @@ fn port_step(h: u64, n: u32) -> u32 {
     step
 }
 
+/// Which candidates a search tries, as a set (not in which order): the fixed part of the
+/// reply tuple (its translated address and port zeroed), the kind and the range. Two new
+/// connections with equal keys compete for the same translated tuples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeKey {
+    shape: Tuple,
+    src: bool,
+    addr_min: u128,
+    n_addr: u128,
+    port_min: u16,
+    n_port: u32,
+}
+
+impl RangeKey {
+    /// A hash of the key, for choosing its slot in a small table.
+    pub fn hash(&self, seed: u64) -> u64 {
+        mix(
+            self.shape.hash(seed) ^ self.addr_min as u64,
+            (self.n_addr as u64) << 32 ^ (self.port_min as u64) << 16 ^ self.n_port as u64 | 1,
+        )
+    }
+}
+
 /// The ordered candidate reply tuples for a new connection `o` under `spec`.
 pub struct Candidates {
     o: Tuple,
@@ -144,6 +167,24 @@ impl Candidates {
             port_i: 0,
             tried: 0,
         }
+    }
+
+    /// The set this search draws from (see [`RangeKey`]).
+    pub fn range_key(&self) -> RangeKey {
+        RangeKey {
+            shape: self.build(Addr::from_u128(0), has_ports(self.o.proto).then_some(0)),
+            src: matches!(self.kind, NatKind::Src),
+            addr_min: self.addr_min,
+            n_addr: self.n_addr,
+            port_min: self.port_min,
+            n_port: self.n_port,
+        }
+    }
+
+    /// Whether the candidates given so far were the whole set: every address and port of the
+    /// range, not a search cut short by [`MAX_ATTEMPTS`].
+    pub fn gave_all(&self) -> bool {
+        self.addr_i >= self.n_addr
     }
 
     fn build(&self, addr: Addr, port: Option<u16>) -> Tuple {

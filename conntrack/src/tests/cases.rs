@@ -846,6 +846,65 @@ fn global_and_zone_limits_refuse_new_but_keep_established() {
     assert_eq!(z.zone_len(5), 1);
 }
 
+/// A range found full is not searched again by commits for the same peer until a connection
+/// goes; then the next commit searches it and takes the tuple that was freed.
+#[test]
+fn a_full_range_is_remembered_until_a_connection_goes() {
+    let t = Tracker::new(Config::default());
+    let spec = NatSpec {
+        port_min: Some(5000),
+        port_max: Some(5063),
+        ..snat([10, 0, 0, 1])
+    };
+    let c = commit_nat(&spec, 0);
+    let mut ports = Vec::new();
+    for host in 0..64u128 {
+        let mut f = udp(VM + host, REMOTE, 1234, 53);
+        assert_eq!(st(&t, &mut f, &c, 0).state, NEW | CS_SRC_NAT);
+        ports.push(view(&f).2);
+    }
+    let exhausted = |t: &Tracker| {
+        let c = t.counters();
+        (c.nat_exhausted, c.nat_exhausted_known)
+    };
+    // The first refusal searches the range; the next ones know it is full.
+    for host in 64..74u128 {
+        assert_eq!(
+            st(&t, &mut udp(VM + host, REMOTE, 1234, 53), &c, 0).state,
+            INV
+        );
+    }
+    assert_eq!(exhausted(&t), (10, 9));
+    // Another server is another set of translated tuples: searched, and free.
+    assert_eq!(
+        st(&t, &mut udp(VM, REMOTE + 1, 1234, 53), &c, 0).state,
+        NEW | CS_SRC_NAT
+    );
+    // A connection goes: the next commit searches again and takes its port.
+    let gone = Tuple {
+        src: Addr::from_u128(VM + 5),
+        dst: Addr::from_u128(REMOTE),
+        sport: 1234,
+        dport: 53,
+        zone: 0,
+        proto: 17,
+        v6: false,
+    };
+    assert_eq!(t.flush_tuple(&gone), Ok(()));
+    let mut f = udp(VM + 100, REMOTE, 1234, 53);
+    assert_eq!(st(&t, &mut f, &c, 0).state, NEW | CS_SRC_NAT);
+    assert_eq!(view(&f).2, ports[5]);
+    assert_eq!(exhausted(&t), (10, 9));
+    // Full again: found so by a search, then known.
+    for host in 101..103u128 {
+        assert_eq!(
+            st(&t, &mut udp(VM + host, REMOTE, 1234, 53), &c, 0).state,
+            INV
+        );
+    }
+    assert_eq!(exhausted(&t), (12, 10));
+}
+
 #[test]
 fn zones_are_separate() {
     let t = Tracker::new(Config::default());
