@@ -55,29 +55,12 @@ pub use tuple::{Addr, Tuple};
 
 const SEC: Nanos = 1_000_000_000;
 
-/// NAT ranges found full, so that commits competing for one do not each search it whole (a
-/// range of 64,512 ports takes milliseconds, on a datapath thread, for every new connection
-/// that cannot have one). Direct-mapped: a range that lands on another's slot replaces it and
-/// is merely searched again.
-struct FullRanges {
-    slots: [Option<(nat::RangeKey, u64)>; FULL_RANGE_SLOTS],
-}
-
+/// Slots of the table of NAT ranges found full ([`Tracker::range_known_full`]): commits
+/// competing for one range do not each search it whole (a range of 64,512 ports takes
+/// milliseconds, on a datapath thread, for every new connection that cannot have one).
+/// Direct-mapped: a range that lands on another's slot replaces it and is merely searched
+/// again.
 const FULL_RANGE_SLOTS: usize = 64;
-
-impl Default for FullRanges {
-    fn default() -> Self {
-        FullRanges {
-            slots: [None; FULL_RANGE_SLOTS],
-        }
-    }
-}
-
-impl FullRanges {
-    fn slot(key: &nat::RangeKey, seed: u64) -> usize {
-        key.hash(seed) as usize % FULL_RANGE_SLOTS
-    }
-}
 
 /// A reply key left in another shard by a walk's removal: (shard, key record, generation) as
 /// [`table::Shard::remove_conn`] returns it, and the connection's zone.
@@ -225,7 +208,7 @@ pub struct Tracker {
     /// stays full until this moves.
     released: AtomicU64,
     /// NAT ranges a search found full, with `released` as it was when that search began.
-    full_ranges: Mutex<FullRanges>,
+    full_ranges: Mutex<[Option<(nat::RangeKey, u64)>; FULL_RANGE_SLOTS]>,
     zone_count: Box<[AtomicU32]>,
     /// Per-zone limits; 0 means none.
     zone_limit: Box<[AtomicU32]>,
@@ -363,7 +346,7 @@ impl Tracker {
             shards: Shards::new(),
             count: AtomicUsize::new(0),
             released: AtomicU64::new(0),
-            full_ranges: Mutex::new(FullRanges::default()),
+            full_ranges: Mutex::new([None; FULL_RANGE_SLOTS]),
             zone_count: (0..=u16::MAX).map(|_| AtomicU32::new(0)).collect(),
             zone_limit: (0..=u16::MAX).map(|_| AtomicU32::new(0)).collect(),
             frags: Mutex::new(Reassembler::default()),
@@ -392,7 +375,7 @@ impl Tracker {
             }
             g.reset();
         }
-        *self.full_ranges.lock().unwrap_or_else(|e| e.into_inner()) = FullRanges::default();
+        *self.full_ranges.lock().unwrap_or_else(|e| e.into_inner()) = [None; FULL_RANGE_SLOTS];
         self.prng
             .store(self.cfg.seed ^ 0xa076_1d64_78bd_642f, Relaxed);
         let c = &self.c;
@@ -1348,12 +1331,12 @@ impl Tracker {
     /// range full: then it still is, if none has gone since (commits only take tuples).
     fn range_known_full(&self, key: &nat::RangeKey, released: u64) -> bool {
         let full = self.full_ranges.lock().unwrap_or_else(|e| e.into_inner());
-        full.slots[FullRanges::slot(key, self.cfg.seed)] == Some((*key, released))
+        full[key.hash(self.cfg.seed) as usize % FULL_RANGE_SLOTS] == Some((*key, released))
     }
 
     fn remember_full_range(&self, key: nat::RangeKey, released: u64) {
         let mut full = self.full_ranges.lock().unwrap_or_else(|e| e.into_inner());
-        full.slots[FullRanges::slot(&key, self.cfg.seed)] = Some((key, released));
+        full[key.hash(self.cfg.seed) as usize % FULL_RANGE_SLOTS] = Some((key, released));
     }
 
     /// Records the helper state of connection `c`, just committed (with `helper`, or from

@@ -84,6 +84,15 @@ pub fn snat(addr: [u8; 4]) -> NatSpec {
     }
 }
 
+/// SNAT to 10.0.0.1, ports `min` to `max`.
+fn snat_ports(min: u16, max: u16) -> NatSpec {
+    NatSpec {
+        port_min: Some(min),
+        port_max: Some(max),
+        ..snat([10, 0, 0, 1])
+    }
+}
+
 fn tcp(src: u128, dst: u128, sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
     seg(src, dst, sport, dport, flags, seq, ack, &[])
 }
@@ -542,11 +551,7 @@ fn snat_address_only_keeps_port_and_reply_is_unnated_by_bare_nat() {
 #[test]
 fn snat_port_range_collision_forces_a_search() {
     let t = Tracker::new(Config::default());
-    let spec = NatSpec {
-        port_min: Some(2000),
-        port_max: Some(2002),
-        ..snat([10, 0, 0, 1])
-    };
+    let spec = snat_ports(2000, 2002);
     let c = commit_nat(&spec, 0);
     let mut seen = Vec::new();
     for host in 0..3u128 {
@@ -582,11 +587,7 @@ fn snat_port_range_collision_forces_a_search() {
 #[test]
 fn exhausted_range_is_counted_and_never_collides() {
     let t = Tracker::new(Config::default());
-    let spec = NatSpec {
-        port_min: Some(5000),
-        port_max: Some(5001),
-        ..snat([10, 0, 0, 1])
-    };
+    let spec = snat_ports(5000, 5001);
     let c = commit_nat(&spec, 0);
     for host in 0..2u128 {
         assert_eq!(
@@ -851,11 +852,7 @@ fn global_and_zone_limits_refuse_new_but_keep_established() {
 #[test]
 fn a_full_range_is_remembered_until_a_connection_goes() {
     let t = Tracker::new(Config::default());
-    let spec = NatSpec {
-        port_min: Some(5000),
-        port_max: Some(5063),
-        ..snat([10, 0, 0, 1])
-    };
+    let spec = snat_ports(5000, 5063);
     let c = commit_nat(&spec, 0);
     let mut ports = Vec::new();
     for host in 0..64u128 {
@@ -978,11 +975,7 @@ fn sweep_covers_shards_larger_than_a_slice() {
     assert!(t.is_empty());
     // Under SNAT most reply keys live in another shard than their connection: they go too,
     // and the zone is uncounted once they have.
-    let spec = NatSpec {
-        port_min: Some(10000),
-        port_max: Some(60000),
-        ..snat([10, 0, 0, 1])
-    };
+    let spec = snat_ports(10000, 60000);
     for sport in 1..=CONNS {
         // A server each: with one, every commit would search the port range past the ports
         // taken before it.
@@ -1321,11 +1314,7 @@ fn incomplete_datagrams_time_out_and_limits_hold() {
 #[test]
 fn concurrent_threads_commit_and_look_up() {
     let t = std::sync::Arc::new(Tracker::new(Config::default()));
-    let spec = std::sync::Arc::new(NatSpec {
-        port_min: Some(10000),
-        port_max: Some(60000),
-        ..snat([10, 0, 0, 1])
-    });
+    let spec = std::sync::Arc::new(snat_ports(10000, 60000));
     let hs: Vec<_> = (0..4u128)
         .map(|th| {
             let t = t.clone();
@@ -1378,11 +1367,7 @@ fn datapath_threads_and_control_walks_share_the_shards() {
             walks
         })
     };
-    let spec = std::sync::Arc::new(NatSpec {
-        port_min: Some(10000),
-        port_max: Some(60000),
-        ..snat([10, 0, 0, 1])
-    });
+    let spec = std::sync::Arc::new(snat_ports(10000, 60000));
     let workers: Vec<_> = (0..2u128)
         .map(|th| {
             let (t, spec) = (t.clone(), spec.clone());
