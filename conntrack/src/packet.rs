@@ -346,8 +346,9 @@ pub fn parse(d: &[u8], l3: usize, zone: u16, verify: bool) -> Result<Parsed, Bad
 }
 
 /// [`parse`] into `out`, where a batch keeps its frames' results: filled in place rather
-/// than returned and copied (`out` is unspecified after an error).
-#[inline]
+/// than returned and copied (`out` is unspecified after an error). Inlined by force: every
+/// tracked packet's path.
+#[inline(always)]
 pub fn parse_into(
     d: &[u8],
     l3: usize,
@@ -790,8 +791,9 @@ impl NatEnd {
 }
 
 /// Rewrites `p` (parsed from `d`) as `nat` says: [`rewrite_v4_end`] when it applies,
-/// [`rewrite`] otherwise.
-#[inline]
+/// [`rewrite`] otherwise. Inlined by force (with [`rewrite_v4_end`]): every NATed packet's
+/// path.
+#[inline(always)]
 pub fn rewrite_end(d: &mut [u8], p: &Parsed, nat: &NatEnd) {
     if !rewrite_v4_end(d, p, nat) {
         rewrite(d, p, &nat.apply(&p.tuple));
@@ -801,7 +803,7 @@ pub fn rewrite_end(d: &mut [u8], p: &Parsed, nat: &NatEnd) {
 /// [`rewrite`] to the tuple that `p`'s with `nat` applied is, for an IPv4 TCP or UDP datagram
 /// with its whole L4 header: one address and one port change, so only their two differences
 /// are summed. False (nothing written) for any other datagram, which [`rewrite`] handles.
-#[inline]
+#[inline(always)]
 pub fn rewrite_v4_end(d: &mut [u8], p: &Parsed, nat: &NatEnd) -> bool {
     let t = &p.tuple;
     if t.v6 || !matches!(t.proto, IPPROTO_TCP | IPPROTO_UDP) {

@@ -135,8 +135,9 @@ impl Conn {
     }
 
     /// [`Conn::nat_target`] as the one end it changes, for TCP and UDP under SNAT or DNAT
-    /// (ICMP's identifier and types do not map onto one end); `None` otherwise.
-    #[inline]
+    /// (ICMP's identifier and types do not map onto one end); `None` otherwise. Inlined by
+    /// force: every NATed packet's path.
+    #[inline(always)]
     pub fn nat_end(&self, reply: bool) -> Option<NatEnd> {
         if is_icmp(self.orig.proto) {
             return None;
@@ -596,7 +597,8 @@ impl Shard {
     /// `t` is the one the index has for `t` (tuples are unique among live connections, and
     /// records join and leave the index under this lock together with their live flag), so a
     /// hit needs no second pass over the bucket; anything else falls back to the probe.
-    #[inline]
+    /// Inlined by force: every lookup's path.
+    #[inline(always)]
     pub fn find_probe(&self, t: &Tuple, probe: Probe) -> Option<Found> {
         let e = probe.seen;
         if e != EMPTY && self.is_live(e) && entry_is(&self.conns, &self.keys, e, t) {
