@@ -64,28 +64,35 @@ pub fn wr16(d: &mut [u8], o: usize, v: u16) {
 }
 
 /// Adds `data` to a one's-complement sum kept in 64 bits, eight bytes per step. Summing
-/// big-endian 32-bit words and folding later gives the same result as summing 16-bit words
-/// (2^16 is 1 modulo 0xffff), and with fewer, branch-free steps: every packet is verified.
+/// 32-bit words and folding later gives the same result as summing 16-bit words (2^16 is 1
+/// modulo 0xffff), and with fewer, branch-free steps: every packet is verified.
+///
+/// The words are read little-endian, which on the CPUs this runs on is a plain load where
+/// big-endian words each need a byte swap. A ones' complement sum of byte-swapped words is the
+/// byte-swapped sum (RFC 1071, 2(B)); swapping a word's bytes multiplies it by 2^8 modulo
+/// 0xffff, so whether a sum checks out does not depend on the order ([`sum_checks_out`]) and
+/// [`finish64`] swaps its result back. Terms added to such a sum from outside (the
+/// pseudo-header's protocol and length) are shifted by 8 bits to match.
 #[inline]
 fn sum64(mut acc: u64, data: &[u8]) -> u64 {
     let mut c = data.chunks_exact(8);
     for w in &mut c {
-        let v = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
         acc += (v >> 32) + (v & 0xffff_ffff);
     }
     // The last 0-7 bytes: a 32-bit word, a 16-bit one and a byte at most, each where it
     // would be in an eight-byte word (a header without options ends in one such word).
     let mut r = c.remainder();
     if let [a, b, c, d, rest @ ..] = r {
-        acc += u32::from_be_bytes([*a, *b, *c, *d]) as u64;
+        acc += u32::from_le_bytes([*a, *b, *c, *d]) as u64;
         r = rest;
     }
     if let [a, b, rest @ ..] = r {
-        acc += u16::from_be_bytes([*a, *b]) as u64;
+        acc += u16::from_le_bytes([*a, *b]) as u64;
         r = rest;
     }
     if let [last] = r {
-        acc += (*last as u64) << 8;
+        acc += *last as u64;
     }
     acc
 }
@@ -99,14 +106,15 @@ fn sum_checks_out(acc: u64) -> bool {
     acc != 0 && acc.is_multiple_of(0xffff)
 }
 
-/// Folds a [`sum64`] to 16 bits and complements it (as `checksum::finish` does).
+/// Folds a [`sum64`] to 16 bits and complements it (as `checksum::finish` does), in network
+/// byte order.
 #[inline]
 fn finish64(mut acc: u64) -> u16 {
     acc = (acc & 0xffff_ffff) + (acc >> 32);
     acc = (acc & 0xffff) + (acc >> 16);
     acc = (acc & 0xffff) + (acc >> 16);
     acc = (acc & 0xffff) + (acc >> 16);
-    !(acc as u16)
+    (!(acc as u16)).swap_bytes()
 }
 
 /// A TCP segment's fields that state tracking reads.
@@ -278,7 +286,7 @@ fn pseudo_sum(d: &[u8], l3: usize, v6: bool, proto: u8, len: usize) -> u64 {
     } else {
         d.get(l3 + V4_SRC..l3 + V4_DST + 4)
     };
-    sum64(0, addrs.unwrap_or(&[])) + proto as u64 + len as u64
+    sum64(0, addrs.unwrap_or(&[])) + ((proto as u64) << 8) + ((len as u64) << 8)
 }
 
 /// Verifies the checksum of a complete L4 message (with its pseudo-header when it has one).
@@ -375,6 +383,13 @@ fn be32<const N: usize>(h: &[u8; N], o: usize) -> u32 {
     u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]])
 }
 
+/// Little-endian 32 bits at `o` of a header already known to be long enough: a word of a
+/// checksum sum (see [`sum64`]).
+#[inline(always)]
+fn le32<const N: usize>(h: &[u8; N], o: usize) -> u32 {
+    u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]])
+}
+
 /// [`parse`] for what almost every packet of an established connection is: an IPv4 header
 /// without options in an Ethernet frame, not a fragment, carrying UDP or a TCP segment other
 /// than a SYN, with correct checksums. Fixed-size header views make one bounds check per
@@ -383,7 +398,13 @@ fn be32<const N: usize>(h: &[u8; N], o: usize) -> u32 {
 /// then gives the answer (or the error) for it, and the two agree on every datagram this one
 /// accepts (a property test holds them to it).
 #[inline]
-fn parse_v4_common(d: &[u8], l3: usize, zone: u16, verify: bool, out: &mut Parsed) -> Option<()> {
+pub(crate) fn parse_v4_common(
+    d: &[u8],
+    l3: usize,
+    zone: u16,
+    verify: bool,
+    out: &mut Parsed,
+) -> Option<()> {
     let et: &[u8; 2] = d.get(l3.checked_sub(2)?..l3)?.try_into().ok()?;
     let h: &[u8; 20] = d.get(l3..l3 + 20)?.try_into().ok()?;
     if *et != [0x08, 0x00] || h[0] != 0x45 {
@@ -427,11 +448,13 @@ fn parse_v4_common(d: &[u8], l3: usize, zone: u16, verify: bool, out: &mut Parse
         _ => return None,
     };
     if verify {
-        let ip_sum: u64 = (0..5).map(|i| be32(h, 4 * i) as u64).sum();
+        // In little-endian words, as `sum64` sums.
+        let ip_sum: u64 = (0..5).map(|i| le32(h, 4 * i) as u64).sum();
         if !sum_checks_out(ip_sum) {
             return None;
         }
-        let pseudo = be32(h, V4_SRC) as u64 + be32(h, V4_DST) as u64 + proto as u64 + l4_len as u64;
+        let addrs = le32(h, V4_SRC) as u64 + le32(h, V4_DST) as u64;
+        let pseudo = addrs + ((proto as u64) << 8) + ((l4_len as u64) << 8);
         if csum && !sum_checks_out(sum64(pseudo, seg)) {
             return None;
         }
@@ -943,7 +966,8 @@ mod tests {
         }
 
         /// The eight-bytes-a-step sum is RFC 1071's sum of 16-bit words (an odd last byte
-        /// padded with zero), at every length and from any starting sum.
+        /// padded with zero), at every length and from any starting sum: finished, it is
+        /// the checksum of the big-endian words.
         #[test]
         fn sum64_is_the_sum_of_words(
             data in proptest::collection::vec(any::<u8>(), 0..80),
@@ -953,7 +977,13 @@ mod tests {
                 .chunks(2)
                 .map(|w| u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u64)
                 .sum();
-            prop_assert_eq!(finish64(sum64(acc, &data)), finish64(acc + words));
+            let mut folded = acc + words;
+            while folded > 0xffff {
+                folded = (folded & 0xffff) + (folded >> 16);
+            }
+            // `acc` enters little-endian, as the pseudo-header's terms do.
+            let acc_le = acc << 8;
+            prop_assert_eq!(finish64(sum64(acc_le, &data)), !(folded as u16));
         }
     }
 
