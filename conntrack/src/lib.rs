@@ -100,7 +100,9 @@ pub struct Config {
     /// Accept a TCP segment without SYN for an unknown connection as `+new` (picked up
     /// mid-stream, sequence checks relaxed), as Open vSwitch does. When false it is `+inv`.
     pub tcp_pickup: bool,
-    /// Verify IPv4 header and L4 checksums; a bad one makes the packet `+inv`.
+    /// Verify IPv4 header and L4 checksums; a bad one makes the packet `+inv`. Once per
+    /// frame: a frame whose checksums one `ct()` found good is not verified again by the next
+    /// (see [`Frame::checksums_good`]); without verification every frame counts as good.
     pub verify_checksums: bool,
     /// Seeds the table hash and the PRNG behind `nat(random)`.
     pub seed: u64,
@@ -261,12 +263,27 @@ pub trait Resize {
     /// Makes the bytes `n` long (new bytes at the end, contents unspecified). False, with
     /// nothing changed, when there is no room.
     fn set_len(&mut self, n: usize) -> bool;
+    /// Whether the checksums of the datagram whose IP header is at `l3` are known good (see
+    /// [`Frame::checksums_good`]): verified once already on their way through the pipeline.
+    fn checksums_good(&self, _l3: usize) -> bool {
+        false
+    }
+    /// Records that they were verified and are good.
+    fn set_checksums_good(&mut self, _l3: usize) {}
 }
 
 impl Resize for Frame<'_> {
     #[inline]
     fn bytes(&mut self) -> &mut [u8] {
         self.data_mut()
+    }
+    #[inline]
+    fn checksums_good(&self, l3: usize) -> bool {
+        Frame::checksums_good(self, l3)
+    }
+    #[inline]
+    fn set_checksums_good(&mut self, l3: usize) {
+        Frame::set_checksums_good(self, l3)
     }
     fn set_len(&mut self, n: usize) -> bool {
         let len = self.len();
@@ -609,8 +626,10 @@ impl Tracker {
         now: Nanos,
     ) -> Result<CtVerdict, Bad> {
         let mut p = Parsed::EMPTY;
-        match packet::parse_into(b.bytes(), l3, req.zone, self.cfg.verify_checksums, &mut p) {
-            Ok(()) => {}
+        // Checksums an earlier `ct()` on this frame verified are not summed again.
+        let verify = self.cfg.verify_checksums & !b.checksums_good(l3);
+        match packet::parse_into(b.bytes(), l3, req.zone, verify, &mut p) {
+            Ok(()) => b.set_checksums_good(l3),
             Err(Bad::Fragment) => return Err(Bad::Fragment),
             Err(_) => return Ok(CtVerdict::Tracked(self.bad(req.zone))),
         }
@@ -1738,14 +1757,21 @@ impl Tracker {
         let mut parsed = [Parsed::EMPTY; N];
         let mut probes = [Probe::new(0); N];
         let mut ready = [false; N];
-        for ((it, p), ok) in items.iter().zip(parsed.iter_mut()).zip(ready.iter_mut()) {
+        for ((it, p), ok) in items
+            .iter_mut()
+            .zip(parsed.iter_mut())
+            .zip(ready.iter_mut())
+        {
             if it.key.nw_frag() & FRAG_ANY != 0 {
                 continue;
             }
-            let verify = self.cfg.verify_checksums;
-            if packet::parse_into(it.frame.data(), it.l3_ofs, req.zone, verify, p).is_err()
-                || matches!(p.kind, L4::IcmpError { .. } | L4::IcmpOther)
-            {
+            // Checksums an earlier `ct()` on this frame verified are not summed again.
+            let verify = self.cfg.verify_checksums & !it.frame.checksums_good(it.l3_ofs);
+            if packet::parse_into(it.frame.data(), it.l3_ofs, req.zone, verify, p).is_err() {
+                continue;
+            }
+            it.frame.set_checksums_good(it.l3_ofs);
+            if matches!(p.kind, L4::IcmpError { .. } | L4::IcmpOther) {
                 continue;
             }
             *ok = true;

@@ -423,6 +423,56 @@ fn bad_checksums_and_truncated_headers_are_invalid() {
     assert_eq!(t.counters().invalid, 4);
 }
 
+/// A frame whose checksums one `ct()` verified is not summed again by the next: the frame
+/// remembers it, through `execute` and through a batch. Damage done behind the pipeline's back
+/// (no action writes without updating checksums) shows it. A bad frame is invalid every time,
+/// and a new frame over the same bytes, or one cut short since, is verified afresh.
+#[test]
+fn checksums_are_verified_once_per_frame() {
+    fn one(t: &Tracker, f: &mut Frame<'_>, k: &FlowKey) -> u32 {
+        match t.execute(f, ETH, k, &req(0), 0) {
+            CtVerdict::Tracked(r) => r.state,
+            v => panic!("expected Tracked, got {v:?}"),
+        }
+    }
+    fn batch(t: &Tracker, f: &mut Frame<'_>, k: &FlowKey) -> u32 {
+        let mut items = [CtItem {
+            frame: f,
+            l3_ofs: ETH,
+            key: k,
+        }];
+        let mut out = [None];
+        t.execute_batch(&mut items, &req(0), 0, &mut out);
+        match out {
+            [Some(CtVerdict::Tracked(r))] => r.state,
+            v => panic!("expected Tracked, got {v:?}"),
+        }
+    }
+    // Batches from the first connection on, so both paths run.
+    let t = Tracker::new(Config {
+        prefetch_min_conns: 0,
+        ..Config::default()
+    });
+    for track in [one, batch] {
+        let mut bytes = udp(VM, REMOTE, 1, 2);
+        let (n, k) = (bytes.len(), key_of(&bytes));
+        let mut f = Frame::new(&mut bytes, 0, n);
+        assert_eq!(track(&t, &mut f, &k), NEW);
+        f.data_mut()[n - 1] ^= 0xff;
+        assert_eq!(track(&t, &mut f, &k), NEW, "verified once already");
+        f.truncate(n - 1);
+        f.push_tail(1).unwrap();
+        assert_eq!(track(&t, &mut f, &k), INV, "cut and grown: verified again");
+        assert_eq!(
+            track(&t, &mut f, &k),
+            INV,
+            "a bad frame is never taken as good"
+        );
+        let mut f = Frame::new(&mut bytes, 0, n);
+        assert_eq!(track(&t, &mut f, &k), INV, "a new frame knows nothing");
+    }
+}
+
 #[test]
 fn an_ip_version_the_ethertype_does_not_name_is_invalid() {
     let t = Tracker::new(Config::default());

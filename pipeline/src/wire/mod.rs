@@ -19,12 +19,26 @@ pub mod rewrite;
 ///
 /// It borrows its buffer, so the same code runs on an AF_XDP UMEM chunk, a test's `Vec<u8>`, or
 /// a reassembled datagram owned by connection tracking.
+///
+/// A frame also remembers where in its buffer an IP header sits whose checksums (its own and
+/// its datagram's L4 one) connection tracking found good, so that a pipeline running `ct()`
+/// several times on one frame (the seed's gateway twice, OVN's pipelines more often) verifies
+/// them once. That holds because every rewrite of an IP or L4 header here updates their
+/// checksums as it goes, keeping a good checksum good. Pushes and pulls at the front (VLAN
+/// tags, tunnel headers) move the frame's start, not its IP header, and the mark is kept by
+/// buffer offset, so it stays with the header; a gap inserted or removed in front of the
+/// header that moves it, and cutting or growing the frame's end, forget it.
 #[derive(Debug)]
 pub struct Frame<'a> {
     buf: &'a mut [u8],
     head: usize,
     len: usize,
+    /// Buffer offset of the IP header whose checksums were found good, or [`NOT_CHECKED`].
+    checked_l3: usize,
 }
+
+/// [`Frame::checked_l3`] when no header's checksums are known good.
+const NOT_CHECKED: usize = usize::MAX;
 
 /// The buffer has no room for the requested growth.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +49,26 @@ impl<'a> Frame<'a> {
     /// caller bug, never a property of traffic).
     pub fn new(buf: &'a mut [u8], head: usize, len: usize) -> Frame<'a> {
         assert!(head + len <= buf.len(), "frame range outside its buffer");
-        Frame { buf, head, len }
+        Frame {
+            buf,
+            head,
+            len,
+            checked_l3: NOT_CHECKED,
+        }
+    }
+
+    /// Whether the IP header at offset `l3` of the frame is one whose checksums were found
+    /// good (see [`Frame::set_checksums_good`]) since the frame was made.
+    #[inline]
+    pub fn checksums_good(&self, l3: usize) -> bool {
+        self.checked_l3 == self.head.wrapping_add(l3)
+    }
+
+    /// Records that the checksums of the IP header at offset `l3` of the frame, and of its
+    /// datagram's L4 header, were verified and found good.
+    #[inline]
+    pub fn set_checksums_good(&mut self, l3: usize) {
+        self.checked_l3 = self.head + l3;
     }
 
     #[inline]
@@ -95,6 +128,7 @@ impl<'a> Frame<'a> {
         if at > self.len {
             return Err(NoRoom);
         }
+        self.forget_checked_before(at);
         self.push_head(n)?;
         let h = self.head;
         self.buf.copy_within(h + n..h + n + at, h);
@@ -106,14 +140,26 @@ impl<'a> Frame<'a> {
         if at + n > self.len {
             return;
         }
+        self.forget_checked_before(at + n);
         let h = self.head;
         self.buf.copy_within(h..h + at, h + n);
         self.pull_head(n);
     }
 
+    /// Forgets the good-checksums mark when its header starts in the frame's first `end`
+    /// bytes, which a gap's insertion or removal moves.
+    fn forget_checked_before(&mut self, end: usize) {
+        if self.checked_l3 != NOT_CHECKED && self.checked_l3 < self.head + end {
+            self.checked_l3 = NOT_CHECKED;
+        }
+    }
+
     /// Shortens the frame to `len` bytes (no effect if already shorter).
     #[inline]
     pub fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            self.checked_l3 = NOT_CHECKED;
+        }
         self.len = self.len.min(len);
     }
 
@@ -123,6 +169,7 @@ impl<'a> Frame<'a> {
             return Err(NoRoom);
         }
         self.len += n;
+        self.checked_l3 = NOT_CHECKED;
         Ok(())
     }
 }
@@ -143,5 +190,39 @@ mod tests {
         f.remove_gap(2, 4);
         assert_eq!(f.data(), &[1, 2, 3, 4, 5, 6]);
         assert_eq!(f.insert_gap(0, 100), Err(NoRoom));
+    }
+
+    /// The good-checksums mark stays with the IP header through a VLAN tag's insertion and
+    /// removal in front of it, and is gone once the header moves or the frame's end changes.
+    #[test]
+    fn checksum_mark_follows_the_ip_header() {
+        let mut buf = vec![0u8; 64 + 60];
+        let mut f = Frame::new(&mut buf, 64, 60);
+        assert!(!f.checksums_good(14), "a new frame knows nothing");
+        f.set_checksums_good(14);
+        assert!(f.checksums_good(14));
+        f.insert_gap(12, 4).unwrap();
+        assert!(
+            f.checksums_good(18) && !f.checksums_good(14),
+            "tagged: 4 bytes further in"
+        );
+        f.remove_gap(12, 4);
+        assert!(f.checksums_good(14));
+        f.insert_gap(20, 8).unwrap();
+        assert!(
+            !f.checksums_good(14) && !f.checksums_good(22),
+            "the header itself moved"
+        );
+        let mut f = Frame::new(&mut buf, 64, 60);
+        f.set_checksums_good(14);
+        f.pull_head(14);
+        assert!(f.checksums_good(0), "decapsulated down to the header");
+        f.truncate(40);
+        assert!(!f.checksums_good(0), "cut");
+        f.set_checksums_good(0);
+        f.truncate(50);
+        assert!(f.checksums_good(0), "a truncate that cuts nothing keeps it");
+        f.push_tail(4).unwrap();
+        assert!(!f.checksums_good(0), "grown");
     }
 }
