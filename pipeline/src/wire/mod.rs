@@ -20,8 +20,9 @@ pub mod rewrite;
 /// It borrows its buffer, so the same code runs on an AF_XDP UMEM chunk, a test's `Vec<u8>`, or
 /// a reassembled datagram owned by connection tracking.
 ///
-/// A frame also remembers where in its buffer an IP header sits whose checksums (its own and
-/// its datagram's L4 one) connection tracking found good, so that a pipeline running `ct()`
+/// A frame also remembers where in its buffer an IP header sits whose checksums connection
+/// tracking found good (those it verifies: the IPv4 header's, and TCP's, UDP's and ICMP's in
+/// the datagram; other protocols it tracks by addresses), so that a pipeline running `ct()`
 /// several times on one frame (the seed's gateway twice, OVN's pipelines more often) verifies
 /// them once. That holds because every rewrite of an IP or L4 header here updates their
 /// checksums as it goes, keeping a good checksum good. Pushes and pulls at the front (VLAN
