@@ -617,6 +617,22 @@ impl Tracker {
     /// through reassembly. The datagram is parsed in place and the answer built in its final
     /// slot: returned as a result and wrapped again, the ~100-byte answer was copied twice more
     /// on every packet of the one-frame path.
+    /// Parses the datagram at `l3` of `b` into `out`, verifying its checksums unless an
+    /// earlier `ct()` on the same frame did, and marks the frame's checksums as verified.
+    #[inline(always)]
+    fn parse<B: Resize + ?Sized>(
+        &self,
+        b: &mut B,
+        l3: usize,
+        zone: u16,
+        out: &mut Parsed,
+    ) -> Result<(), Bad> {
+        let verify = self.cfg.verify_checksums & !b.checksums_good(l3);
+        packet::parse_into(b.bytes(), l3, zone, verify, out)?;
+        b.set_checksums_good(l3);
+        Ok(())
+    }
+
     #[inline]
     fn track<B: Resize + ?Sized>(
         &self,
@@ -626,10 +642,8 @@ impl Tracker {
         now: Nanos,
     ) -> Result<CtVerdict, Bad> {
         let mut p = Parsed::EMPTY;
-        // Checksums an earlier `ct()` on this frame verified are not summed again.
-        let verify = self.cfg.verify_checksums & !b.checksums_good(l3);
-        match packet::parse_into(b.bytes(), l3, req.zone, verify, &mut p) {
-            Ok(()) => b.set_checksums_good(l3),
+        match self.parse(b, l3, req.zone, &mut p) {
+            Ok(()) => {}
             Err(Bad::Fragment) => return Err(Bad::Fragment),
             Err(_) => return Ok(CtVerdict::Tracked(self.bad(req.zone))),
         }
@@ -1765,12 +1779,9 @@ impl Tracker {
             if it.key.nw_frag() & FRAG_ANY != 0 {
                 continue;
             }
-            // Checksums an earlier `ct()` on this frame verified are not summed again.
-            let verify = self.cfg.verify_checksums & !it.frame.checksums_good(it.l3_ofs);
-            if packet::parse_into(it.frame.data(), it.l3_ofs, req.zone, verify, p).is_err() {
+            if self.parse(&mut *it.frame, it.l3_ofs, req.zone, p).is_err() {
                 continue;
             }
-            it.frame.set_checksums_good(it.l3_ofs);
             if matches!(p.kind, L4::IcmpError { .. } | L4::IcmpOther) {
                 continue;
             }
