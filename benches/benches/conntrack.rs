@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 use xvs_benches::ct_load::{
     client, commit_req, next, populate, scatter, snat_spec, tcp_frame, track, track_batch,
-    BatchBufs,
+    BatchBufs, Slot,
 };
 
 /// Counts live heap bytes so the memory figure is measured, not estimated.
@@ -102,21 +102,21 @@ fn benches(c: &mut Criterion) {
     const BATCH: usize = 1024;
     g.throughput(Throughput::Elements(BATCH as u64));
     let mut pos = 0;
-    let mut buf = [0u8; 64];
+    let mut buf = Slot::ZERO;
     g.bench_function("established_lookup_snat_rewrite", |b| {
         b.iter(|| {
             let mut acc = 0;
             for _ in 0..BATCH {
                 buf = frames[pos];
                 pos = next(pos, frames.len());
-                acc ^= track(&t, &mut buf[..flen], &req);
+                acc ^= track(&t, &mut buf.0[..flen], &req);
             }
             black_box(acc)
         })
     });
     // The same through execute_batch, 32 frames (one pipeline batch) per call; then the reply
     // direction (un-SNAT), whose tuple is indexed in another shard than its connection.
-    let mut bufs: BatchBufs = [[0u8; 64]; pipeline::BATCH_SIZE];
+    let mut bufs: BatchBufs = [Slot::ZERO; pipeline::BATCH_SIZE];
     for (name, frames) in [
         ("established_lookup_snat_rewrite_batch32", &frames),
         ("established_reply_unsnat_rewrite_batch32", &reply_frames),

@@ -120,7 +120,7 @@ fn main() {
         let start = Instant::now();
         let mut windows = Vec::new();
         const RX: usize = pipeline::BATCH_SIZE;
-        let mut bufs: BatchBufs = [[0u8; 64]; RX];
+        let mut bufs: BatchBufs = [Slot::ZERO; RX];
         while start.elapsed() < deadline {
             let s = Instant::now();
             let mut done = 0u64;
@@ -132,7 +132,7 @@ fn main() {
                         let b = &mut bufs[0];
                         *b = frames[pos];
                         pos = next(pos, frames.len());
-                        acc ^= track(&t, &mut b[..flen], req);
+                        acc ^= track(&t, &mut b.0[..flen], req);
                     }
                 }
                 done += RX as u64;
