@@ -4,9 +4,10 @@
 # Builds `ct_hotloop` (benches/examples/ct_hotloop.rs) from revision A and from revision B (or
 # the working tree), then runs them alternately, A B A B ..., so that both see the same phases
 # of a shared machine: on this project's VMs one build's speed moves by 2x within minutes, and
-# only numbers taken side by side are comparable. Each run prints its best and median window;
-# the summary gives, per build, the lowest best window, the median of the best windows and the
-# median of the medians, and in how many rounds B's median beat A's.
+# only numbers taken side by side are comparable. Each run prints its best and median window
+# and the mean (the run's time per frame, what criterion reports); the summary gives, per build,
+# the lowest best window, the median of the best windows, the medians of the medians and of the
+# means, and in how many rounds B's median beat A's.
 #
 # Usage: scripts/ct-ab.sh [--mode MODE] [--rounds N] [--secs S] [--conns N] [--threads N]
 #                         [--instructions] REV_A [REV_B]
@@ -97,10 +98,11 @@ out=$work/rounds.txt
 for ((i = 1; i <= rounds; i++)); do
     for label in A B; do
         line=$("$work/$label" "$mode" "$secs" "$conns" "$threads")
-        # "MODE: best X ns, median Y ns per packet ..."
-        read -r best median < <(awk '{print $3, $6}' <<<"$line")
-        echo "$label $best $median" >>"$out"
-        printf 'round %d %s: best %s ns, median %s ns\n' "$i" "$label" "$best" "$median" >&2
+        # "MODE: best X ns, median Y ns, worst W ns, mean M ns per packet ..." (builds before
+        # the mean was printed give "-" for it)
+        read -r best median mean < <(awk '{print $3, $6, ($11 == "mean" ? $12 : "-")}' <<<"$line")
+        echo "$label $best $median $mean" >>"$out"
+        printf 'round %d %s: best %s ns, median %s ns, mean %s ns\n' "$i" "$label" "$best" "$median" "$mean" >&2
     done
 done
 
@@ -111,8 +113,11 @@ names = {"A": sys.argv[2], "B": sys.argv[3] or "working tree"}
 med = {k: [float(r[2]) for r in rows if r[0] == k] for k in "AB"}
 for k in "AB":
     best = [float(r[1]) for r in rows if r[0] == k]
+    means = [float(r[3]) for r in rows if r[0] == k and r[3] != "-"]
+    mean = f", median of means {statistics.median(means):.1f} ns" if means else ""
     print(f"{k} {names[k]:>12}: lowest best {min(best):.1f} ns, median best "
-          f"{statistics.median(best):.1f} ns, median of medians {statistics.median(med[k]):.1f} ns")
+          f"{statistics.median(best):.1f} ns, median of medians {statistics.median(med[k]):.1f} ns"
+          f"{mean}")
 wins = sum(b < a for a, b in zip(med["A"], med["B"]))
 print(f"B's median below A's in {wins} of {len(med['A'])} rounds")
 PY
