@@ -387,7 +387,7 @@ impl Tracker {
         for si in 0..SHARDS {
             let mut g = self.shards.lock(si);
             for i in 0..g.conns.high_water() {
-                let c = g.conns.get(i);
+                let Some(c) = g.conns.slot(i) else { continue };
                 if c.flags & F_LIVE != 0 {
                     self.unreserve(c.orig.zone);
                 }
@@ -1513,8 +1513,11 @@ impl Tracker {
             let slice_end = hw.min(pos.saturating_add(WALK_SLICE));
             let mut remote = Vec::new();
             while left > 0 && pos < slice_end {
-                let c = g.conns.get(pos);
-                if c.flags & F_LIVE != 0 && c.expires <= now {
+                let expired = g
+                    .conns
+                    .slot(pos)
+                    .is_some_and(|c| c.flags & F_LIVE != 0 && c.expires <= now);
+                if expired {
                     self.remove_walked(&mut g, pos, &mut remote);
                     removed += 1;
                 }
@@ -1652,7 +1655,7 @@ impl Tracker {
             let high_water = g.conns.high_water();
             let end = high_water.min(pos.saturating_add(WALK_SLICE));
             for i in pos..end {
-                let c = g.conns.get(i);
+                let Some(c) = g.conns.slot(i) else { continue };
                 if c.flags & F_LIVE != 0 && zone.is_none_or(|z| z == c.orig.zone) {
                     each(&mut g, i, state);
                 }

@@ -268,8 +268,8 @@ fn syn_flood_stays_within_the_zone_limit_and_established_flows_keep_going() {
         "refused SYNs continue +new, untranslated"
     );
     // Memory: bounded by the limit, not by the flood. Nothing grows once the zone is full;
-    // and the table is at most one partly used slab chunk per shard (the slabs grow by chunks
-    // of 1024 slots) plus the live connections and their hash entries.
+    // and the table is at most one partly used chunk per slab per shard (the slabs grow by
+    // chunks of just under 128 KiB) plus the live connections and their hash entries.
     let at_limit = at_limit.expect("the zone filled up");
     assert_eq!(
         peak_bytes, at_limit,
@@ -277,7 +277,9 @@ fn syn_flood_stays_within_the_zone_limit_and_established_flows_keep_going() {
     );
     let slot = std::mem::size_of::<conntrack::table::Conn>()
         + std::mem::size_of::<conntrack::table::KeyRec>();
-    let bound = empty_bytes + conntrack::table::SHARDS * 1024 * slot + LIMIT as usize * (slot + 64);
+    let bound = empty_bytes
+        + conntrack::table::SHARDS * 2 * conntrack::table::CHUNK_BYTES
+        + LIMIT as usize * (slot + 64);
     assert!(peak_bytes <= bound, "{peak_bytes} bytes > {bound}");
     let per_conn = (peak_bytes - empty_bytes) / LIMIT as usize;
     eprintln!(
