@@ -8,6 +8,8 @@ use pipeline::flow::{Action, FlowSpec, Match, OutputTarget};
 use pipeline::key::{loc, FieldLoc, FlowKey, CS_ESTABLISHED, CS_TRACKED};
 use pipeline::table::FlowTables;
 
+xvs_benches::daemon_allocator!();
+
 fn reg(i: u8) -> FieldLoc {
     Field::Reg(i).loc().expect("registers have a location")
 }

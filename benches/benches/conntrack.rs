@@ -7,13 +7,14 @@ use criterion::{black_box, Criterion, Throughput};
 use pipeline::ct::CtRequest;
 use pipeline::flow::NatSpec;
 use pipeline::key::{CS_DST_NAT, CS_ESTABLISHED, CS_INVALID, CS_REPLY_DIR, CS_SRC_NAT};
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 use xvs_benches::ct_load::{
     client, commit_req, next, populate, scatter, snat_spec, tcp_frame, track, track_batch,
     BatchBufs, Slot,
 };
+use xvs_benches::mimalloc::MiMalloc;
 
 /// Counts live heap bytes so the memory figure is measured, not estimated.
 struct Counting;
@@ -23,26 +24,39 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(l) }
+        // SAFETY: forwarded unchanged to mimalloc, the daemon's allocator.
+        unsafe { MiMalloc.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(p, l) }
+        // SAFETY: forwarded unchanged to mimalloc, the daemon's allocator.
+        unsafe { MiMalloc.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(p, l, n) }
+        // SAFETY: forwarded unchanged to mimalloc, the daemon's allocator.
+        unsafe { MiMalloc.realloc(p, l, n) }
     }
 }
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The process's resident memory in bytes (`VmRSS`), or 0 where /proc does not say.
+fn resident_bytes() -> isize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<isize>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 fn memory_report() {
     let before = LIVE.load(Ordering::Relaxed);
+    let rss_before = resident_bytes();
     let t = Tracker::new(Config::default());
     let spec = snat_spec();
     let commit = commit_req(&spec);
@@ -56,12 +70,16 @@ fn memory_report() {
     }
     let el = start.elapsed();
     let used = LIVE.load(Ordering::Relaxed) - before;
+    // What the allocator holds for it, huge pages and all: resident growth, not just the bytes
+    // asked for.
+    let resident = resident_bytes() - rss_before;
     println!(
-        "conntrack memory: {} connections hold {:.1} MiB of heap ({} bytes/connection; table's own estimate {:.1} MiB); filled in {:.2?}",
+        "conntrack memory: {} connections hold {:.1} MiB of heap ({} bytes/connection; table's own estimate {:.1} MiB; the process grew by {:.1} MiB resident); filled in {:.2?}",
         t.len(),
         used as f64 / (1 << 20) as f64,
         used / t.len().max(1) as isize,
         t.memory_bytes() as f64 / (1 << 20) as f64,
+        resident as f64 / (1 << 20) as f64,
         el
     );
     assert!(t.len() == 1_000_000, "all committed");

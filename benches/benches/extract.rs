@@ -10,6 +10,8 @@ use pipeline::BATCH_SIZE;
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+xvs_benches::daemon_allocator!();
+
 const VM: [u8; 6] = [0x50, 0x6b, 0x8d, 0x45, 0x5a, 0x21];
 const RT: [u8; 6] = [0xe0, 0x19, 0x95, 0xad, 0x56, 0xd0];
 

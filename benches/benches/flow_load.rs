@@ -9,6 +9,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pipeline::flow::parse::{parse_flows, ParseContext};
 use xvs_benches::ovn_like_flows;
 
+xvs_benches::daemon_allocator!();
+
 fn flow_load(c: &mut Criterion) {
     let text = ovn_like_flows(100_000, 0x5eed);
     let ctx = ParseContext::default();

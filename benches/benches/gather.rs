@@ -7,6 +7,8 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 
+xvs_benches::daemon_allocator!();
+
 const CHUNK: usize = 4096;
 const HEADROOM: usize = 256;
 const FRAME: usize = 9014;

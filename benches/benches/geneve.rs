@@ -17,6 +17,8 @@ use std::hint::black_box;
 use xvs_benches::geneve::{encapsulated, inner_frame, pop_actions, push_actions, TNL_VPORT};
 use xvs_benches::{CountSink, NoCt};
 
+xvs_benches::daemon_allocator!();
+
 const HEADROOM: usize = 256;
 
 struct Bufs(Vec<Vec<u8>>);

@@ -16,6 +16,8 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use xvs_benches::{CountSink, NoCt};
 
+xvs_benches::daemon_allocator!();
+
 const HEADROOM: usize = 128;
 
 /// 64-byte UDP frames from `n` different sources on port `in_port`.

@@ -25,6 +25,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 use xvs_benches::snat::{snat_reply, snat_request, SnatSwitch, BENCH_NOW};
 
+xvs_benches::daemon_allocator!();
+
 const HEADROOM: usize = 256;
 
 /// Counts what leaves, by port.

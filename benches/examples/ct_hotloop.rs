@@ -23,6 +23,8 @@ use xvs_benches::ct_load::{
     BatchBufs, Slot,
 };
 
+xvs_benches::daemon_allocator!();
+
 /// Prints the best, the median and the worst of the per-window costs, and their mean: on a shared
 /// machine the best window is the one least disturbed by other work; the worst shows the longest
 /// wait; windows hold equal numbers of frames, so the mean is the run's time per frame, stalls
