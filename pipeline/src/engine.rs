@@ -15,6 +15,7 @@ use crate::odp::{
 use crate::wire::Frame;
 use crate::xlate::{translate, RecircTable, XlateEnv};
 use crate::BATCH_SIZE;
+use arrayvec::ArrayVec;
 
 /// Frames shorter than an Ethernet header are dropped as runts.
 pub const RUNT_LEN: usize = 14;
@@ -316,7 +317,7 @@ impl Engine {
             let mut out: [Option<CtVerdict>; BATCH_SIZE] = std::array::from_fn(|_| None);
             let n = group.count_ones() as usize;
             {
-                let mut items = Vec::with_capacity(n);
+                let mut items = ArrayVec::<CtItem<'_, '_>, BATCH_SIZE>::new();
                 for (j, s) in slots.iter_mut().enumerate() {
                     if group & (1 << j) == 0 {
                         continue;
