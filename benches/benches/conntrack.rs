@@ -4,6 +4,7 @@
 
 use conntrack::{Config, Tracker};
 use criterion::{black_box, Criterion, Throughput};
+use dataplane::DaemonAllocator;
 use pipeline::ct::CtRequest;
 use pipeline::flow::NatSpec;
 use pipeline::key::{CS_DST_NAT, CS_ESTABLISHED, CS_INVALID, CS_REPLY_DIR, CS_SRC_NAT};
@@ -14,7 +15,6 @@ use xvs_benches::ct_load::{
     client, commit_req, next, populate, scatter, snat_spec, tcp_frame, track, track_batch,
     BatchBufs, Slot,
 };
-use xvs_benches::mimalloc::MiMalloc;
 
 /// Counts live heap bytes so the memory figure is measured, not estimated.
 struct Counting;
@@ -24,18 +24,18 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to mimalloc, the daemon's allocator.
-        unsafe { MiMalloc.alloc(l) }
+        // SAFETY: forwarded unchanged to the daemon's allocator.
+        unsafe { DaemonAllocator.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to mimalloc, the daemon's allocator.
-        unsafe { MiMalloc.dealloc(p, l) }
+        // SAFETY: forwarded unchanged to the daemon's allocator.
+        unsafe { DaemonAllocator.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to mimalloc, the daemon's allocator.
-        unsafe { MiMalloc.realloc(p, l, n) }
+        // SAFETY: forwarded unchanged to the daemon's allocator.
+        unsafe { DaemonAllocator.realloc(p, l, n) }
     }
 }
 

@@ -8,17 +8,16 @@ pub mod snat;
 pub use ovn_flows::ovn_like_flows;
 
 #[doc(hidden)]
-pub use mimalloc;
+pub use dataplane;
 
-/// Makes the invoking bench binary allocate as the `xvs` daemon does, with mimalloc, whose
-/// arenas sit on transparent huge pages: the connection tracker's table measured about 13%
-/// faster per frame on them than on the system allocator's 4 KiB pages, so a bench on another
-/// allocator would not measure the daemon.
+/// Makes the invoking bench binary allocate as the `xvs` daemon does
+/// ([`dataplane::DaemonAllocator`]): on another allocator the tables would sit on other pages,
+/// and a bench would not measure the daemon.
 #[macro_export]
 macro_rules! daemon_allocator {
     () => {
         #[global_allocator]
-        static GLOBAL: $crate::mimalloc::MiMalloc = $crate::mimalloc::MiMalloc;
+        static GLOBAL: $crate::dataplane::DaemonAllocator = $crate::dataplane::DaemonAllocator;
     };
 }
 

@@ -206,7 +206,8 @@ const REF_IDX_BITS: u32 = 32 - SHARD_BITS;
 pub const MAX_SLOT: u32 = (1 << REF_IDX_BITS) - 1;
 
 /// Fixed-size chunks of `N` records (no doubling on growth, so memory stays near the live count)
-/// plus a free list. Chunks are arrays, not slices, so that a lookup checks one bound, not two.
+/// plus a free list. Chunks are arrays, not slices, so that a record's index within its chunk is
+/// checked against a constant.
 pub struct Slab<T, const N: usize> {
     chunks: Vec<Box<[T; N]>>,
     free: Vec<u32>,
@@ -276,6 +277,10 @@ impl<T: Copy + Default, const N: usize> Slab<T, N> {
     }
     fn release(&mut self, i: u32) {
         self.free.push(i);
+    }
+    /// Bytes held: every chunk whole, and the free list's capacity.
+    fn bytes(&self) -> usize {
+        self.chunks.len() * std::mem::size_of::<[T; N]>() + self.free.capacity() * 4
     }
     /// Back to the state `new` gives (every slot to its default, generations included), keeping
     /// the chunks allocated.
@@ -827,10 +832,7 @@ impl Shard {
 
     /// Bytes held by this shard's table and slabs (capacity, not just live entries).
     pub fn bytes(&self) -> usize {
-        self.index.bytes()
-            + self.conns.chunks.len() * CONN_CHUNK * std::mem::size_of::<Conn>()
-            + self.keys.chunks.len() * KEY_CHUNK * std::mem::size_of::<KeyRec>()
-            + (self.conns.free.capacity() + self.keys.free.capacity()) * 4
+        self.index.bytes() + self.conns.bytes() + self.keys.bytes()
     }
 }
 
