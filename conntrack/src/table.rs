@@ -637,19 +637,30 @@ impl Shard {
     #[inline(always)]
     pub fn find_probe(&self, t: &Tuple, probe: Probe) -> Option<Found> {
         let e = probe.seen;
-        if e != EMPTY && self.is_live(e) && entry_is(&self.conns, &self.keys, e, t) {
+        if e != EMPTY && self.live_entry_is(e, t) {
             return Some(self.found(e));
         }
         self.find(t, probe.hash)
     }
 
-    /// Whether the record entry `e` names is in use.
-    #[inline]
-    fn is_live(&self, e: u32) -> bool {
+    /// Whether the record entry `e` names is in use and indexes tuple `t`: [`entry_is`] for a
+    /// guessed entry, finding the record once for both tests.
+    #[inline(always)]
+    fn live_entry_is(&self, e: u32, t: &Tuple) -> bool {
         let i = e & IDX_MASK;
         match e >> TAG_SHIFT {
-            E_ORIG | E_REPLY_LOCAL => self.conns.get(i).flags & F_LIVE != 0,
-            _ => self.keys.get(i).conn != NO_KEY,
+            E_ORIG => {
+                let c = self.conns.get(i);
+                c.flags & F_LIVE != 0 && c.orig == *t
+            }
+            E_REPLY_LOCAL => {
+                let c = self.conns.get(i);
+                c.flags & F_LIVE != 0 && c.reply() == *t
+            }
+            _ => {
+                let k = self.keys.get(i);
+                k.conn != NO_KEY && k.tuple == *t
+            }
         }
     }
 
