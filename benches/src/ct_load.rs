@@ -114,26 +114,36 @@ pub fn track_batch(
     bufs: &mut BatchBufs,
     req: &CtRequest<'_>,
 ) -> u32 {
-    for b in bufs.iter_mut() {
-        *b = frames[*pos];
-        *pos = next(*pos, frames.len());
+    const N: usize = pipeline::BATCH_SIZE;
+    // The harness's own work per frame is kept to a copy and a prefetch: with a branchy `next`
+    // per slot and a flow key zeroed per batch it came to 70 instructions a frame, counted in
+    // the tracker's time.
+    static KEY: FlowKey = FlowKey::ZERO;
+    let n = frames.len();
+    assert!(n >= N, "a batch takes {N} frames");
+    let start = *pos;
+    let wrap = |i: usize| if i < n { i } else { i - n };
+    if start + N <= n {
+        bufs.copy_from_slice(&frames[start..start + N]);
+    } else {
+        for (k, b) in bufs.iter_mut().enumerate() {
+            *b = frames[wrap(start + k)];
+        }
     }
+    *pos = wrap(start + N);
     // The next batch's frames start loading now, while this one is tracked, as a datapath's
     // receive path prefetches the frames of a burst before it works on them: otherwise the
     // copy above waits on each slot (6.4 MB of them for 100,000 connections), which perf put
     // at half of this function's samples, harness and not tracker.
-    let mut ahead = *pos;
-    for _ in 0..pipeline::BATCH_SIZE {
-        prefetch(&frames[ahead]);
-        ahead = next(ahead, frames.len());
+    for k in 0..N {
+        prefetch(&frames[wrap(*pos + k)]);
     }
-    let key = FlowKey::ZERO;
-    let mut out: [Option<CtVerdict>; pipeline::BATCH_SIZE] = [const { None }; pipeline::BATCH_SIZE];
+    let mut out: [Option<CtVerdict>; N] = [const { None }; N];
     let mut fs = bufs.each_mut().map(|b| Frame::new(&mut b.0[..], 0, flen));
     let mut items = fs.each_mut().map(|frame| CtItem {
         frame,
         l3_ofs: ETH,
-        key: &key,
+        key: &KEY,
     });
     t.execute_batch(&mut items, req, 1, &mut out);
     out.iter()
