@@ -577,9 +577,11 @@ pub enum Found {
     Remote { shard: u32, idx: u32, gen: u32 },
 }
 
-/// Whether entry `e` indexes tuple `t`.
+/// Whether entry `e` indexes tuple `t`. With `LIVE`, also whether its record is in use, for an
+/// entry that was guessed rather than found in the index (the record is found once for both
+/// tests).
 #[inline(always)]
-fn entry_is(
+fn entry_is<const LIVE: bool>(
     conns: &Slab<Conn, CONN_CHUNK>,
     keys: &Slab<KeyRec, KEY_CHUNK>,
     e: u32,
@@ -587,9 +589,18 @@ fn entry_is(
 ) -> bool {
     let i = e & IDX_MASK;
     match e >> TAG_SHIFT {
-        E_ORIG => conns.get(i).orig == *t,
-        E_REPLY_LOCAL => conns.get(i).reply() == *t,
-        _ => keys.get(i).tuple == *t,
+        E_ORIG => {
+            let c = conns.get(i);
+            (!LIVE || c.flags & F_LIVE != 0) && c.orig == *t
+        }
+        E_REPLY_LOCAL => {
+            let c = conns.get(i);
+            (!LIVE || c.flags & F_LIVE != 0) && c.reply() == *t
+        }
+        _ => {
+            let k = keys.get(i);
+            (!LIVE || k.conn != NO_KEY) && k.tuple == *t
+        }
     }
 }
 
@@ -622,9 +633,9 @@ impl Shard {
 
     #[inline]
     pub fn find(&self, t: &Tuple, h: u64) -> Option<Found> {
-        let e = self
-            .index
-            .find(tag_of(h), |e| entry_is(&self.conns, &self.keys, e, t))?;
+        let e = self.index.find(tag_of(h), |e| {
+            entry_is::<false>(&self.conns, &self.keys, e, t)
+        })?;
         Some(self.found(e))
     }
 
@@ -637,31 +648,10 @@ impl Shard {
     #[inline(always)]
     pub fn find_probe(&self, t: &Tuple, probe: Probe) -> Option<Found> {
         let e = probe.seen;
-        if e != EMPTY && self.live_entry_is(e, t) {
+        if e != EMPTY && entry_is::<true>(&self.conns, &self.keys, e, t) {
             return Some(self.found(e));
         }
         self.find(t, probe.hash)
-    }
-
-    /// Whether the record entry `e` names is in use and indexes tuple `t`: [`entry_is`] for a
-    /// guessed entry, finding the record once for both tests.
-    #[inline(always)]
-    fn live_entry_is(&self, e: u32, t: &Tuple) -> bool {
-        let i = e & IDX_MASK;
-        match e >> TAG_SHIFT {
-            E_ORIG => {
-                let c = self.conns.get(i);
-                c.flags & F_LIVE != 0 && c.orig == *t
-            }
-            E_REPLY_LOCAL => {
-                let c = self.conns.get(i);
-                c.flags & F_LIVE != 0 && c.reply() == *t
-            }
-            _ => {
-                let k = self.keys.get(i);
-                k.conn != NO_KEY && k.tuple == *t
-            }
-        }
     }
 
     /// What index entry `e` says about where its tuple's connection is.
@@ -753,7 +743,9 @@ impl Shard {
 
     pub fn contains(&self, t: &Tuple, h: u64) -> bool {
         self.index
-            .find(tag_of(h), |e| entry_is(&self.conns, &self.keys, e, t))
+            .find(tag_of(h), |e| {
+                entry_is::<false>(&self.conns, &self.keys, e, t)
+            })
             .is_some()
     }
 
