@@ -612,11 +612,6 @@ impl Tracker {
         self.release(zone);
     }
 
-    /// Tracks one complete (unfragmented) datagram whose IP header is at `l3` of `b`, NATing it
-    /// in place when asked, and returns the verdict. `Err(Bad::Fragment)` means it must go
-    /// through reassembly. The datagram is parsed in place and the answer built in its final
-    /// slot: returned as a result and wrapped again, the ~100-byte answer was copied twice more
-    /// on every packet of the one-frame path.
     /// Parses the datagram at `l3` of `b` into `out`, verifying its checksums unless an
     /// earlier `ct()` on the same frame did, and marks the frame's checksums as verified.
     #[inline(always)]
@@ -633,6 +628,11 @@ impl Tracker {
         Ok(())
     }
 
+    /// Tracks one complete (unfragmented) datagram whose IP header is at `l3` of `b`, NATing it
+    /// in place when asked, and returns the verdict. `Err(Bad::Fragment)` means it must go
+    /// through reassembly. The datagram is parsed in place and the answer built in its final
+    /// slot: returned as a result and wrapped again, the ~100-byte answer was copied twice more
+    /// on every packet of the one-frame path.
     #[inline]
     fn track<B: Resize + ?Sized>(
         &self,
