@@ -93,14 +93,21 @@ fn prefetch(slot: &Slot) {
     let _ = slot;
 }
 
-/// The frame after `pos` of `n`, wrapping (a compare, where `%` would divide per frame).
+/// Position `i` (below `2 * n`) of a set of `n` frames, wrapping: a compare, where `%` would
+/// divide per frame.
+#[inline]
+fn wrap(i: usize, n: usize) -> usize {
+    if i < n {
+        i
+    } else {
+        i - n
+    }
+}
+
+/// The frame after `pos` of `n`, wrapping.
 #[inline]
 pub fn next(pos: usize, n: usize) -> usize {
-    if pos + 1 == n {
-        0
-    } else {
-        pos + 1
-    }
+    wrap(pos + 1, n)
 }
 
 /// Tracks the next [`pipeline::BATCH_SIZE`] frames of `frames` (`flen` bytes of each slot,
@@ -122,21 +129,20 @@ pub fn track_batch(
     let n = frames.len();
     assert!(n >= N, "a batch takes {N} frames");
     let start = *pos;
-    let wrap = |i: usize| if i < n { i } else { i - n };
     if start + N <= n {
         bufs.copy_from_slice(&frames[start..start + N]);
     } else {
         for (k, b) in bufs.iter_mut().enumerate() {
-            *b = frames[wrap(start + k)];
+            *b = frames[wrap(start + k, n)];
         }
     }
-    *pos = wrap(start + N);
+    *pos = wrap(start + N, n);
     // The next batch's frames start loading now, while this one is tracked, as a datapath's
     // receive path prefetches the frames of a burst before it works on them: otherwise the
     // copy above waits on each slot (6.4 MB of them for 100,000 connections), which perf put
     // at half of this function's samples, harness and not tracker.
     for k in 0..N {
-        prefetch(&frames[wrap(*pos + k)]);
+        prefetch(&frames[wrap(*pos + k, n)]);
     }
     let mut out: [Option<CtVerdict>; N] = [const { None }; N];
     let mut fs = bufs.each_mut().map(|b| Frame::new(&mut b.0[..], 0, flen));
